@@ -1,0 +1,59 @@
+"""hdfsspec: frame-aware fsspec access to DICOM objects, with lazy highdicom objects."""
+
+from __future__ import annotations
+
+from fsspec.registry import register_implementation
+
+from hdfsspec._types import DEFAULT_OPTIONS, ReadOptions
+from hdfsspec.cache import DicomFrameCache
+from hdfsspec.errors import (
+    DicomFormatError,
+    FrameIndexError,
+    NotDicomError,
+    ObjectChangedError,
+    OffsetTableError,
+    ReadOnlyError,
+    TruncatedDicomError,
+    UnsupportedTransferSyntaxError,
+)
+from hdfsspec.file import DicomFile
+from hdfsspec.filesystem import DicomFileSystem
+from hdfsspec.index import FrameIndex
+from hdfsspec.planning import FetchPlan
+
+__version__ = "0.1.0"
+
+register_implementation("dicom", DicomFileSystem, clobber=True)
+
+
+def __getattr__(name: str):  # type: ignore[no-untyped-def]
+    # highdicom is imported only when its readers are used
+    if name in {"imread", "segread", "srread", "annread", "open_dicom"}:
+        from hdfsspec import highdicom_io
+
+        return getattr(highdicom_io, name)
+    raise AttributeError(f"module 'hdfsspec' has no attribute {name!r}")
+
+
+__all__ = [
+    "DEFAULT_OPTIONS",
+    "DicomFile",
+    "DicomFileSystem",
+    "DicomFormatError",
+    "DicomFrameCache",
+    "FetchPlan",
+    "FrameIndex",
+    "FrameIndexError",
+    "NotDicomError",
+    "ObjectChangedError",
+    "OffsetTableError",
+    "ReadOnlyError",
+    "ReadOptions",
+    "TruncatedDicomError",
+    "UnsupportedTransferSyntaxError",
+    "annread",
+    "imread",
+    "open_dicom",
+    "segread",
+    "srread",
+]

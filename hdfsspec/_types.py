@@ -1,0 +1,64 @@
+"""Shared small types and the read policy defaults.
+
+The cache and the planner take every policy value as an argument; the
+defaults live here so that the filesystem (which owns them) and a cache opened
+directly with ``cache_type="dicom"`` agree.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, replace
+from typing import Any
+
+Fetch = Callable[[int, int], bytes]
+"""Return the bytes ``[start, stop)`` of the object."""
+
+FetchRanges = Callable[[Sequence[tuple[int, int]]], list[bytes]]
+"""Return the bytes of many ``(start, stop)`` ranges, fetched concurrently if possible."""
+
+KiB = 1024
+MiB = 1024 * KiB
+
+
+@dataclass(frozen=True)
+class ReadOptions:
+    """Policy of the frame-aware cache.
+
+    Parameters
+    ----------
+    max_cache_bytes : int
+        Bound of the LRU of frame blocks, in bytes (default 256 MiB). The
+        header block is kept besides it.
+    first_request : int
+        Size of the first request of a cold open (default 64 KiB); it grows when
+        the header and offset table are larger.
+    scan_window : int
+        Size of each window fetched while scanning Pixel Data that has no offset
+        table (default 8 MiB).
+    scan_concurrency : int
+        Number of windows fetched concurrently in one round of a scan (default 4).
+    max_gap : int
+        Largest gap, in bytes, bridged when coalescing frame ranges (default 64 KiB).
+    max_block : int
+        Largest coalesced range, in bytes (default 64 MiB).
+    """
+
+    max_cache_bytes: int = 256 * MiB
+    first_request: int = 64 * KiB
+    scan_window: int = 8 * MiB
+    scan_concurrency: int = 4
+    max_gap: int = 64 * KiB
+    max_block: int = 64 * MiB
+
+    def __post_init__(self) -> None:
+        for name, value in asdict(self).items():
+            if not isinstance(value, int) or value < (0 if name == "max_gap" else 1):
+                raise ValueError(f"ReadOptions.{name} must be a positive integer, got {value!r}")
+
+    def updated(self, **kwargs: Any) -> ReadOptions:
+        """Return a copy with the given non-``None`` fields replaced."""
+        return replace(self, **{k: v for k, v in kwargs.items() if v is not None})
+
+
+DEFAULT_OPTIONS = ReadOptions()

@@ -1,0 +1,114 @@
+"""The read-only file object of the ``dicom`` filesystem."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from typing import TYPE_CHECKING, Any
+
+from fsspec.spec import AbstractBufferedFile
+
+from hdfsspec.cache import DicomFrameCache
+from hdfsspec.errors import ReadOnlyError
+from hdfsspec.index import FrameIndex
+from hdfsspec.parse import ParsedHeader
+from hdfsspec.planning import FetchPlan
+from hdfsspec.stats import CacheStats
+
+if TYPE_CHECKING:
+    from hdfsspec.filesystem import DicomFileSystem
+
+__all__ = ["DicomFile"]
+
+
+class DicomFile(AbstractBufferedFile):
+    """A DICOM object opened for reading through its frame-aware cache.
+
+    Reads (``read``, ``seek``...) behave as on any fsspec file; on top of them,
+    :meth:`read_frames` and :meth:`prefetch` fetch whole frames in one
+    concurrent round through the target filesystem's ``cat_ranges``.
+
+    Parameters
+    ----------
+    fs : DicomFileSystem
+        The filesystem that opened the file.
+    path : str
+        Path of the object on the target filesystem.
+    mode : str
+        Only ``"rb"``.
+    size : int, optional
+        Object size, if known (saves an ``info`` call).
+    cache_options : dict, optional
+        Extra arguments of :class:`~hdfsspec.cache.DicomFrameCache`.
+    """
+
+    def __init__(
+        self,
+        fs: DicomFileSystem,
+        path: str,
+        mode: str = "rb",
+        block_size: Any = "default",
+        cache_options: dict[str, Any] | None = None,
+        size: int | None = None,
+        **kwargs: Any,
+    ) -> None:
+        if mode != "rb":
+            raise ReadOnlyError(f"the dicom filesystem is read-only: cannot open {path!r} "
+                                f"in mode {mode!r}")  # fmt: skip
+        kwargs.pop("cache_type", None)
+        options = dict(cache_options or {})
+        options.setdefault("fetch_ranges", self._fetch_ranges)
+        options.setdefault("path", fs.fs.unstrip_protocol(path))
+        options.setdefault("options", fs.options)
+        super().__init__(fs, path, mode="rb", block_size=block_size, cache_type="dicom",
+                         cache_options=options, size=size, **kwargs)  # fmt: skip
+        self.cache: DicomFrameCache
+
+    # -- backend -----------------------------------------------------------------------
+    def _fetch_range(self, start: int, end: int) -> bytes:
+        return self.fs.fs.cat_file(self.path, start=start, end=end)
+
+    def _fetch_ranges(self, ranges: Sequence[tuple[int, int]]) -> list[bytes]:
+        out = self.fs.fs.cat_ranges(
+            [self.path] * len(ranges), [a for a, _ in ranges], [b for _, b in ranges]
+        )
+        for item in out:
+            if isinstance(item, BaseException):
+                raise item
+        return out
+
+    # -- frames -------------------------------------------------------------------------
+    @property
+    def header(self) -> ParsedHeader:
+        """The parsed header: bytes, pydicom data set, offsets (fetched on first use)."""
+        return self.cache.parsed
+
+    @property
+    def index(self) -> FrameIndex:
+        """The :class:`~hdfsspec.index.FrameIndex` (built on first use)."""
+        return self.cache.index
+
+    @property
+    def stats(self) -> CacheStats:
+        """Requests, bytes and hits of this file, per phase."""
+        return self.cache.stats
+
+    def read_frames(self, frames: Sequence[int]) -> list[bytes]:
+        """Return the encoded bytes of ``frames`` (0-based), fetched in one round.
+
+        Encapsulated frames are returned with their fragments joined; native
+        frames as the smallest byte range that holds them (for 1-bit data whose
+        frames do not start on a byte boundary, see ``index.bit_offset``).
+        """
+        return self.cache.read_frames(list(frames))
+
+    def prefetch(self, frames: Iterable[int]) -> None:
+        """Fetch ``frames`` (0-based) into the cache in one concurrent round."""
+        self.cache.prefetch(frames)
+
+    def plan(self, frames: Iterable[int]) -> FetchPlan:
+        """Dry run: the requests that reading ``frames`` would cost now."""
+        return self.cache.plan(frames)
+
+    # -- read-only ---------------------------------------------------------------------
+    def write(self, data: Any) -> int:
+        raise ReadOnlyError(f"the dicom filesystem is read-only: cannot write to {self.path!r}")

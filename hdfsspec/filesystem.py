@@ -1,0 +1,166 @@
+"""``DicomFileSystem``: the ``dicom::`` protocol, chained over any fsspec filesystem."""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+import fsspec
+from fsspec.implementations.chained import ChainedFileSystem
+
+from hdfsspec._types import DEFAULT_OPTIONS, ReadOptions
+from hdfsspec.errors import ReadOnlyError
+from hdfsspec.file import DicomFile
+
+__all__ = ["DicomFileSystem"]
+
+_PREFIXES = ("dicom::", "dicom://")
+
+
+class DicomFileSystem(ChainedFileSystem):
+    """Read DICOM objects of any fsspec filesystem through a frame-aware cache.
+
+    Usually created by a chained URL::
+
+        fsspec.open("dicom::s3://bucket/slide.dcm", s3={"anon": True})
+
+    or directly::
+
+        fsspec.filesystem("dicom", target_protocol="s3", target_options={"anon": True})
+
+    Listing, ``info``, ``glob``, ``find``, ``exists`` and ``size`` are those of the
+    target. Files are read-only. The target filesystem is never closed.
+
+    Parameters
+    ----------
+    target_protocol : str, optional
+        Protocol of the target filesystem (``"file"`` when neither this nor
+        ``fs`` is given).
+    target_options : dict, optional
+        Options of the target filesystem.
+    fs : fsspec.AbstractFileSystem, optional
+        A target filesystem instance, instead of ``target_protocol``.
+    fo : str, optional
+        Path passed by fsspec's URL chaining; unused.
+    max_cache_bytes, first_request, scan_window, scan_concurrency, max_gap, max_block : int, optional
+        Read policy (see :class:`~hdfsspec.ReadOptions` for the defaults).
+    """
+
+    protocol: ClassVar[str] = "dicom"  # type: ignore[misc]
+    root_marker = ""
+    _strip_tokenize_options = ("fo",)
+
+    def __init__(
+        self,
+        target_protocol: str | None = None,
+        target_options: dict[str, Any] | None = None,
+        fs: fsspec.AbstractFileSystem | None = None,
+        fo: str | None = None,
+        *,
+        max_cache_bytes: int | None = None,
+        first_request: int | None = None,
+        scan_window: int | None = None,
+        scan_concurrency: int | None = None,
+        max_gap: int | None = None,
+        max_block: int | None = None,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        if fs is not None and target_protocol is not None:
+            raise ValueError("give either fs or target_protocol, not both")
+        if fs is None:
+            fs = fsspec.filesystem(target_protocol or "file", **(target_options or {}))
+        self.fs = fs
+        self.target_protocol = fs.protocol if isinstance(fs.protocol, str) else fs.protocol[0]
+        self.options: ReadOptions = DEFAULT_OPTIONS.updated(
+            max_cache_bytes=max_cache_bytes, first_request=first_request,
+            scan_window=scan_window, scan_concurrency=scan_concurrency,
+            max_gap=max_gap, max_block=max_block,
+        )  # fmt: skip
+
+    # -- paths ------------------------------------------------------------------------------
+    @classmethod
+    def _strip_protocol(cls, path: Any) -> Any:
+        if isinstance(path, list):
+            return [cls._strip_protocol(p) for p in path]
+        path = str(path)
+        for prefix in _PREFIXES:
+            if path.startswith(prefix):
+                path = path[len(prefix) :]
+        return path
+
+    def _target(self, path: Any) -> Any:
+        """Path on the target filesystem."""
+        return self.fs._strip_protocol(self._strip_protocol(path))
+
+    def unstrip_protocol(self, name: str) -> str:
+        return "dicom::" + self.fs.unstrip_protocol(name)
+
+    # -- reading --------------------------------------------------------------------------
+    def _open(
+        self,
+        path: str,
+        mode: str = "rb",
+        block_size: Any = None,
+        autocommit: bool = True,
+        cache_options: dict[str, Any] | None = None,
+        **kwargs: Any,
+    ) -> DicomFile:
+        path = self._target(path)
+        if mode != "rb":
+            raise ReadOnlyError(f"the dicom filesystem is read-only: cannot open {path!r} "
+                                f"in mode {mode!r}")  # fmt: skip
+        size = kwargs.pop("size", None)
+        if size is None:
+            size = self.fs.size(path)
+        return DicomFile(self, path, block_size=block_size or "default",
+                         cache_options=cache_options, size=size, **kwargs)  # fmt: skip
+
+    def read_frames(self, path: str, frames: list[int]) -> list[bytes]:
+        """Return the encoded bytes of ``frames`` (0-based) of one object, in one round."""
+        with self.open(path) as f:
+            assert isinstance(f, DicomFile)
+            return f.read_frames(frames)
+
+    def cat_file(self, path: str, start: int | None = None, end: int | None = None,
+                 **kwargs: Any) -> bytes:  # fmt: skip
+        return self.fs.cat_file(self._target(path), start=start, end=end, **kwargs)
+
+    # -- delegated to the target ------------------------------------------------------------
+    def ls(self, path: str, detail: bool = True, **kwargs: Any) -> Any:
+        return self.fs.ls(self._target(path), detail=detail, **kwargs)
+
+    def info(self, path: str, **kwargs: Any) -> dict[str, Any]:
+        return self.fs.info(self._target(path), **kwargs)
+
+    def glob(self, path: str, maxdepth: int | None = None, **kwargs: Any) -> Any:
+        return self.fs.glob(self._target(path), maxdepth=maxdepth, **kwargs)
+
+    def find(self, path: str, maxdepth: int | None = None, withdirs: bool = False,
+             detail: bool = False, **kwargs: Any) -> Any:  # fmt: skip
+        return self.fs.find(self._target(path), maxdepth=maxdepth, withdirs=withdirs,
+                            detail=detail, **kwargs)  # fmt: skip
+
+    def exists(self, path: str, **kwargs: Any) -> bool:
+        return self.fs.exists(self._target(path), **kwargs)
+
+    def isdir(self, path: str) -> bool:
+        return self.fs.isdir(self._target(path))
+
+    def isfile(self, path: str) -> bool:
+        return self.fs.isfile(self._target(path))
+
+    def size(self, path: str) -> int:
+        return self.fs.size(self._target(path))
+
+    def ukey(self, path: str) -> str:
+        return self.fs.ukey(self._target(path))
+
+    def modified(self, path: str) -> Any:
+        return self.fs.modified(self._target(path))
+
+    # -- read-only ----------------------------------------------------------------------------
+    def _read_only(self, *args: Any, **kwargs: Any) -> None:
+        raise ReadOnlyError("the dicom filesystem is read-only")
+
+    mkdir = makedirs = rmdir = _rm = rm = rm_file = _read_only  # type: ignore[assignment]
+    pipe_file = put_file = cp_file = mv = touch = _read_only  # type: ignore[assignment]

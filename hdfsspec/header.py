@@ -1,0 +1,281 @@
+"""Locate the header, the Pixel Data element and the offset tables of a Part 10 stream.
+
+The walker reads through a ``fetch(start, stop)`` callable into a contiguous
+prefix buffer that starts with a right-sized first request and grows (at least
+doubling, or to the end of a large element value at once) only when the header
+is larger. It never trusts a length field beyond the object size, so a corrupt
+length cannot drive an allocation or a request past the end of the object.
+
+No fsspec here, and no shared cursor: every position is explicit.
+"""
+
+from __future__ import annotations
+
+import struct
+from dataclasses import dataclass
+
+from hdfsspec._types import Fetch
+from hdfsspec.errors import (
+    NotDicomError,
+    TruncatedDicomError,
+    UnsupportedTransferSyntaxError,
+)
+
+__all__ = ["Header", "PrefixBuffer", "read_header"]
+
+ITEM = 0xFFFEE000
+ITEM_DELIMITER = 0xFFFEE00D
+SEQUENCE_DELIMITER = 0xFFFEE0DD
+UNDEFINED = 0xFFFFFFFF
+PIXEL_TAGS = {
+    0x7FE00010: "PixelData",
+    0x7FE00008: "FloatPixelData",
+    0x7FE00009: "DoubleFloatPixelData",
+}
+EXTENDED_OFFSET_TABLE = 0x7FE00001
+EXTENDED_OFFSET_TABLE_LENGTHS = 0x7FE00002
+TRANSFER_SYNTAX_UID = 0x00020010
+_LONG_VRS = {b"OB", b"OD", b"OF", b"OL", b"OV", b"OW", b"SQ", b"SV", b"UC", b"UN", b"UR", b"UT",
+             b"UV"}  # fmt: skip
+_DEFLATED = {"1.2.840.10008.1.2.1.99", "1.2.840.10008.1.2.8.1"}
+_IMPLICIT_LE = "1.2.840.10008.1.2"
+_EXPLICIT_BE = "1.2.840.10008.1.2.2"
+
+
+class PrefixBuffer:
+    """The bytes ``[0, n)`` of an object, grown on demand through ``fetch``.
+
+    Parameters
+    ----------
+    fetch : callable
+        ``fetch(start, stop) -> bytes``.
+    size : int
+        Object size in bytes.
+    first_request : int
+        Size of the first request.
+    path : str, optional
+        Name of the object, for error messages.
+    """
+
+    def __init__(self, fetch: Fetch, size: int, first_request: int, path: str | None) -> None:
+        self._fetch = fetch
+        self.size = size
+        self.path = path
+        self.first_request = first_request
+        self.data = bytearray()
+        self.requests = 0
+
+    def ensure(
+        self, stop: int, *, tag: int | None = None, what: str = "element", at: int | None = None
+    ) -> None:
+        """Make sure ``[0, stop)`` is buffered; raise if ``stop`` is past the end.
+
+        ``at`` is the offset of the element being read, for the error message.
+        """
+        if stop > self.size:
+            raise TruncatedDicomError(
+                f"{what} ends at byte {stop}, beyond the end of the object ({self.size} bytes)",
+                path=self.path, offset=stop if at is None else at, tag=tag,
+            )  # fmt: skip
+        have = len(self.data)
+        if stop <= have:
+            return
+        want = min(self.size, max(stop, 2 * have, self.first_request))
+        chunk = self._fetch(have, want)
+        self.requests += 1
+        if len(chunk) != want - have:
+            raise TruncatedDicomError(
+                f"asked for bytes {have}-{want} but received {len(chunk)} bytes; "
+                "the object is shorter than its reported size or changed while being read",
+                path=self.path, offset=have + len(chunk), tag=tag,
+            )  # fmt: skip
+        self.data += chunk
+
+    def read(
+        self, start: int, length: int, *, tag: int | None = None, what: str = "element"
+    ) -> bytes:
+        """Return ``length`` bytes at ``start``, growing the buffer if needed."""
+        self.ensure(start + length, tag=tag, what=what, at=start)
+        return bytes(self.data[start : start + length])
+
+
+@dataclass(frozen=True)
+class Header:
+    """What the walker learnt about the object.
+
+    Attributes
+    ----------
+    transfer_syntax_uid : str
+        Transfer Syntax UID of the data set.
+    dataset_start : int
+        Offset of the first element after the File Meta Information.
+    pixel_data_offset : int or None
+        Offset of the Pixel Data element tag, ``None`` without pixels.
+    pixel_keyword : str or None
+        Keyword of the pixel element found.
+    pixel_value_offset : int
+        Offset of the first byte of the Pixel Data value.
+    pixel_length : int
+        Value length of the Pixel Data element (UNDEFINED when encapsulated).
+    eot : tuple of (offset, length) or None
+        Position of the Extended Offset Table value.
+    eot_lengths : tuple of (offset, length) or None
+        Position of the Extended Offset Table Lengths value.
+    """
+
+    transfer_syntax_uid: str
+    dataset_start: int
+    pixel_data_offset: int | None
+    pixel_keyword: str | None
+    pixel_value_offset: int
+    pixel_length: int
+    eot: tuple[int, int] | None
+    eot_lengths: tuple[int, int] | None
+
+    @property
+    def is_implicit_vr(self) -> bool:
+        return self.transfer_syntax_uid == _IMPLICIT_LE
+
+    @property
+    def is_little_endian(self) -> bool:
+        return self.transfer_syntax_uid != _EXPLICIT_BE
+
+    @property
+    def encapsulated(self) -> bool:
+        return self.pixel_data_offset is not None and self.pixel_length == UNDEFINED
+
+
+class _Walker:
+    """Reads element headers at explicit positions of a :class:`PrefixBuffer`."""
+
+    def __init__(self, buf: PrefixBuffer, implicit: bool, little: bool) -> None:
+        self.buf = buf
+        self.implicit = implicit
+        self.end = "<" if little else ">"
+
+    def tag(self, pos: int) -> int:
+        group, elem = struct.unpack(self.end + "HH", self.buf.read(pos, 4, what="element tag"))
+        return group << 16 | elem
+
+    def element(self, pos: int) -> tuple[int, int, int]:
+        """Return ``(tag, value_offset, length)`` of the element at ``pos``."""
+        tag = self.tag(pos)
+        if tag in (ITEM, ITEM_DELIMITER, SEQUENCE_DELIMITER) or self.implicit:
+            (length,) = struct.unpack(self.end + "L", self.buf.read(pos + 4, 4, tag=tag))
+            return tag, pos + 8, length
+        vr = self.buf.read(pos + 4, 2, tag=tag)
+        if vr in _LONG_VRS:
+            (length,) = struct.unpack(self.end + "L", self.buf.read(pos + 8, 4, tag=tag))
+            return tag, pos + 12, length
+        if not (vr.isalpha() and vr.isupper()):
+            raise NotDicomError(
+                f"invalid value representation {vr!r}", path=self.buf.path, offset=pos + 4, tag=tag
+            )
+        (length,) = struct.unpack(self.end + "H", self.buf.read(pos + 6, 2, tag=tag))
+        return tag, pos + 8, length
+
+    def skip_undefined(self, pos: int, tag: int) -> int:
+        """Skip an undefined-length value starting at ``pos``; return the offset after it."""
+        while True:
+            item_tag, value, length = self.element(pos)
+            if item_tag == SEQUENCE_DELIMITER:
+                return value
+            if item_tag != ITEM:
+                raise NotDicomError(
+                    f"expected an item or sequence delimiter inside {tag:08X}, found {item_tag:08X}",
+                    path=self.buf.path, offset=pos, tag=item_tag,
+                )  # fmt: skip
+            if length == UNDEFINED:
+                pos = self.skip_dataset(value)
+            else:
+                self.buf.ensure(value + length, tag=item_tag, what="item", at=pos)
+                pos = value + length
+
+    def skip_dataset(self, pos: int) -> int:
+        """Skip a nested data set ending with an Item Delimitation Item."""
+        while True:
+            tag, value, length = self.element(pos)
+            if tag == ITEM_DELIMITER:
+                return value
+            if length == UNDEFINED:
+                pos = self.skip_undefined(value, tag)
+            else:
+                self.buf.ensure(value + length, tag=tag, at=pos)
+                pos = value + length
+
+
+def _file_meta(buf: PrefixBuffer) -> tuple[str, int]:
+    """Return the transfer syntax and the offset of the data set."""
+    buf.ensure(min(buf.size, max(buf.first_request, 132)), what="file preamble")
+    if buf.size >= 132 and buf.data[128:132] == b"DICM":
+        pos = 132
+    elif buf.size >= 8 and buf.data[0:2] == b"\x02\x00" and buf.data[4:6].isalpha():
+        pos = 0  # no preamble: File Meta Information at the start
+    else:
+        raise NotDicomError(
+            "not a DICOM Part 10 file: no 'DICM' prefix after the 128-byte preamble",
+            path=buf.path, offset=128,
+        )  # fmt: skip
+    walker = _Walker(buf, implicit=False, little=True)
+    syntax = None
+    while pos < buf.size:
+        tag = walker.tag(pos)
+        if tag >> 16 != 0x0002:
+            break
+        tag, value, length = walker.element(pos)
+        if length == UNDEFINED:
+            raise NotDicomError("undefined length in the File Meta Information",
+                                path=buf.path, offset=pos, tag=tag)  # fmt: skip
+        if tag == TRANSFER_SYNTAX_UID:
+            syntax = buf.read(value, length, tag=tag).rstrip(b"\x00 ").decode("ascii", "replace")
+        buf.ensure(value + length, tag=tag, at=pos)
+        pos = value + length
+    if syntax is None:
+        raise NotDicomError("the File Meta Information has no Transfer Syntax UID",
+                            path=buf.path, offset=pos, tag=TRANSFER_SYNTAX_UID)  # fmt: skip
+    if syntax in _DEFLATED:
+        raise UnsupportedTransferSyntaxError(
+            f"transfer syntax {syntax} (deflated) cannot be read frame by frame",
+            path=buf.path, offset=pos, tag=TRANSFER_SYNTAX_UID,
+        )  # fmt: skip
+    return syntax, pos
+
+
+def read_header(buf: PrefixBuffer) -> Header:
+    """Walk the File Meta Information and the top-level data set up to the Pixel Data.
+
+    Parameters
+    ----------
+    buf : PrefixBuffer
+        The object, read through its prefix buffer.
+
+    Returns
+    -------
+    Header
+        Positions of the Pixel Data element and of the Extended Offset Table.
+
+    Raises
+    ------
+    NotDicomError, TruncatedDicomError, UnsupportedTransferSyntaxError
+        With the path, the byte offset and the tag.
+    """
+    syntax, start = _file_meta(buf)
+    walker = _Walker(buf, implicit=syntax == _IMPLICIT_LE, little=syntax != _EXPLICIT_BE)
+    pos = start
+    eot = eot_lengths = None
+    while pos < buf.size:
+        tag, value, length = walker.element(pos)
+        if tag in PIXEL_TAGS:
+            if length != UNDEFINED:
+                buf.ensure(min(value, buf.size), tag=tag)
+            return Header(syntax, start, pos, PIXEL_TAGS[tag], value, length, eot, eot_lengths)
+        if length == UNDEFINED:
+            pos = walker.skip_undefined(value, tag)
+            continue
+        if tag == EXTENDED_OFFSET_TABLE:
+            eot = (value, length)
+        elif tag == EXTENDED_OFFSET_TABLE_LENGTHS:
+            eot_lengths = (value, length)
+        buf.ensure(value + length, tag=tag, at=pos)
+        pos = value + length
+    return Header(syntax, start, None, None, buf.size, 0, eot, eot_lengths)

@@ -1,0 +1,383 @@
+"""Build a :class:`~hdfsspec.index.FrameIndex` from a DICOM object read through ``fetch``.
+
+Strategies, chosen in this order for encapsulated Pixel Data:
+
+1. Extended Offset Table (with or without its lengths);
+2. Basic Offset Table, when it has one entry per frame;
+3. a scan of the fragment items, fetched in large windows, several concurrently,
+   when both tables are missing (or the BOT does not match Number of Frames).
+   Fragments are grouped into frames one-to-one, or on JPEG / JPEG 2000 start
+   markers checked against Number of Frames; an ambiguous file is an error.
+
+Native Pixel Data (including 1-bit packed, Float and Double Float Pixel Data)
+is laid out arithmetically from the image attributes. Pure: no fsspec.
+"""
+
+from __future__ import annotations
+
+import struct
+from dataclasses import dataclass
+from io import BytesIO
+
+import numpy as np
+import pydicom
+from pydicom.dataset import Dataset
+
+from hdfsspec._types import DEFAULT_OPTIONS, Fetch, FetchRanges, ReadOptions
+from hdfsspec.errors import (
+    FrameIndexError,
+    NotDicomError,
+    OffsetTableError,
+    TruncatedDicomError,
+)
+from hdfsspec.header import (
+    EXTENDED_OFFSET_TABLE,
+    ITEM,
+    SEQUENCE_DELIMITER,
+    Header,
+    PrefixBuffer,
+    read_header,
+)
+from hdfsspec.index import UNKNOWN, FrameIndex
+
+__all__ = ["ItemScan", "ParsedHeader", "build_index", "parse_header", "scan_items"]
+
+START_MARKERS = (b"\xff\xd8", b"\xff\x4f")  # JPEG / JPEG-LS SOI, JPEG 2000 SOC
+_PIXEL_TAG = 0x7FE00010
+_NUMBER_OF_FRAMES = 0x00280008
+
+
+@dataclass(frozen=True)
+class ParsedHeader:
+    """The header of an object: its bytes, its data set and where its frames begin.
+
+    Attributes
+    ----------
+    header : Header
+        Positions found by the walker.
+    prefix : bytes
+        Every byte fetched from the start of the object (at least ``header_end``).
+    header_end : int
+        First byte after the header (see :class:`~hdfsspec.index.FrameIndex`).
+    bot : tuple of int
+        Basic Offset Table entries (relative, as stored), empty if none.
+    dataset : pydicom.Dataset
+        The data set without Pixel Data (file meta in ``dataset.file_meta``).
+    requests : int
+        Number of requests the header cost.
+    """
+
+    header: Header
+    prefix: bytes
+    header_end: int
+    bot: tuple[int, ...]
+    dataset: Dataset
+    requests: int
+    size: int
+    path: str | None
+
+    def read_dataset(self) -> Dataset:
+        """Return a new pydicom data set of the header (file meta in ``file_meta``)."""
+        return _read_dataset(self.prefix[: self.header.pixel_data_offset or self.size], self.path)
+
+
+def parse_header(
+    fetch: Fetch, size: int, *, path: str | None = None, options: ReadOptions = DEFAULT_OPTIONS
+) -> ParsedHeader:
+    """Read the header and the Basic Offset Table of an object.
+
+    Parameters
+    ----------
+    fetch : callable
+        ``fetch(start, stop) -> bytes``.
+    size : int
+        Object size in bytes.
+    path : str, optional
+        Name of the object, for error messages.
+    options : ReadOptions, optional
+        ``first_request`` sets the size of the first request.
+
+    Returns
+    -------
+    ParsedHeader
+    """
+    buf = PrefixBuffer(fetch, size, options.first_request, path)
+    header = read_header(buf)
+    bot: tuple[int, ...] = ()
+    if header.pixel_data_offset is None:
+        header_end = size
+    elif header.encapsulated:
+        pos = header.pixel_value_offset
+        tag, length = struct.unpack("<LL", buf.read(pos, 8, tag=_PIXEL_TAG, what="BOT item"))
+        tag = (tag & 0xFFFF) << 16 | tag >> 16
+        if tag != ITEM:
+            raise OffsetTableError(
+                f"expected the Basic Offset Table item (FFFE,E000), found {tag:08X}",
+                path=path, offset=pos, tag=_PIXEL_TAG,
+            )  # fmt: skip
+        if length % 4:
+            raise OffsetTableError(
+                f"Basic Offset Table length {length} is not a multiple of 4",
+                path=path, offset=pos + 4, tag=_PIXEL_TAG,
+            )  # fmt: skip
+        raw = buf.read(pos + 8, length, tag=_PIXEL_TAG, what="Basic Offset Table")
+        bot = struct.unpack(f"<{length // 4}L", raw)
+        header_end = pos + 8 + length
+    else:
+        header_end = header.pixel_value_offset
+    dataset = _read_dataset(bytes(buf.data[: header.pixel_data_offset or size]), path)
+    return ParsedHeader(
+        header, bytes(buf.data), header_end, bot, dataset, buf.requests, size, path
+    )
+
+
+def _read_dataset(data: bytes, path: str | None) -> Dataset:
+    try:
+        return pydicom.dcmread(BytesIO(data), stop_before_pixels=True, force=True)
+    except (EOFError, struct.error, ValueError, KeyError) as exc:  # pydicom's own failures
+        raise NotDicomError(f"pydicom cannot read the header: {exc}", path=path, offset=0) from exc
+
+
+def _int_attr(ds: Dataset, keyword: str, default: int | None, parsed: ParsedHeader) -> int:
+    value = ds.get(keyword, default)
+    if value is None or value == "":
+        if default is not None:
+            return default
+        raise FrameIndexError(
+            f"the image has no {keyword}", path=parsed.path,
+            offset=parsed.header.pixel_data_offset, tag=_PIXEL_TAG,
+        )  # fmt: skip
+    try:
+        return int(value)
+    except (TypeError, ValueError) as exc:
+        raise FrameIndexError(f"{keyword} is not an integer: {value!r}", path=parsed.path,
+                              offset=0, tag=_NUMBER_OF_FRAMES) from exc  # fmt: skip
+
+
+def number_of_frames(parsed: ParsedHeader) -> int:
+    """Number of Frames of the data set (1 when absent)."""
+    n = _int_attr(parsed.dataset, "NumberOfFrames", 1, parsed)
+    if n < 0:
+        raise FrameIndexError(f"Number of Frames is negative ({n})", path=parsed.path,
+                              offset=0, tag=_NUMBER_OF_FRAMES)  # fmt: skip
+    return n
+
+
+def _native_index(parsed: ParsedHeader) -> FrameIndex:
+    ds, hdr = parsed.dataset, parsed.header
+    n = number_of_frames(parsed)
+    rows = _int_attr(ds, "Rows", None, parsed)
+    cols = _int_attr(ds, "Columns", None, parsed)
+    samples = _int_attr(ds, "SamplesPerPixel", 1, parsed)
+    bits = _int_attr(ds, "BitsAllocated", None, parsed)
+    if str(ds.get("PhotometricInterpretation", "")) == "YBR_FULL_422" and bits >= 8:
+        samples = 2  # Cb and Cr are subsampled: two samples per pixel on average
+    frame_bits = rows * cols * samples * bits
+    start, length = hdr.pixel_value_offset, hdr.pixel_length
+    if start + length > parsed.size:
+        raise TruncatedDicomError(
+            f"Pixel Data value of {length} bytes ends beyond the object ({parsed.size} bytes)",
+            path=parsed.path, offset=hdr.pixel_data_offset, tag=_PIXEL_TAG,
+        )  # fmt: skip
+    needed = (n * frame_bits + 7) // 8
+    if needed > length:
+        raise FrameIndexError(
+            f"Pixel Data holds {length} bytes but {n} frames of {rows}x{cols}x{samples} "
+            f"at {bits} bits need {needed}",
+            path=parsed.path, offset=hdr.pixel_data_offset, tag=_PIXEL_TAG,
+        )  # fmt: skip
+    i = np.arange(n, dtype=np.int64)
+    starts = start + (i * frame_bits) // 8
+    stops = start + ((i + 1) * frame_bits + 7) // 8
+    return _index(parsed, "native", starts, stops, bits_per_frame=frame_bits)
+
+
+def _index(parsed: ParsedHeader, kind, starts, stops, **extra) -> FrameIndex:  # type: ignore[no-untyped-def]
+    hdr = parsed.header
+    return FrameIndex(
+        size=parsed.size, transfer_syntax_uid=hdr.transfer_syntax_uid,
+        header_end=parsed.header_end, offset_table=kind, starts=starts, stops=stops,
+        pixel_keyword=hdr.pixel_keyword, encapsulated=hdr.encapsulated,
+        pixel_data_offset=hdr.pixel_data_offset if hdr.pixel_data_offset is not None else parsed.size,
+        **extra,
+    )  # fmt: skip
+
+
+def _check_offsets(offsets: np.ndarray, parsed: ParsedHeader, what: str, tag: int) -> np.ndarray:
+    """Validate relative frame offsets; unwrap a 32-bit BOT of Pixel Data over 4 GiB."""
+    region = parsed.size - parsed.header_end
+    if offsets.size and offsets[0] != 0:
+        raise OffsetTableError(f"{what}: the first offset is {offsets[0]}, not 0",
+                               path=parsed.path, offset=parsed.header_end, tag=tag)  # fmt: skip
+    steps = np.diff(offsets)
+    if what == "Basic Offset Table" and np.any(steps <= 0) and region > 2**32:
+        steps = np.where(steps <= 0, steps + 2**32, steps)
+        offsets = np.concatenate([[0], np.cumsum(steps)]).astype(np.int64)
+    bad = np.flatnonzero(np.diff(offsets) <= 0)
+    if bad.size:
+        raise OffsetTableError(
+            f"{what}: offsets are not increasing (entry {int(bad[0]) + 1})",
+            path=parsed.path, offset=parsed.header_end, tag=tag,
+        )  # fmt: skip
+    if offsets.size and offsets[-1] + 8 > region:
+        raise OffsetTableError(
+            f"{what}: frame {offsets.size - 1} starts at {int(offsets[-1])}, beyond the "
+            f"{region} bytes of Pixel Data in the object",
+            path=parsed.path, offset=parsed.header_end, tag=tag,
+        )  # fmt: skip
+    return offsets
+
+
+def _eot_index(parsed: ParsedHeader, n: int) -> FrameIndex | None:
+    hdr, prefix = parsed.header, parsed.prefix
+    assert hdr.eot is not None
+    pos, length = hdr.eot
+    if length != 8 * n:
+        return None  # inconsistent EOT: fall back to the BOT or a scan, as pydicom does
+    offsets = np.frombuffer(prefix[pos : pos + length], dtype="<u8").astype(np.int64)
+    offsets = _check_offsets(offsets, parsed, "Extended Offset Table", EXTENDED_OFFSET_TABLE)
+    starts = parsed.header_end + offsets
+    if hdr.eot_lengths is not None and hdr.eot_lengths[1] == 8 * n:
+        lpos = hdr.eot_lengths[0]
+        lengths = np.frombuffer(prefix[lpos : lpos + 8 * n], dtype="<u8").astype(np.int64)
+        stops = starts + 8 + lengths
+        if np.any(stops[:-1] > starts[1:]) or (n and stops[-1] > parsed.size):
+            raise OffsetTableError(
+                "Extended Offset Table Lengths overlap the next frame or the end of the object",
+                path=parsed.path, offset=lpos, tag=EXTENDED_OFFSET_TABLE + 1,
+            )  # fmt: skip
+    else:
+        stops = np.append(starts[1:], UNKNOWN)
+    return _index(parsed, "eot", starts, stops)
+
+
+@dataclass(frozen=True)
+class ItemScan:
+    """Fragment items found by a scan: absolute offsets, value lengths, first bytes."""
+
+    offsets: list[int]
+    lengths: list[int]
+    heads: list[bytes]
+    end: int
+    requests: int
+    bytes_fetched: int
+
+
+def scan_items(
+    fetch_ranges: FetchRanges,
+    parsed: ParsedHeader,
+    options: ReadOptions = DEFAULT_OPTIONS,
+) -> ItemScan:
+    """Walk every fragment item of encapsulated Pixel Data with large windows.
+
+    Each round fetches ``options.scan_concurrency`` consecutive windows of
+    ``options.scan_window`` bytes concurrently, then walks the item headers they
+    hold. The bytes already in ``parsed.prefix`` are used first.
+    """
+    size, path = parsed.size, parsed.path
+    chunk, base = parsed.prefix, 0
+    offsets: list[int] = []
+    lengths: list[int] = []
+    heads: list[bytes] = []
+    requests = fetched = 0
+    pos = parsed.header_end
+    while True:
+        if pos + 8 > size:
+            if pos == size:  # no Sequence Delimitation Item: tolerated, as pydicom does
+                return ItemScan(offsets, lengths, heads, pos, requests, fetched)
+            raise TruncatedDicomError("fragment item header cut off by the end of the object",
+                                      path=path, offset=pos, tag=_PIXEL_TAG)  # fmt: skip
+        if min(pos + 10, size) > base + len(chunk):  # item header and 2 marker bytes
+            stop = min(size, pos + options.scan_window * options.scan_concurrency)
+            ranges = [(s, min(stop, s + options.scan_window))
+                      for s in range(pos, stop, options.scan_window)]  # fmt: skip
+            chunk, base = b"".join(fetch_ranges(ranges)), pos
+            requests += len(ranges)
+            fetched += len(chunk)
+            if len(chunk) != stop - pos:
+                raise TruncatedDicomError("the object is shorter than its reported size",
+                                          path=path, offset=pos + len(chunk), tag=_PIXEL_TAG)  # fmt: skip
+        rel = pos - base
+        group, elem, length = struct.unpack("<HHL", chunk[rel : rel + 8])
+        tag = group << 16 | elem
+        if tag == SEQUENCE_DELIMITER:
+            return ItemScan(offsets, lengths, heads, pos + 8, requests, fetched)
+        if tag != ITEM:
+            raise FrameIndexError(
+                f"expected a fragment item (FFFE,E000) or the sequence delimiter, found {tag:08X}",
+                path=path, offset=pos, tag=_PIXEL_TAG,
+            )  # fmt: skip
+        if pos + 8 + length > size:
+            raise TruncatedDicomError(
+                f"fragment item of {length} bytes ends beyond the end of the object",
+                path=path, offset=pos, tag=_PIXEL_TAG,
+            )  # fmt: skip
+        offsets.append(pos)
+        lengths.append(length)
+        heads.append(bytes(chunk[rel : rel + 8 + min(length, 2)]))
+        pos += 8 + length
+
+
+def group_fragments(scan: ItemScan, n: int, parsed: ParsedHeader) -> tuple[np.ndarray, np.ndarray]:
+    """Return frame ``(starts, stops)`` from the fragments of a scan."""
+    offsets = np.asarray(scan.offsets, dtype=np.int64)
+    ends = offsets + 8 + np.asarray(scan.lengths, dtype=np.int64)
+    count = offsets.size
+    if count == n:
+        return offsets, ends
+    if n == 1 and count > 0:
+        return offsets[:1], ends[-1:]
+    marked = np.array([h[8:10] in START_MARKERS for h in scan.heads], dtype=bool)
+    if count > n and int(marked.sum()) == n and marked[0]:
+        first = np.flatnonzero(marked)
+        last = np.append(first[1:] - 1, count - 1)
+        return offsets[first], ends[last]
+    raise FrameIndexError(
+        f"cannot split {count} fragments into {n} frames ({int(marked.sum())} fragments "
+        "begin with a JPEG or JPEG 2000 start marker) and there is no offset table",
+        path=parsed.path, offset=parsed.header_end, tag=_PIXEL_TAG,
+    )  # fmt: skip
+
+
+def build_index(
+    parsed: ParsedHeader,
+    fetch_ranges: FetchRanges,
+    options: ReadOptions = DEFAULT_OPTIONS,
+) -> tuple[FrameIndex, ItemScan | None]:
+    """Locate every frame of the object.
+
+    Parameters
+    ----------
+    parsed : ParsedHeader
+        Output of :func:`parse_header`.
+    fetch_ranges : callable
+        Fetches many ranges at once; used only when the fragments must be scanned.
+    options : ReadOptions, optional
+        Scan window and concurrency.
+
+    Returns
+    -------
+    index : FrameIndex
+    scan : ItemScan or None
+        The scan, when one was needed (its item heads serve later small reads).
+    """
+    hdr = parsed.header
+    if hdr.pixel_data_offset is None:
+        return _index(parsed, "none", [], []), None
+    if not hdr.encapsulated:
+        return _native_index(parsed), None
+    n = number_of_frames(parsed)
+    if n == 0:
+        return _index(parsed, "bot", [], []), None
+    if hdr.eot is not None:
+        index = _eot_index(parsed, n)
+        if index is not None:
+            return index, None
+    if len(parsed.bot) == n:
+        offsets = _check_offsets(np.asarray(parsed.bot, dtype=np.int64), parsed,
+                                 "Basic Offset Table", _PIXEL_TAG)  # fmt: skip
+        starts = parsed.header_end + offsets
+        return _index(parsed, "bot", starts, np.append(starts[1:], UNKNOWN)), None
+    scan = scan_items(fetch_ranges, parsed, options)
+    starts, stops = group_fragments(scan, n, parsed)
+    return _index(parsed, "scan", starts, stops), scan

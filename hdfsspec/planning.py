@@ -1,0 +1,98 @@
+"""Pure fetch planning: frame numbers -> byte ranges -> a coalesced fetch plan.
+
+The names ``max_gap`` and ``max_block`` follow fsspec's ``ReferenceFileSystem``
+and :func:`fsspec.utils.merge_offset_ranges`, which does the merging. No I/O.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+from fsspec.utils import merge_offset_ranges
+
+from hdfsspec.index import UNKNOWN, FrameIndex
+
+__all__ = ["FetchPlan", "block_range", "coalesce", "plan_frames"]
+
+NEXT_ITEM_HEADER = 8
+"""highdicom reads the tag of the item after a frame: frame blocks include it."""
+
+
+def block_range(index: FrameIndex, frame: int) -> tuple[int, int]:
+    """Return the byte range cached for ``frame``.
+
+    For encapsulated data this is the frame's items plus the next item's
+    8-byte header (clipped to the object); for native data, the frame's bytes.
+    The stop of the last frame must be known.
+    """
+    start, stop = index.frame_range(frame)
+    if stop == UNKNOWN:
+        raise ValueError(f"the end of frame {frame} is not known yet")
+    if index.encapsulated:
+        stop = min(index.size, stop + NEXT_ITEM_HEADER)
+    return start, stop
+
+
+def coalesce(
+    ranges: Iterable[tuple[int, int]], max_gap: int = 0, max_block: int | None = None
+) -> list[tuple[int, int]]:
+    """Merge sorted-or-not ``(start, stop)`` ranges whose gap is at most ``max_gap``.
+
+    Overlapping and touching ranges are always merged (up to ``max_block``).
+    """
+    ranges = list(ranges)
+    if not ranges:
+        return []
+    starts = [r[0] for r in ranges]
+    stops = [r[1] for r in ranges]
+    _, mstarts, mstops = merge_offset_ranges(
+        [""] * len(ranges),
+        starts,
+        stops,
+        max_gap=max_gap,
+        max_block=max_block,  # type: ignore[arg-type]
+    )
+    return [(int(a), int(b)) for a, b in zip(mstarts, mstops)]  # type: ignore[arg-type]
+
+
+@dataclass(frozen=True)
+class FetchPlan:
+    """The requests that fetching a set of frames costs.
+
+    Attributes
+    ----------
+    frames : tuple of int
+        The distinct frames, sorted.
+    ranges : tuple of (int, int)
+        The coalesced byte ranges, one request each, fetched in one round.
+    """
+
+    frames: tuple[int, ...]
+    ranges: tuple[tuple[int, int], ...]
+
+    @property
+    def requests(self) -> int:
+        """Number of requests."""
+        return len(self.ranges)
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes fetched, gaps included."""
+        return sum(b - a for a, b in self.ranges)
+
+
+def plan_frames(
+    index: FrameIndex,
+    frames: Iterable[int],
+    *,
+    max_gap: int = 0,
+    max_block: int | None = None,
+) -> FetchPlan:
+    """Plan the fetch of ``frames`` (0-based) as coalesced block ranges."""
+    distinct = sorted(set(int(f) for f in frames))
+    for f in distinct:
+        if not 0 <= f < index.number_of_frames:
+            raise IndexError(f"frame {f} out of range (0..{index.number_of_frames - 1})")
+    ranges = coalesce((block_range(index, f) for f in distinct), max_gap, max_block)
+    return FetchPlan(tuple(distinct), tuple(ranges))

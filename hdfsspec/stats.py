@@ -1,0 +1,79 @@
+"""Request, byte and hit counters of a cache, per phase (header, index, frames, other)."""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass, field
+
+__all__ = ["PHASES", "CacheStats", "PhaseStats"]
+
+PHASES = ("header", "index", "frames", "other")
+
+
+@dataclass
+class PhaseStats:
+    """Counters of one phase."""
+
+    requests: int = 0
+    bytes: int = 0
+    hits: int = 0
+
+
+@dataclass
+class CacheStats:
+    """Counters of a :class:`~hdfsspec.cache.DicomFrameCache`, per phase.
+
+    ``requests`` counts byte ranges asked of the backend (a concurrent batch of
+    ``n`` ranges counts ``n``), ``rounds`` the batches, ``bytes`` the bytes
+    fetched, ``hits`` the reads served without a request.
+    """
+
+    phases: dict[str, PhaseStats] = field(
+        default_factory=lambda: {p: PhaseStats() for p in PHASES}
+    )
+    rounds: int = 0
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
+
+    def record(self, phase: str, requests: int, nbytes: int) -> None:
+        """Count one round of ``requests`` ranges totalling ``nbytes``."""
+        with self._lock:
+            self.phases[phase].requests += requests
+            self.phases[phase].bytes += nbytes
+            self.rounds += 1
+
+    def hit(self, phase: str, count: int = 1) -> None:
+        """Count reads served from memory."""
+        with self._lock:
+            self.phases[phase].hits += count
+
+    @property
+    def requests(self) -> int:
+        """Requests over all phases."""
+        return sum(p.requests for p in self.phases.values())
+
+    @property
+    def bytes(self) -> int:
+        """Bytes fetched over all phases."""
+        return sum(p.bytes for p in self.phases.values())
+
+    @property
+    def hits(self) -> int:
+        """Reads served from memory over all phases."""
+        return sum(p.hits for p in self.phases.values())
+
+    def as_dict(self) -> dict[str, object]:
+        """Plain-dict view, for logging and benchmarks."""
+        return {
+            "requests": self.requests,
+            "bytes": self.bytes,
+            "rounds": self.rounds,
+            "hits": self.hits,
+            **{name: vars(p).copy() for name, p in self.phases.items()},
+        }
+
+    def __getstate__(self) -> dict[str, object]:
+        return {"phases": self.phases, "rounds": self.rounds}
+
+    def __setstate__(self, state: dict[str, object]) -> None:
+        self.__dict__.update(state)
+        self._lock = threading.Lock()

@@ -1,0 +1,29 @@
+"""Public test helpers: synthetic DICOM builders, loopback servers, request counting.
+
+Used by hdfsspec's own tests and benchmarks, and available to downstream users
+who want to test code that reads DICOM through ``dicom::``.
+"""
+
+from hdfsspec.testing.builders import (
+    build_encapsulated,
+    build_native,
+    build_slide,
+    build_sr,
+    fake_jpeg_frames,
+    jpeg_tiles,
+)
+from hdfsspec.testing.counting import CountingFileSystem
+from hdfsspec.testing.servers import RangeHTTPServer, RequestLog, moto_s3
+
+__all__ = [
+    "CountingFileSystem",
+    "RangeHTTPServer",
+    "RequestLog",
+    "build_encapsulated",
+    "build_native",
+    "build_slide",
+    "build_sr",
+    "fake_jpeg_frames",
+    "jpeg_tiles",
+    "moto_s3",
+]

@@ -1,0 +1,285 @@
+"""Synthetic DICOM objects for tests, benchmarks and downstream users.
+
+Every builder returns the bytes of a valid Part 10 file, built with pydicom's
+writers and ``encaps`` helpers, so the same bytes can be read locally by
+pydicom (the oracle) and remotely through ``dicom::``.
+"""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Sequence
+from typing import Literal
+
+import numpy as np
+from pydicom.dataset import Dataset, FileMetaDataset
+from pydicom.encaps import encapsulate, encapsulate_extended, itemize_frame
+from pydicom.filewriter import dcmwrite
+from pydicom.pixels import pack_bits
+from pydicom.uid import (
+    ExplicitVRBigEndian,
+    ExplicitVRLittleEndian,
+    ImplicitVRLittleEndian,
+    JPEGBaseline8Bit,
+    RLELossless,
+    generate_uid,
+)
+
+__all__ = [
+    "OffsetTable",
+    "build_encapsulated",
+    "build_native",
+    "build_slide",
+    "build_sr",
+    "fake_jpeg_frames",
+    "jpeg_tiles",
+]
+
+OffsetTable = Literal["bot", "eot", "eot-no-lengths", "empty"]
+SECONDARY_CAPTURE_MF_BYTE = "1.2.840.10008.5.1.4.1.1.7.2"
+SECONDARY_CAPTURE_MF_WORD = "1.2.840.10008.5.1.4.1.1.7.3"
+VL_WSI = "1.2.840.10008.5.1.4.1.1.77.1.6"
+BASIC_TEXT_SR = "1.2.840.10008.5.1.4.1.1.88.11"
+
+
+def _base(sop_class: str, syntax: str) -> Dataset:
+    meta = FileMetaDataset()
+    meta.MediaStorageSOPClassUID = sop_class
+    meta.MediaStorageSOPInstanceUID = generate_uid()
+    meta.TransferSyntaxUID = syntax
+    ds = Dataset()
+    ds.file_meta = meta
+    ds.SOPClassUID = sop_class
+    ds.SOPInstanceUID = meta.MediaStorageSOPInstanceUID
+    ds.StudyInstanceUID = generate_uid()
+    ds.SeriesInstanceUID = generate_uid()
+    ds.Modality = "OT"
+    ds.PatientName = "Synthetic^Test"
+    ds.PatientID = "hdfsspec"
+    ds.StudyDate = "20260101"
+    ds.StudyTime = "120000"
+    ds.SeriesNumber = 1
+    ds.InstanceNumber = 1
+    ds.ContentDate = "20260101"
+    ds.ContentTime = "120000"
+    ds.Manufacturer = "hdfsspec"
+    return ds
+
+
+def _image_attrs(ds: Dataset, n: int, rows: int, cols: int, samples: int, bits: int,
+                 photometric: str | None) -> None:  # fmt: skip
+    ds.NumberOfFrames = n
+    ds.Rows, ds.Columns = rows, cols
+    ds.SamplesPerPixel = samples
+    ds.PhotometricInterpretation = photometric or ("RGB" if samples == 3 else "MONOCHROME2")
+    if samples > 1:
+        ds.PlanarConfiguration = 0
+    ds.BitsAllocated = bits
+    ds.BitsStored = bits
+    ds.HighBit = bits - 1
+    ds.PixelRepresentation = 0
+
+
+def _write(ds: Dataset, preamble: bool = True, trailing: bytes = b"") -> bytes:
+    buf = io.BytesIO()
+    syntax = ds.file_meta.TransferSyntaxUID
+    if preamble:
+        ds.preamble = b"\x00" * 128
+        dcmwrite(buf, ds, enforce_file_format=True)
+    else:
+        dcmwrite(buf, ds, implicit_vr=syntax.is_implicit_VR, little_endian=syntax.is_little_endian)
+    return buf.getvalue() + trailing
+
+
+def fake_jpeg_frames(
+    n: int, *, seed: int = 0, min_size: int = 64, max_size: int = 512
+) -> list[bytes]:
+    """Random even-length byte strings framed by JPEG SOI/EOI markers (not decodable)."""
+    rng = np.random.default_rng(seed)
+    frames = []
+    for _ in range(n):
+        body = rng.integers(0, 256, int(rng.integers(min_size, max_size)) // 2 * 2, dtype=np.uint8)
+        body[body == 0xFF] = 0xFE  # no stray markers inside
+        frames.append(b"\xff\xd8" + body.tobytes() + b"\xff\xd9")
+    return frames
+
+
+def jpeg_tiles(count: int, size: int = 64, samples: int = 1, *, seed: int = 0,
+               quality: int = 90) -> list[bytes]:  # fmt: skip
+    """Encode ``count`` distinct smooth random tiles as baseline JPEG (needs Pillow)."""
+    from PIL import Image
+
+    rng = np.random.default_rng(seed)
+    tiles = []
+    yy, xx = np.mgrid[0:size, 0:size]
+    for k in range(count):
+        base = (xx * (k + 1) + yy * (2 * k + 3)) % 256
+        noise = rng.integers(0, 32, (size, size))
+        plane = ((base + noise) % 256).astype(np.uint8)
+        arr = np.stack([plane, plane[::-1], plane[:, ::-1]], -1) if samples == 3 else plane
+        out = io.BytesIO()
+        Image.fromarray(arr).save(out, format="JPEG", quality=quality)
+        data = out.getvalue()
+        tiles.append(data + b"\x00" * (len(data) % 2))
+    return tiles
+
+
+def build_encapsulated(
+    frames: Sequence[bytes],
+    *,
+    rows: int = 16,
+    cols: int = 16,
+    samples: int = 1,
+    offset_table: OffsetTable = "bot",
+    fragments_per_frame: int = 1,
+    transfer_syntax: str = JPEGBaseline8Bit,
+    photometric: str | None = None,
+    sop_class: str = SECONDARY_CAPTURE_MF_BYTE,
+    trailing: bytes = b"",
+    dataset: Dataset | None = None,
+) -> bytes:
+    """Return a file with encapsulated ``frames`` laid out as asked.
+
+    Parameters
+    ----------
+    frames : sequence of bytes
+        Encoded frames (even lengths).
+    offset_table : {"bot", "eot", "eot-no-lengths", "empty"}
+        Which offset table to write: a Basic Offset Table, an Extended Offset
+        Table (with an empty BOT, with or without its lengths) or none at all.
+    fragments_per_frame : int
+        Split each frame into this many fragments (BOT and empty layouts only).
+    trailing : bytes
+        Raw bytes appended after the Pixel Data (e.g. a trailing padding element).
+    dataset : pydicom.Dataset, optional
+        A prepared data set (with file meta) to fill instead of a new one.
+    """
+    ds = dataset if dataset is not None else _base(sop_class, transfer_syntax)
+    if dataset is None:
+        _image_attrs(ds, len(frames), rows, cols, samples, 8, photometric)
+        if transfer_syntax == JPEGBaseline8Bit and samples == 3 and photometric is None:
+            ds.PhotometricInterpretation = "YBR_FULL_422"
+    if offset_table in ("eot", "eot-no-lengths"):
+        data, offsets, lengths = encapsulate_extended(list(frames))
+        ds.ExtendedOffsetTable = offsets
+        if offset_table == "eot":
+            ds.ExtendedOffsetTableLengths = lengths
+    elif fragments_per_frame == 1:
+        data = encapsulate(list(frames), has_bot=offset_table == "bot")
+    else:
+        data = _encapsulate_fragmented(frames, fragments_per_frame, offset_table == "bot")
+    ds.PixelData = data
+    ds["PixelData"].VR = "OB"
+    ds["PixelData"].is_undefined_length = True
+    return _write(ds, trailing=trailing)
+
+
+def _encapsulate_fragmented(frames: Sequence[bytes], nfrag: int, has_bot: bool) -> bytes:
+    items = [b"".join(itemize_frame(f, nfrag)) for f in frames]
+    offsets = np.cumsum([0] + [len(i) for i in items[:-1]]).astype("<u4")
+    bot = offsets.tobytes() if has_bot else b""
+    head = b"\xfe\xff\x00\xe0" + len(bot).to_bytes(4, "little") + bot
+    return head + b"".join(items)
+
+
+def build_native(
+    array: np.ndarray,
+    *,
+    bits: int | None = None,
+    transfer_syntax: str = ExplicitVRLittleEndian,
+    pixel_keyword: str = "PixelData",
+    photometric: str | None = None,
+    preamble: bool = True,
+    trailing: bytes = b"",
+) -> bytes:
+    """Return a file whose native Pixel Data holds ``array`` (frames, rows, cols[, samples]).
+
+    ``bits=1`` packs a boolean array into 1-bit Pixel Data (frames need not end on a
+    byte boundary). Float arrays go to ``FloatPixelData`` / ``DoubleFloatPixelData``
+    when ``pixel_keyword`` says so. Explicit VR Big Endian swaps the bytes.
+    """
+    arr = np.asarray(array)
+    n, rows, cols = arr.shape[:3]
+    samples = arr.shape[3] if arr.ndim == 4 else 1
+    bits = bits or arr.dtype.itemsize * 8
+    sop = SECONDARY_CAPTURE_MF_WORD if bits > 8 else SECONDARY_CAPTURE_MF_BYTE
+    ds = _base(sop, transfer_syntax)
+    _image_attrs(ds, n, rows, cols, samples, bits, photometric)
+    if bits == 1:
+        value = pack_bits(arr.astype(np.uint8).ravel(), pad=True)
+        ds.PixelData = value
+        ds["PixelData"].VR = "OB"
+        return _write(ds, preamble, trailing)
+    if pixel_keyword != "PixelData":
+        for attr in ("BitsStored", "HighBit", "PixelRepresentation"):
+            delattr(ds, attr)
+    order = ">" if transfer_syntax == ExplicitVRBigEndian else "<"
+    value = arr.astype(arr.dtype.newbyteorder(order)).tobytes()
+    setattr(ds, pixel_keyword, value + b"\x00" * (len(value) % 2))
+    if pixel_keyword == "PixelData":
+        ds["PixelData"].VR = "OW" if bits > 8 else "OB"
+    return _write(ds, preamble, trailing)
+
+
+def build_slide(
+    total_rows: int,
+    total_cols: int,
+    *,
+    tile: int = 256,
+    tiles: Sequence[bytes] | None = None,
+    offset_table: OffsetTable = "bot",
+    samples: int = 3,
+) -> bytes:
+    """Return a TILED_FULL VL Whole Slide Microscopy image of JPEG tiles.
+
+    Tiles cycle through ``tiles`` (a few distinct encoded tiles keep generation
+    cheap, whatever the slide size).
+    """
+    rows_t, cols_t = -(-total_rows // tile), -(-total_cols // tile)
+    tiles = list(tiles) if tiles is not None else jpeg_tiles(7, tile, samples)
+    frames = [tiles[(i * 5 + i // cols_t) % len(tiles)] for i in range(rows_t * cols_t)]
+    ds = _base(VL_WSI, JPEGBaseline8Bit)
+    ds.Modality = "SM"
+    _image_attrs(ds, len(frames), tile, tile, samples, 8,
+                 "YBR_FULL_422" if samples == 3 else "MONOCHROME2")  # fmt: skip
+    ds.ImageType = ["DERIVED", "PRIMARY", "VOLUME", "NONE"]
+    ds.BurnedInAnnotation = "NO"
+    ds.SpecimenLabelInImage = "NO"
+    ds.LossyImageCompression = "01"
+    ds.FrameOfReferenceUID = generate_uid()
+    ds.DimensionOrganizationType = "TILED_FULL"
+    ds.TotalPixelMatrixRows, ds.TotalPixelMatrixColumns = total_rows, total_cols
+    ds.TotalPixelMatrixFocalPlanes = 1
+    ds.NumberOfOpticalPaths = 1
+    ds.ImageOrientationSlide = [0, -1, 0, -1, 0, 0]
+    origin = Dataset()
+    origin.XOffsetInSlideCoordinateSystem = 20.0
+    origin.YOffsetInSlideCoordinateSystem = 40.0
+    ds.TotalPixelMatrixOriginSequence = [origin]
+    measures = Dataset()
+    measures.PixelSpacing = [0.00025, 0.00025]
+    measures.SliceThickness = 0.001
+    shared = Dataset()
+    shared.PixelMeasuresSequence = [measures]
+    ds.SharedFunctionalGroupsSequence = [shared]
+    path = Dataset()
+    path.OpticalPathIdentifier = "1"
+    ds.OpticalPathSequence = [path]
+    return build_encapsulated(frames, offset_table=offset_table, dataset=ds)
+
+
+def build_sr(text: str = "hello", *, syntax: str = ImplicitVRLittleEndian) -> bytes:
+    """Return a small Basic Text SR (an object without Pixel Data)."""
+    ds = _base(BASIC_TEXT_SR, syntax)
+    ds.Modality = "SR"
+    ds.ValueType = "CONTAINER"
+    ds.ContinuityOfContent = "SEPARATE"
+    item = Dataset()
+    item.RelationshipType = "CONTAINS"
+    item.ValueType = "TEXT"
+    item.TextValue = text
+    ds.ContentSequence = [item]
+    return _write(ds)
+
+
+RLE = RLELossless  # re-exported for tests that encode with pydicom

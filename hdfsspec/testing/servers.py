@@ -1,0 +1,189 @@
+"""Real storage servers on loopback for tests and benchmarks.
+
+Each server binds ``127.0.0.1`` on a free port, runs in a daemon thread, stops
+on leaving its ``with`` block and, as a safety net, by itself after
+``lifetime`` seconds.
+"""
+
+from __future__ import annotations
+
+import re
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+__all__ = ["RangeHTTPServer", "RequestLog", "moto_s3"]
+
+_RANGE = re.compile(r"bytes=(\d*)-(\d*)$")
+
+
+@dataclass
+class RequestLog:
+    """Requests seen by a server: ``(method, path, start, stop, bytes_sent)``."""
+
+    entries: list[tuple[str, str, int | None, int | None, int]] = field(default_factory=list)
+    lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    def add(self, *entry: Any) -> None:
+        with self.lock:
+            self.entries.append(entry)  # type: ignore[arg-type]
+
+    def clear(self) -> None:
+        with self.lock:
+            self.entries.clear()
+
+    def gets(self, path: str | None = None) -> list[tuple[str, str, int | None, int | None, int]]:
+        """The GET requests (optionally of one path)."""
+        return [e for e in self.entries if e[0] == "GET" and (path is None or e[1] == path)]
+
+    @property
+    def requests(self) -> int:
+        """Number of GET requests (data requests; HEAD excluded)."""
+        return len(self.gets())
+
+    @property
+    def bytes(self) -> int:
+        """Body bytes sent by GET requests."""
+        return sum(e[4] for e in self.gets())
+
+
+class RangeHTTPServer:
+    """A threaded HTTP server of in-memory objects with single-range ``Range`` support.
+
+    Parameters
+    ----------
+    files : dict of str to bytes, optional
+        Objects served at ``/<name>``; more can be added with :meth:`put`.
+    ignore_range : bool
+        If true, answer every GET with the whole object (status 200), as some
+        servers do; clients must still read correctly.
+    lifetime : float
+        Seconds after which the server stops by itself.
+    """
+
+    def __init__(self, files: dict[str, bytes] | None = None, *, ignore_range: bool = False,
+                 lifetime: float = 900.0) -> None:  # fmt: skip
+        self.files: dict[str, bytes] = dict(files or {})
+        self.ignore_range = ignore_range
+        self.lifetime = lifetime
+        self.log = RequestLog()
+        self._server: ThreadingHTTPServer | None = None
+        self._timer: threading.Timer | None = None
+
+    def put(self, name: str, data: bytes) -> str:
+        """Serve ``data`` at ``/name`` and return its URL."""
+        self.files[name.lstrip("/")] = data
+        return self.url(name)
+
+    def url(self, name: str = "") -> str:
+        assert self._server is not None, "server not started"
+        host, port = self._server.server_address[:2]
+        return f"http://{host}:{port}/{name.lstrip('/')}"
+
+    def _handler(self) -> type[BaseHTTPRequestHandler]:
+        server = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, *args: Any) -> None:  # keep test output clean
+                pass
+
+            def _object(self) -> bytes | None:
+                data = server.files.get(self.path.split("?")[0].lstrip("/"))
+                if data is None:
+                    self.send_response(404)
+                    self.send_header("Content-Length", "0")
+                    self.end_headers()
+                return data
+
+            def do_HEAD(self) -> None:
+                data = self._object()
+                server.log.add("HEAD", self.path, None, None, 0)
+                if data is None:
+                    return
+                self.send_response(200)
+                self.send_header("Content-Length", str(len(data)))
+                self.send_header("Accept-Ranges", "none" if server.ignore_range else "bytes")
+                self.send_header("ETag", f'"{hash(data) & 0xFFFFFFFF:x}"')
+                self.end_headers()
+
+            def do_GET(self) -> None:
+                data = self._object()
+                if data is None:
+                    server.log.add("GET", self.path, None, None, 0)
+                    return
+                match = _RANGE.match(self.headers.get("Range", ""))
+                start, stop, status = 0, len(data), 200
+                if match and not server.ignore_range:
+                    first, last = match.groups()
+                    if first:
+                        start = int(first)
+                        stop = min(len(data), int(last) + 1) if last else len(data)
+                    else:
+                        start = max(0, len(data) - int(last))
+                    if start >= len(data):
+                        self.send_response(416)
+                        self.send_header("Content-Range", f"bytes */{len(data)}")
+                        self.send_header("Content-Length", "0")
+                        self.end_headers()
+                        server.log.add("GET", self.path, start, stop, 0)
+                        return
+                    status = 206
+                body = data[start:stop]
+                self.send_response(status)
+                if status == 206:
+                    self.send_header("Content-Range", f"bytes {start}-{stop - 1}/{len(data)}")
+                self.send_header("Content-Length", str(len(body)))
+                self.send_header("Accept-Ranges", "none" if server.ignore_range else "bytes")
+                self.end_headers()
+                self.wfile.write(body)
+                server.log.add("GET", self.path, start, stop, len(body))
+
+        return Handler
+
+    def __enter__(self) -> RangeHTTPServer:
+        self._server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
+        self._server.daemon_threads = True
+        threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.1},
+                         daemon=True).start()  # fmt: skip
+        self._timer = threading.Timer(self.lifetime, self.stop)
+        self._timer.daemon = True
+        self._timer.start()
+        return self
+
+    def stop(self) -> None:
+        """Stop serving and release the port."""
+        if self._timer is not None:
+            self._timer.cancel()
+        if self._server is not None:
+            self._server.shutdown()
+            self._server.server_close()
+            self._server = None
+
+    def __exit__(self, *exc: Any) -> None:
+        self.stop()
+
+
+@contextmanager
+def moto_s3(lifetime: float = 900.0) -> Iterator[str]:
+    """Run moto's S3 in server mode on loopback; yield its endpoint URL.
+
+    Needs ``moto[server]``. The server stops on exit, or after ``lifetime`` seconds.
+    """
+    from moto.server import ThreadedMotoServer
+
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    timer = threading.Timer(lifetime, server.stop)
+    timer.daemon = True
+    timer.start()
+    try:
+        host, port = server.get_host_and_port()
+        yield f"http://{host}:{port}"
+    finally:
+        timer.cancel()
+        server.stop()
