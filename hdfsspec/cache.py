@@ -155,7 +155,8 @@ class DicomFrameCache(BaseCache):
         start = int(index.starts[-1])
         known = index.starts[1:] - index.starts[:-1] if index.number_of_frames > 1 else []
         guess = max(64 * 1024, 2 * int(max(known, default=0)) + 16)
-        data, pos = b"", start
+        prefix = self.parsed.prefix
+        data, pos = prefix[start:], start  # the first request may already hold it
         while True:
             rel = pos - start
             if rel + 8 > len(data):

@@ -274,6 +274,9 @@ def read_header(buf: PrefixBuffer) -> Header:
             continue
         if tag == EXTENDED_OFFSET_TABLE:
             eot = (value, length)
+            # its Lengths (same size) follow at once: fetch both, and the BOT item, together
+            # (12 bytes of Lengths element header, 12 + 8 of Pixel Data and BOT item headers)
+            buf.ensure(min(buf.size, value + 2 * length + 32), tag=tag, at=pos)
         elif tag == EXTENDED_OFFSET_TABLE_LENGTHS:
             eot_lengths = (value, length)
         buf.ensure(value + length, tag=tag, at=pos)

@@ -194,8 +194,9 @@ class DicomSegmentation(_BatchedFrames, hd.seg.Segmentation):
     """A :class:`highdicom.seg.Segmentation` whose frames come from the ``dicom`` filesystem."""
 
 
-def _lazy(cls: Any, url: str, storage_options: dict[str, Any] | None, **kwargs: Any) -> Any:
-    file = open_dicom(url, storage_options, **kwargs)
+def _lazy(cls: Any, url: str | DicomFile, storage_options: dict[str, Any] | None,
+          **kwargs: Any) -> Any:  # fmt: skip
+    file = url if isinstance(url, DicomFile) else open_dicom(url, storage_options, **kwargs)
     try:
         reader = DicomFrameReader(file)
         dataset = FileDataset(
@@ -212,14 +213,18 @@ def _lazy(cls: Any, url: str, storage_options: dict[str, Any] | None, **kwargs: 
     return obj
 
 
-def imread(url: str, storage_options: dict[str, Any] | None = None, **kwargs: Any) -> DicomImage:
+def imread(
+    url: str | DicomFile, storage_options: dict[str, Any] | None = None, **kwargs: Any
+) -> DicomImage:
     """Read an image as a :class:`highdicom.Image` with lazy, batched frame retrieval.
 
     Parameters
     ----------
-    url : str
+    url : str or DicomFile
         URL of the object, with or without the ``dicom::`` prefix
-        (``s3://bucket/slide.dcm``, ``gs://...``, ``https://...``, a local path).
+        (``s3://bucket/slide.dcm``, ``gs://...``, ``https://...``, a local path),
+        or a file already opened by the ``dicom`` filesystem (the object then
+        owns it).
     storage_options : dict, optional
         Options keyed by protocol, as :func:`fsspec.open` takes them.
     **kwargs
@@ -234,7 +239,7 @@ def imread(url: str, storage_options: dict[str, Any] | None = None, **kwargs: An
 
 
 def segread(
-    url: str, storage_options: dict[str, Any] | None = None, **kwargs: Any
+    url: str | DicomFile, storage_options: dict[str, Any] | None = None, **kwargs: Any
 ) -> DicomSegmentation:
     """Read a Segmentation as a :class:`highdicom.seg.Segmentation` with lazy frames.
 

@@ -1,0 +1,122 @@
+"""Every read over every backend (memory, file, HTTP Range server, S3 moto server on loopback).
+
+Each test asserts the values and what they cost: requests, rounds and bytes.
+"""
+
+from __future__ import annotations
+
+import io
+
+import fsspec
+import highdicom as hd
+import numpy as np
+import pytest
+from conftest import CORPUS
+from oracle import reference_frames
+
+import hdfsspec
+from hdfsspec.planning import block_range
+from hdfsspec.testing import build_encapsulated, build_slide, fake_jpeg_frames, jpeg_tiles
+
+TILES = jpeg_tiles(5, 64, 3)
+SLIDE = build_slide(512, 512, tile=64, tiles=TILES)  # 8 x 8 tiles of 64 px
+REGION = {"row_start": 100, "row_end": 228, "column_start": 40, "column_end": 168}  # 3x3 tiles
+
+
+@pytest.mark.parametrize("name", sorted(CORPUS))
+def test_frames_equal_pydicom_through_dicom_url(backend, name):
+    blob = CORPUS[name]
+    path = backend.put(name, blob)
+    url = "dicom::" + backend.url(path)
+    with fsspec.open(url, "rb", **backend.storage_options) as f:
+        assert isinstance(f, hdfsspec.DicomFile)
+        frames = f.read_frames(range(f.index.number_of_frames))
+        assert frames == reference_frames(blob)
+        # cost: the header, then one round for all the frames (and the last frame's end)
+        assert f.stats.phases["header"].requests == 1
+        assert f.stats.requests <= 3
+        assert f.stats.bytes <= len(blob) + 8 * f.index.number_of_frames + 64 * 1024
+        f.seek(0)
+        assert f.read() == blob
+
+
+def test_cold_open_is_one_request_and_one_frame_one_request(backend):
+    path = backend.put("bot.dcm", CORPUS["bot.dcm"])
+    fs, counting = backend.counted(first_request=1024)
+    with fs.open(path) as f:
+        index = f.index
+        assert (counting.requests, counting.bytes) == (1, 1024)
+        start, stop = block_range(index, 5)
+        assert stop < len(CORPUS["bot.dcm"]) and start >= 1024
+        frame = f.read_frames([5])[0]
+        assert frame == reference_frames(CORPUS["bot.dcm"])[5]
+        assert counting.requests == 2
+        assert counting.ranges[-1][1:] == (start, stop)  # exactly the frame item + next header
+        assert counting.bytes == 1024 + stop - start
+        assert f.read_frames([5])[0] == frame  # cached: no request
+        assert counting.requests == 2 and f.stats.phases["frames"].hits == 1
+
+
+def test_region_of_3x3_tiles_is_one_round_of_at_most_3_ranges(backend):
+    path = backend.put("slide.dcm", SLIDE)
+    fs, counting = backend.counted()
+    im = hdfsspec.imread(fs.open(path))
+    try:
+        opened = counting.requests
+        assert opened == 1
+        before = counting.rounds
+        region = im.get_total_pixel_matrix(**REGION)
+        assert counting.rounds == before + 1
+        assert counting.requests - opened <= 3
+        tiles_bytes = sum(b - a for _, a, b in counting.ranges[opened:])
+        assert tiles_bytes <= 3 * 3 * max(len(t) for t in TILES) + 3 * 3 * 8 * 3
+    finally:
+        im.close()
+    expected = hd.imread(io.BytesIO(SLIDE)).get_total_pixel_matrix(**REGION)
+    assert np.array_equal(region, expected)
+
+
+def test_thousand_frames_without_offset_table_open_in_few_requests(backend):
+    frames = fake_jpeg_frames(1000, seed=11, min_size=400, max_size=1600)
+    blob = build_encapsulated(frames, offset_table="empty")
+    path = backend.put("big_empty.dcm", blob)
+    fs, counting = backend.counted()
+    with fs.open(path) as f:
+        assert f.index.number_of_frames == 1000
+        assert counting.requests <= 10
+        assert counting.bytes <= len(blob)
+        got = f.read_frames([0, 500, 999])
+        assert got == [frames[0], frames[500], frames[999]]
+
+
+def test_read_spanning_frames_is_one_coalesced_request(backend):
+    blob = build_encapsulated(fake_jpeg_frames(40, min_size=3000, max_size=4000), offset_table="eot")
+    path = backend.put("span.dcm", blob)
+    fs, counting = backend.counted(first_request=8192)
+    with fs.open(path) as f:
+        index = f.index
+        opened = counting.requests
+        assert opened == 1 and len(f.header.prefix) < index.frame_range(10)[0]
+        a, b = index.frame_range(10)[0] + 5, index.frame_range(13)[1] - 5
+        f.seek(a)
+        assert f.read(b - a) == blob[a:b]
+        assert counting.requests == opened + 1  # one coalesced range for frames 10-13
+        assert counting.ranges[-1][1:] == (index.frame_range(10)[0], index.frame_range(13)[1] + 8)
+        assert counting.bytes == len(f.header.prefix) + index.frame_range(13)[1] + 8 - (
+            index.frame_range(10)[0]
+        )
+
+
+def test_backend_files_take_cache_type_dicom(backend):
+    if backend.name in ("memory", "file"):
+        pytest.skip("memory and local files take no fsspec cache")
+    path = backend.put("slide.dcm", SLIDE)
+    with backend.target.open(path, "rb", cache_type="dicom",
+                             cache_options={"first_request": 4096}) as f:  # fmt: skip
+        assert isinstance(f.cache, hdfsspec.DicomFrameCache)
+        im = hd.imread(f, lazy_frame_retrieval=True)
+        region = im.get_total_pixel_matrix(**REGION)
+        assert f.cache.stats.phases["header"].requests == 1
+        assert f.cache.stats.phases["frames"].requests == 9  # highdicom asks frame by frame
+    expected = hd.imread(io.BytesIO(SLIDE)).get_total_pixel_matrix(**REGION)
+    assert np.array_equal(region, expected)

@@ -1,0 +1,212 @@
+"""Header and frame-index parsing through a fetch callable: layouts, request counts, errors."""
+
+from __future__ import annotations
+
+import pickle
+import struct
+
+import numpy as np
+import pytest
+from oracle import reference_frames
+
+from hdfsspec import (
+    FrameIndex,
+    FrameIndexError,
+    NotDicomError,
+    OffsetTableError,
+    ReadOptions,
+    TruncatedDicomError,
+    UnsupportedTransferSyntaxError,
+)
+from hdfsspec.cache import DicomFrameCache
+from hdfsspec.parse import build_index, parse_header
+from hdfsspec.testing import build_encapsulated, build_native, build_sr, fake_jpeg_frames
+
+KIB = 1024
+
+
+def index_of(blob: bytes, make, **options):
+    fetch, fetch_ranges, log = make(blob)
+    opts = ReadOptions().updated(**options)
+    parsed = parse_header(fetch, len(blob), path="mem://x.dcm", options=opts)
+    index, _ = build_index(parsed, fetch_ranges, opts)
+    return parsed, index, log
+
+
+EXPECTED_KIND = {
+    "bot.dcm": "bot", "eot.dcm": "eot", "eot_nolen.dcm": "eot", "empty_bot.dcm": "scan",
+    "fragmented_bot.dcm": "bot", "fragmented_empty.dcm": "scan", "single_frame.dcm": "scan",
+    "trailing.dcm": "bot",
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("name", sorted(__import__("conftest").CORPUS))
+def test_every_layout_frames_equal_pydicom(name, corpus, counting_fetch):
+    blob = corpus[name]
+    fetch, fetch_ranges, log = counting_fetch(blob)
+    cache = DicomFrameCache(0, fetch, len(blob), fetch_ranges=fetch_ranges, path=name)
+    index = cache.index
+    assert index.offset_table == EXPECTED_KIND.get(name, "native")
+    frames = cache.read_frames(list(range(index.number_of_frames)))
+    assert frames == reference_frames(blob)
+    # every byte fetched at most once: the first request, then each frame block
+    assert cache.stats.bytes <= len(blob) + 8 * index.number_of_frames
+    assert sum(b - a for a, b in log) == cache.stats.bytes
+
+
+def test_bot_header_fits_first_request_one_request(corpus, counting_fetch):
+    parsed, index, log = index_of(corpus["bot.dcm"], counting_fetch, first_request=4 * KIB)
+    assert log == [(0, 4 * KIB)]
+    assert parsed.header_end == index.header_end == int(index.starts[0])
+    assert index.stops[-1] == -1  # the last frame's end is found when it is read
+
+
+def test_header_larger_than_first_guess_grows_in_few_requests(counting_fetch):
+    frames = fake_jpeg_frames(3000, min_size=64, max_size=96)
+    blob = build_encapsulated(frames, offset_table="eot")  # 48 KB of EOT in the header
+    parsed, index, log = index_of(blob, counting_fetch, first_request=8 * KIB)
+    assert index.offset_table == "eot" and index.number_of_frames == 3000
+    assert len(log) == 2, log  # first guess, then the rest of the EOT value at once
+    assert log[0] == (0, 8 * KIB) and log[1][0] == 8 * KIB
+
+
+def test_empty_bot_scan_uses_large_windows(counting_fetch):
+    frames = fake_jpeg_frames(1000, min_size=900, max_size=1100)
+    blob = build_encapsulated(frames, offset_table="empty")
+    parsed, index, log = index_of(blob, counting_fetch, first_request=64 * KIB,
+                                  scan_window=256 * KIB, scan_concurrency=2)  # fmt: skip
+    assert index.offset_table == "scan" and index.number_of_frames == 1000
+    assert len(log) <= 10, log
+    assert sum(b - a for a, b in log) <= len(blob)
+    assert np.array_equal(np.diff(index.starts) > 0, np.ones(999, bool))
+
+
+def test_fragmented_frames_without_table_split_on_start_markers(corpus, counting_fetch):
+    _, index, _ = index_of(corpus["fragmented_empty.dcm"], counting_fetch)
+    assert index.number_of_frames == 12
+
+
+def test_ambiguous_fragments_raise(counting_fetch):
+    frames = [b"\x00\x01" * 40] * 3  # no start markers
+    blob = build_encapsulated(frames, offset_table="empty", fragments_per_frame=2)
+    with pytest.raises(FrameIndexError, match="cannot split 6 fragments into 3 frames") as err:
+        index_of(blob, counting_fetch)
+    assert err.value.path == "mem://x.dcm" and err.value.tag == 0x7FE00010
+    assert err.value.offset is not None and err.value.offset > 0
+
+
+def test_native_one_bit_frames_not_byte_aligned(corpus, counting_fetch):
+    _, index, _ = index_of(corpus["native_bits.dcm"], counting_fetch)
+    assert index.bits_per_frame == 15
+    assert [index.bit_offset(i) for i in range(4)] == [0, 7, 6, 5]
+    assert index.frame_range(1)[0] == index.header_end + 1
+
+
+def test_object_without_pixel_data_is_one_block(counting_fetch):
+    blob = build_sr("x" * 100)
+    parsed, index, log = index_of(blob, counting_fetch)
+    assert index.offset_table == "none" and index.number_of_frames == 0
+    assert log == [(0, len(blob))]
+    assert parsed.dataset.ContentSequence[0].TextValue == "x" * 100
+
+
+def test_index_roundtrip_and_pickle(corpus, counting_fetch):
+    _, index, _ = index_of(corpus["eot.dcm"], counting_fetch)
+    assert FrameIndex.from_dict(index.to_dict()) == index
+    assert pickle.loads(pickle.dumps(index)) == index
+    with pytest.raises(ValueError):
+        index.starts[0] = 5  # immutable
+
+
+def test_index_validation_rejects_damaged_dict(corpus, counting_fetch):
+    _, index, _ = index_of(corpus["eot.dcm"], counting_fetch)
+    data = index.to_dict()
+    data["stops"][3] = index.size + 10
+    with pytest.raises(ValueError, match="outside"):
+        FrameIndex.from_dict(data)
+
+
+# -- bad input -----------------------------------------------------------------------------
+def test_not_dicom(counting_fetch):
+    with pytest.raises(NotDicomError, match="no 'DICM' prefix") as err:
+        index_of(b"PK\x03\x04" + b"\x00" * 300, counting_fetch)
+    assert err.value.offset == 128 and "mem://x.dcm" in str(err.value)
+
+
+@pytest.mark.parametrize("cut", [100, 140, 600, -30])
+def test_truncated_file_raises_typed_error(corpus, counting_fetch, cut):
+    blob = corpus["bot.dcm"]
+    blob = blob[:cut] if cut > 0 else blob[: len(blob) + cut]
+    with pytest.raises((TruncatedDicomError, NotDicomError, OffsetTableError)) as err:
+        _, index, _ = index_of(blob, counting_fetch)
+        fetch, fetch_ranges, _ = counting_fetch(blob)
+        DicomFrameCache(0, fetch, len(blob), fetch_ranges=fetch_ranges,
+                        path="mem://x.dcm").read_frames([index.number_of_frames - 1])  # fmt: skip
+    assert err.value.path == "mem://x.dcm" and err.value.offset is not None
+
+
+def test_length_field_beyond_object_never_fetched(corpus, counting_fetch):
+    blob = bytearray(corpus["native_u16.dcm"])
+    pos = blob.index(b"\x08\x00\x20\x00DA")  # Study Date, a short element near the start
+    blob[pos + 6 : pos + 8] = struct.pack("<H", 0xFFF0)
+    blob = bytes(blob)
+    with pytest.raises(TruncatedDicomError) as err:
+        index_of(blob[: pos + 200], counting_fetch)
+    assert err.value.tag == 0x00080020 and err.value.offset == pos
+
+
+def test_corrupt_bot_not_increasing(counting_fetch):
+    frames = fake_jpeg_frames(4)
+    blob = bytearray(build_encapsulated(frames, offset_table="bot"))
+    pos = blob.index(b"\xfe\xff\x00\xe0\x10\x00\x00\x00")  # BOT item of 4 entries
+    blob[pos + 12 : pos + 16] = struct.pack("<L", 0)
+    with pytest.raises(OffsetTableError, match="not increasing") as err:
+        index_of(bytes(blob), counting_fetch)
+    assert err.value.tag == 0x7FE00010
+
+
+def test_bot_pointing_inside_a_fragment_detected_on_read(counting_fetch):
+    frames = fake_jpeg_frames(4)
+    blob = bytearray(build_encapsulated(frames, offset_table="bot"))
+    pos = blob.index(b"\xfe\xff\x00\xe0\x10\x00\x00\x00")
+    (second,) = struct.unpack("<L", blob[pos + 12 : pos + 16])
+    blob[pos + 12 : pos + 16] = struct.pack("<L", second - 6)
+    fetch, fetch_ranges, _ = counting_fetch(bytes(blob))
+    cache = DicomFrameCache(0, fetch, len(blob), fetch_ranges=fetch_ranges, path="p")
+    with pytest.raises(OffsetTableError, match="frame 1") as err:
+        cache.read_frames([1])
+    assert err.value.offset == cache.index.frame_range(1)[0]
+
+
+def test_deflated_is_unsupported(counting_fetch):
+    blob = build_native(np.zeros((1, 2, 2), np.uint8), transfer_syntax="1.2.840.10008.1.2.1.99")
+    with pytest.raises(UnsupportedTransferSyntaxError, match="deflated") as err:
+        index_of(blob, counting_fetch)
+    assert err.value.tag == 0x00020010
+
+
+def test_native_pixel_data_shorter_than_frames(counting_fetch):
+    blob = bytearray(build_native(np.zeros((4, 4, 4), np.uint8)))
+    pos = blob.index(b"\x28\x00\x08\x00IS")  # Number of Frames "4 " -> "9 "
+    blob[pos + 8 : pos + 10] = b"9 "
+    with pytest.raises(FrameIndexError, match="need 144"):
+        index_of(bytes(blob), counting_fetch)
+
+
+def test_no_preamble(counting_fetch):
+    blob = build_native(np.arange(24, dtype=np.uint8).reshape(2, 3, 4), preamble=False)
+    assert blob[:2] == b"\x02\x00"
+    _, index, _ = index_of(blob, counting_fetch)
+    assert index.number_of_frames == 2 and index.frame_range(1)[1] - index.frame_range(1)[0] == 12
+
+
+def test_bot_over_4gib_wraps(counting_fetch):
+    """A 32-bit BOT of Pixel Data over 4 GiB wraps around; it is unwrapped."""
+    from hdfsspec.parse import _check_offsets
+
+    class P:
+        size, header_end, path = 6 * 2**30, 1000, "p"
+
+    offsets = np.array([0, 3 * 2**30, (5 * 2**30) % 2**32], dtype=np.int64)
+    out = _check_offsets(offsets, P, "Basic Offset Table", 0x7FE00010)  # type: ignore[arg-type]
+    assert out.tolist() == [0, 3 * 2**30, 5 * 2**30]
