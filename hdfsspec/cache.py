@@ -19,10 +19,11 @@ from __future__ import annotations
 
 import struct
 import threading
-from collections import OrderedDict
+from collections import OrderedDict, deque
 from collections.abc import Iterable, Sequence
 from typing import Any
 
+import numpy as np
 from fsspec.caching import BaseCache, register_cache
 
 from hdfsspec._types import DEFAULT_OPTIONS, Fetch, FetchRanges, ReadOptions
@@ -129,13 +130,46 @@ class DicomFrameCache(BaseCache):
             parsed = self.parsed
             with self._lock:
                 if self._index is None:
+                    kept: deque[tuple[int, bytes]] = deque()
+
+                    def keep(base: int, data: bytes) -> None:
+                        kept.append((base, data))  # the last rounds that fit the cache bound
+                        while sum(len(d) for _, d in kept) > self.options.max_cache_bytes:
+                            kept.popleft()
+
                     index, scan = build_index(
-                        parsed, lambda r: self._get(r, "index"), self.options
+                        parsed, lambda r: self._get(r, "index"), self.options, keep
                     )
                     if scan is not None:
                         self._heads = dict(zip(scan.offsets, scan.heads))
                     self._index = index
+                    if kept:
+                        self._keep_frames([(0, parsed.prefix), *kept])
         return self._index
+
+    def _keep_frames(self, pieces: list[tuple[int, bytes]]) -> None:
+        """Remember the blocks of the frames wholly covered by contiguous ``pieces``."""
+        index = self._index
+        assert index is not None
+        bases = np.array([b for b, _ in pieces], dtype=np.int64)
+        ends = bases + np.array([len(d) for _, d in pieces], dtype=np.int64)
+        prefix_end = int(ends[0])
+        first = max(0, int(np.searchsorted(index.starts, prefix_end, side="right")) - 1)
+        for f in range(first, index.number_of_frames):
+            if int(index.stops[f]) == UNKNOWN:
+                break
+            start, stop = block_range(index, f)
+            if stop <= prefix_end:
+                continue
+            i = int(np.searchsorted(bases, start, side="right")) - 1
+            parts, pos = [], start
+            while i < len(pieces) and pos < stop and bases[i] <= pos < ends[i]:
+                base, data = pieces[i]
+                parts.append(data[pos - base : min(stop, int(ends[i])) - base])
+                pos, i = min(stop, int(ends[i])), i + 1
+            if pos < stop:
+                break  # beyond what the scan kept
+            self._remember(f, start, b"".join(parts))
 
     def set_index(self, index: FrameIndex) -> None:
         """Use a known index (e.g. a persisted one) instead of building it."""
@@ -228,14 +262,16 @@ class DicomFrameCache(BaseCache):
         self.hit_count += len(out)
         self.stats.hit("frames", len(out))
         if missing:
+            held = len(prefix)
             plan = plan_frames(index, missing, max_gap=self.options.max_gap,
-                               max_block=self.options.max_block)  # fmt: skip
+                               max_block=self.options.max_block, held_below=held)  # fmt: skip
             datas = self._get(plan.ranges, "frames")
             for (a, _), data in zip(plan.ranges, datas):
                 for f in missing:
                     s, e = block_range(index, f)
-                    if a <= s and e <= a + len(data):
-                        out[f] = (s, data[s - a : e - a])
+                    if a <= max(s, held) and e <= a + len(data):
+                        head = prefix[s:held] if s < held else b""
+                        out[f] = (s, head + data[max(s, held) - a : e - a])
             for f in missing:
                 self._remember(f, *out[f])
         return out
@@ -275,7 +311,8 @@ class DicomFrameCache(BaseCache):
         index = self._resolve_last()
         missing = [f for f in set(frames) if f not in self._blocks]
         return plan_frames(index, missing, max_gap=self.options.max_gap,
-                           max_block=self.options.max_block)  # fmt: skip
+                           max_block=self.options.max_block,
+                           held_below=len(self.parsed.prefix))  # fmt: skip
 
     # -- byte reads -----------------------------------------------------------------------
     def _fetch(self, start: int | None, stop: int | None) -> bytes:

@@ -16,6 +16,7 @@ is laid out arithmetically from the image attributes. Pure: no fsspec.
 from __future__ import annotations
 
 import struct
+from collections.abc import Callable
 from dataclasses import dataclass
 from io import BytesIO
 
@@ -267,12 +268,14 @@ def scan_items(
     fetch_ranges: FetchRanges,
     parsed: ParsedHeader,
     options: ReadOptions = DEFAULT_OPTIONS,
+    on_chunk: Callable[[int, bytes], None] | None = None,
 ) -> ItemScan:
     """Walk every fragment item of encapsulated Pixel Data with large windows.
 
     Each round fetches ``options.scan_concurrency`` consecutive windows of
     ``options.scan_window`` bytes concurrently, then walks the item headers they
-    hold. The bytes already in ``parsed.prefix`` are used first.
+    hold. The bytes already in ``parsed.prefix`` are used first. Each round's
+    bytes are passed to ``on_chunk(offset, data)`` (the cache keeps what fits).
     """
     size, path = parsed.size, parsed.path
     chunk, base = parsed.prefix, 0
@@ -288,15 +291,21 @@ def scan_items(
             raise TruncatedDicomError("fragment item header cut off by the end of the object",
                                       path=path, offset=pos, tag=_PIXEL_TAG)  # fmt: skip
         if min(pos + 10, size) > base + len(chunk):  # item header and 2 marker bytes
-            stop = min(size, pos + options.scan_window * options.scan_concurrency)
+            # continue where the last round ended when the skipped bytes are few: the
+            # rounds stay contiguous and their frames can be kept by the cache
+            end = base + len(chunk)
+            first = end if 0 <= pos - end <= options.scan_window else pos
+            stop = min(size, max(pos + 10, first + options.scan_window * options.scan_concurrency))
             ranges = [(s, min(stop, s + options.scan_window))
-                      for s in range(pos, stop, options.scan_window)]  # fmt: skip
-            chunk, base = b"".join(fetch_ranges(ranges)), pos
+                      for s in range(first, stop, options.scan_window)]  # fmt: skip
+            chunk, base = b"".join(fetch_ranges(ranges)), first
             requests += len(ranges)
             fetched += len(chunk)
-            if len(chunk) != stop - pos:
+            if len(chunk) != stop - first:
                 raise TruncatedDicomError("the object is shorter than its reported size",
-                                          path=path, offset=pos + len(chunk), tag=_PIXEL_TAG)  # fmt: skip
+                                          path=path, offset=first + len(chunk), tag=_PIXEL_TAG)  # fmt: skip
+            if on_chunk is not None:
+                on_chunk(base, chunk)
         rel = pos - base
         group, elem, length = struct.unpack("<HHL", chunk[rel : rel + 8])
         tag = group << 16 | elem
@@ -343,6 +352,7 @@ def build_index(
     parsed: ParsedHeader,
     fetch_ranges: FetchRanges,
     options: ReadOptions = DEFAULT_OPTIONS,
+    on_chunk: Callable[[int, bytes], None] | None = None,
 ) -> tuple[FrameIndex, ItemScan | None]:
     """Locate every frame of the object.
 
@@ -354,6 +364,8 @@ def build_index(
         Fetches many ranges at once; used only when the fragments must be scanned.
     options : ReadOptions, optional
         Scan window and concurrency.
+    on_chunk : callable, optional
+        Receives ``(offset, bytes)`` of every window round a scan fetches.
 
     Returns
     -------
@@ -378,6 +390,6 @@ def build_index(
                                  "Basic Offset Table", _PIXEL_TAG)  # fmt: skip
         starts = parsed.header_end + offsets
         return _index(parsed, "bot", starts, np.append(starts[1:], UNKNOWN)), None
-    scan = scan_items(fetch_ranges, parsed, options)
+    scan = scan_items(fetch_ranges, parsed, options, on_chunk)
     starts, stops = group_fragments(scan, n, parsed)
     return _index(parsed, "scan", starts, stops), scan

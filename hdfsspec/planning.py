@@ -88,11 +88,18 @@ def plan_frames(
     *,
     max_gap: int = 0,
     max_block: int | None = None,
+    held_below: int = 0,
 ) -> FetchPlan:
-    """Plan the fetch of ``frames`` (0-based) as coalesced block ranges."""
+    """Plan the fetch of ``frames`` (0-based) as coalesced block ranges.
+
+    Bytes before ``held_below`` (the header block already in memory) are not
+    fetched again.
+    """
     distinct = sorted(set(int(f) for f in frames))
     for f in distinct:
         if not 0 <= f < index.number_of_frames:
             raise IndexError(f"frame {f} out of range (0..{index.number_of_frames - 1})")
-    ranges = coalesce((block_range(index, f) for f in distinct), max_gap, max_block)
+    blocks = (block_range(index, f) for f in distinct)
+    ranges = coalesce(((max(a, held_below), b) for a, b in blocks if b > held_below),
+                      max_gap, max_block)  # fmt: skip
     return FetchPlan(tuple(distinct), tuple(ranges))

@@ -6,8 +6,8 @@ import io
 
 import numpy as np
 import pydicom
-from highdicom.frame import decode_frame
-from pydicom.encaps import generate_frames
+from pydicom.encaps import encapsulate, generate_frames
+from pydicom.pixels import unpack_bits
 
 PIXEL_KEYWORDS = ("PixelData", "FloatPixelData", "DoubleFloatPixelData")
 
@@ -41,21 +41,14 @@ def decoded_reference(blob: bytes) -> np.ndarray:
     return arr[None] if n == 1 else arr
 
 
-def decode(raw: bytes, blob: bytes, index: int) -> np.ndarray:
-    """Decode one encoded frame with highdicom's decoder and the file's attributes."""
+def decode(raw: bytes, blob: bytes, index: int, bit_offset: int = 0) -> np.ndarray:
+    """Decode one encoded frame with pydicom, as a one-frame copy of the local file."""
     ds = read_local(blob)
     keyword = pixel_keyword(ds)
-    return decode_frame(
-        raw,
-        transfer_syntax_uid=ds.file_meta.TransferSyntaxUID,
-        rows=ds.Rows,
-        columns=ds.Columns,
-        samples_per_pixel=ds.SamplesPerPixel,
-        bits_allocated=ds.BitsAllocated,
-        bits_stored=ds.get("BitsStored", ds.BitsAllocated),
-        photometric_interpretation=ds.PhotometricInterpretation,
-        pixel_representation=ds.get("PixelRepresentation", 0),
-        planar_configuration=ds.get("PlanarConfiguration"),
-        index=index,
-        pixel_keyword=keyword,
-    )
+    syntax = ds.file_meta.TransferSyntaxUID
+    if ds.BitsAllocated == 1 and not syntax.is_encapsulated:
+        n = ds.Rows * ds.Columns * ds.SamplesPerPixel
+        return unpack_bits(raw)[bit_offset : bit_offset + n].reshape(ds.Rows, ds.Columns)
+    ds.NumberOfFrames = 1
+    setattr(ds, keyword, encapsulate([raw]) if syntax.is_encapsulated else raw)
+    return ds.pixel_array
