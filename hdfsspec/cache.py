@@ -38,6 +38,8 @@ __all__ = ["DicomFrameCache"]
 
 _PIXEL_TAG = 0x7FE00010
 _TAIL_BLOCK = 1024 * 1024
+_HEAD = 10  # item tag, length and two marker bytes, kept per item by a scan
+_DELIMITER = struct.pack("<HHL", 0xFFFE, 0xE0DD, 0)
 
 
 class DicomFrameCache(BaseCache):
@@ -142,6 +144,8 @@ class DicomFrameCache(BaseCache):
                     )
                     if scan is not None:
                         self._heads = dict(zip(scan.offsets, scan.heads))
+                        if scan.delimited:
+                            self._heads[scan.end - 8] = _DELIMITER
                     self._index = index
                     if kept:
                         self._keep_frames([(0, parsed.prefix), *kept])
@@ -314,6 +318,14 @@ class DicomFrameCache(BaseCache):
                            max_block=self.options.max_block,
                            held_below=len(self.parsed.prefix))  # fmt: skip
 
+    def close(self) -> None:
+        """Release the frame blocks (fsspec calls this when the file closes)."""
+        with self._lock:
+            self._blocks.clear()
+            self._block_bytes = 0
+            self._heads = {}
+            self._tail = None
+
     # -- byte reads -----------------------------------------------------------------------
     def _fetch(self, start: int | None, stop: int | None) -> bytes:
         start = 0 if start is None else max(0, start)
@@ -339,18 +351,13 @@ class DicomFrameCache(BaseCache):
 
     def _piece(self, pos: int, stop: int, local: dict[int, tuple[int, bytes]]) -> bytes:
         """Return the bytes from ``pos`` up to ``stop`` or the end of one known block."""
-        head = self._heads.get(pos)
-        if head is not None and stop - pos <= len(head):
-            self.stats.hit("index")
-            return head[: stop - pos]
-        for base, pos_head in (
-            (pos - 4, self._heads.get(pos - 4)),
-            (pos - 8, self._heads.get(pos - 8)),
-        ):
-            if pos_head is not None and stop <= base + len(pos_head):
-                self.stats.hit("index")
-                return pos_head[pos - base : stop - base]
-        index = self.index
+        index = self.index  # built first: a scan also learns the item heads
+        if self._heads and stop - pos <= _HEAD:  # a small read inside a known item head
+            for base in range(pos, pos - _HEAD, -1):
+                head = self._heads.get(base)
+                if head is not None and stop <= base + len(head):
+                    self.stats.hit("index")
+                    return head[pos - base : stop - base]
         frame = index.frame_at(pos)
         if frame >= 0:
             for f in (frame - 1, frame):

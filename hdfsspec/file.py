@@ -62,6 +62,7 @@ class DicomFile(AbstractBufferedFile):
         super().__init__(fs, path, mode="rb", block_size=block_size, cache_type="dicom",
                          cache_options=options, size=size, **kwargs)  # fmt: skip
         self.cache: DicomFrameCache
+        self._stats = self.cache.stats
 
     # -- backend -----------------------------------------------------------------------
     def _fetch_range(self, start: int, end: int) -> bytes:
@@ -78,19 +79,25 @@ class DicomFile(AbstractBufferedFile):
 
     # -- frames -------------------------------------------------------------------------
     @property
+    def _frames(self) -> DicomFrameCache:
+        if self.closed or self.cache is None:
+            raise ValueError(f"I/O operation on closed file {self.path!r}")
+        return self.cache
+
+    @property
     def header(self) -> ParsedHeader:
         """The parsed header: bytes, pydicom data set, offsets (fetched on first use)."""
-        return self.cache.parsed
+        return self._frames.parsed
 
     @property
     def index(self) -> FrameIndex:
         """The :class:`~hdfsspec.index.FrameIndex` (built on first use)."""
-        return self.cache.index
+        return self._frames.index
 
     @property
     def stats(self) -> CacheStats:
-        """Requests, bytes and hits of this file, per phase."""
-        return self.cache.stats
+        """Requests, bytes and hits of this file, per phase (kept after ``close``)."""
+        return self._stats
 
     def read_frames(self, frames: Sequence[int]) -> list[bytes]:
         """Return the encoded bytes of ``frames`` (0-based), fetched in one round.
@@ -99,15 +106,15 @@ class DicomFile(AbstractBufferedFile):
         frames as the smallest byte range that holds them (for 1-bit data whose
         frames do not start on a byte boundary, see ``index.bit_offset``).
         """
-        return self.cache.read_frames(list(frames))
+        return self._frames.read_frames(list(frames))
 
     def prefetch(self, frames: Iterable[int]) -> None:
         """Fetch ``frames`` (0-based) into the cache in one concurrent round."""
-        self.cache.prefetch(frames)
+        self._frames.prefetch(frames)
 
     def plan(self, frames: Iterable[int]) -> FetchPlan:
         """Dry run: the requests that reading ``frames`` would cost now."""
-        return self.cache.plan(frames)
+        return self._frames.plan(frames)
 
     # -- read-only ---------------------------------------------------------------------
     def write(self, data: Any) -> int:

@@ -80,7 +80,10 @@ class PrefixBuffer:
         have = len(self.data)
         if stop <= have:
             return
-        want = min(self.size, max(stop, 2 * have, self.first_request))
+        # the needed end plus one first-request of margin (what follows a large value is
+        # usually small: the next elements, the Pixel Data and BOT headers), or double
+        grown = max(stop + self.first_request, 2 * have) if have else self.first_request
+        want = min(self.size, max(stop, grown))
         chunk = self._fetch(have, want)
         self.requests += 1
         if len(chunk) != want - have:

@@ -262,6 +262,7 @@ class ItemScan:
     end: int
     requests: int
     bytes_fetched: int
+    delimited: bool = True
 
 
 def scan_items(
@@ -287,7 +288,7 @@ def scan_items(
     while True:
         if pos + 8 > size:
             if pos == size:  # no Sequence Delimitation Item: tolerated, as pydicom does
-                return ItemScan(offsets, lengths, heads, pos, requests, fetched)
+                return ItemScan(offsets, lengths, heads, pos, requests, fetched, False)
             raise TruncatedDicomError("fragment item header cut off by the end of the object",
                                       path=path, offset=pos, tag=_PIXEL_TAG)  # fmt: skip
         if min(pos + 10, size) > base + len(chunk):  # item header and 2 marker bytes

@@ -8,19 +8,22 @@ from hdfsspec.testing.builders import (
     build_encapsulated,
     build_native,
     build_slide,
-    build_sr,
     fake_jpeg_frames,
     jpeg_tiles,
 )
 from hdfsspec.testing.counting import CountingFileSystem
+from hdfsspec.testing.objects import build_annotations, build_ct_series, build_seg, build_sr
 from hdfsspec.testing.servers import RangeHTTPServer, RequestLog, moto_s3
 
 __all__ = [
     "CountingFileSystem",
     "RangeHTTPServer",
     "RequestLog",
+    "build_annotations",
+    "build_ct_series",
     "build_encapsulated",
     "build_native",
+    "build_seg",
     "build_slide",
     "build_sr",
     "fake_jpeg_frames",

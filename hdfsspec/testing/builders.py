@@ -19,9 +19,7 @@ from pydicom.pixels import pack_bits
 from pydicom.uid import (
     ExplicitVRBigEndian,
     ExplicitVRLittleEndian,
-    ImplicitVRLittleEndian,
     JPEGBaseline8Bit,
-    RLELossless,
     generate_uid,
 )
 
@@ -30,7 +28,6 @@ __all__ = [
     "build_encapsulated",
     "build_native",
     "build_slide",
-    "build_sr",
     "fake_jpeg_frames",
     "jpeg_tiles",
 ]
@@ -39,7 +36,6 @@ OffsetTable = Literal["bot", "eot", "eot-no-lengths", "empty"]
 SECONDARY_CAPTURE_MF_BYTE = "1.2.840.10008.5.1.4.1.1.7.2"
 SECONDARY_CAPTURE_MF_WORD = "1.2.840.10008.5.1.4.1.1.7.3"
 VL_WSI = "1.2.840.10008.5.1.4.1.1.77.1.6"
-BASIC_TEXT_SR = "1.2.840.10008.5.1.4.1.1.88.11"
 
 
 def _base(sop_class: str, syntax: str) -> Dataset:
@@ -56,6 +52,11 @@ def _base(sop_class: str, syntax: str) -> Dataset:
     ds.Modality = "OT"
     ds.PatientName = "Synthetic^Test"
     ds.PatientID = "hdfsspec"
+    ds.PatientBirthDate = "19700101"
+    ds.PatientSex = "O"
+    ds.ReferringPhysicianName = ""
+    ds.StudyID = "1"
+    ds.AccessionNumber = ""
     ds.StudyDate = "20260101"
     ds.StudyTime = "120000"
     ds.SeriesNumber = 1
@@ -268,18 +269,3 @@ def build_slide(
     return build_encapsulated(frames, offset_table=offset_table, dataset=ds)
 
 
-def build_sr(text: str = "hello", *, syntax: str = ImplicitVRLittleEndian) -> bytes:
-    """Return a small Basic Text SR (an object without Pixel Data)."""
-    ds = _base(BASIC_TEXT_SR, syntax)
-    ds.Modality = "SR"
-    ds.ValueType = "CONTAINER"
-    ds.ContinuityOfContent = "SEPARATE"
-    item = Dataset()
-    item.RelationshipType = "CONTAINS"
-    item.ValueType = "TEXT"
-    item.TextValue = text
-    ds.ContentSequence = [item]
-    return _write(ds)
-
-
-RLE = RLELossless  # re-exported for tests that encode with pydicom

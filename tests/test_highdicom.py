@@ -1,0 +1,147 @@
+"""highdicom objects through hdfsspec: values equal local highdicom, frames fetched in batches."""
+
+from __future__ import annotations
+
+import gc
+import io
+
+import fsspec
+import highdicom as hd
+import numpy as np
+import pytest
+from test_backends import REGION, SLIDE, TILES
+
+import hdfsspec
+from hdfsspec.testing import (
+    build_annotations,
+    build_encapsulated,
+    build_seg,
+    build_slide,
+    build_sr,
+    fake_jpeg_frames,
+)
+
+SEG, _ = build_seg(slices=10, segments=6, rows=48, cols=40, seed=2)
+EMPTY_BOT_SLIDE = build_slide(512, 512, tile=64, tiles=TILES, offset_table="empty")
+
+
+def local(blob: bytes):
+    return hd.imread(io.BytesIO(blob))
+
+
+def test_region_one_round_equals_local(backend):
+    path = backend.put("slide.dcm", SLIDE)
+    fs, counting = backend.counted()
+    with hdfsspec.imread(fs.open(path)) as im:
+        assert isinstance(im, hd.Image) and counting.requests == 1
+        region = im.get_total_pixel_matrix(**REGION)
+        assert counting.rounds == 2 and counting.requests <= 4
+    assert np.array_equal(region, local(SLIDE).get_total_pixel_matrix(**REGION))
+
+
+def test_imread_by_url_with_storage_options(backend):
+    path = backend.put("slide.dcm", SLIDE)
+    im = hdfsspec.imread(backend.url(path), storage_options=backend.storage_options)
+    try:
+        frames = im.get_frames([2, 9, 33])
+        stats = im.file.stats
+        assert stats.phases["header"].requests == 1
+        assert stats.phases["frames"].requests <= 3 and stats.rounds == 2
+    finally:
+        im.close()
+    assert np.array_equal(frames, local(SLIDE).get_frames([2, 9, 33]))
+
+
+def test_all_frames_in_cache_sized_batches():
+    fs = fsspec.filesystem("memory")
+    fs.pipe("/slide.dcm", SLIDE)
+    budget = 6 * max(len(t) for t in TILES)  # half of it holds 3 tiles
+    with hdfsspec.imread("memory:///slide.dcm", {"max_cache_bytes": budget}) as im:
+        matrix = im.get_total_pixel_matrix()
+        stats = im.file.stats
+        assert stats.rounds >= 10  # many batches: tiles beyond the first request, 3 at a time
+        assert stats.phases["frames"].bytes <= len(SLIDE)  # each tile fetched once
+        stored = im.get_stored_frames(as_indices=True)
+    expected = local(SLIDE)
+    assert np.array_equal(matrix, expected.get_total_pixel_matrix())
+    assert np.array_equal(stored, expected.get_stored_frames(as_indices=True))
+
+
+def test_object_outlives_the_call_and_close_releases():
+    fs = fsspec.filesystem("memory")
+    fs.pipe("/slide2.dcm", SLIDE)
+
+    def load():
+        return hdfsspec.imread("memory:///slide2.dcm")
+
+    im = load()
+    gc.collect()
+    assert np.array_equal(im.get_frame(5), local(SLIDE).get_frame(5))
+    f = im.file
+    with im:
+        pass
+    assert f.closed
+    with pytest.raises(ValueError, match="closed file"):
+        im.get_frame(6)
+
+
+def test_empty_bot_region_equals_local(backend):
+    path = backend.put("empty.dcm", EMPTY_BOT_SLIDE)
+    fs, counting = backend.counted()
+    with hdfsspec.imread(fs.open(path)) as im:
+        region = im.get_total_pixel_matrix(**REGION)
+        assert im.file.index.offset_table == "scan"
+        assert counting.requests <= 1 + 4 + 3  # header, scan round, tiles not kept by the scan
+    assert np.array_equal(region, local(EMPTY_BOT_SLIDE).get_total_pixel_matrix(**REGION))
+
+
+def test_plain_highdicom_on_a_dicom_file_walks_items_without_requests():
+    fs = fsspec.filesystem("memory")
+    frames = fake_jpeg_frames(300, min_size=2000, max_size=3000)
+    blob = build_encapsulated(frames, offset_table="empty")
+    fs.pipe("/plain.dcm", blob)
+    dfs = fsspec.filesystem("dicom", target_protocol="memory", max_cache_bytes=2**16,
+                            skip_instance_cache=True)  # fmt: skip
+    with dfs.open("/plain.dcm") as f:
+        im = hd.imread(f, lazy_frame_retrieval=True)  # highdicom builds its own BOT
+        stats = f.stats.as_dict()
+        assert stats["requests"] <= 2  # header + one scan round: item heads served from memory
+        assert stats["index"]["hits"] >= 3 * 300
+        assert im.get_raw_frame(200) == frames[199]
+
+
+def test_segread_get_volume_one_round(backend):
+    path = backend.put("seg.dcm", SEG)
+    fs, counting = backend.counted(first_request=4096)
+    seg = hdfsspec.segread(fs.open(path))
+    try:
+        assert isinstance(seg, hd.seg.Segmentation)
+        opened = counting.rounds
+        volume = seg.get_volume(segment_numbers=[1, 3, 5])
+        assert counting.rounds == opened + 1
+        by_frame = seg.get_pixels_by_source_instance(
+            [seg.get_source_image_uids()[0][2]], segment_numbers=[2])
+    finally:
+        seg.close()
+    expected = hd.seg.segread(io.BytesIO(SEG))
+    assert np.array_equal(volume.array, expected.get_volume(segment_numbers=[1, 3, 5]).array)
+    assert np.array_equal(
+        by_frame,
+        expected.get_pixels_by_source_instance([expected.get_source_image_uids()[0][2]],
+                                               segment_numbers=[2]),
+    )  # fmt: skip
+
+
+def test_srread_and_annread_one_request(http_server):
+    sr = build_sr("finding text")
+    ann = build_annotations(SLIDE, points=50)
+    sr_url = http_server.put("sr.dcm", sr)
+    ann_url = http_server.put("ann.dcm", ann)
+    http_server.log.clear()
+    doc = hdfsspec.srread(sr_url)
+    assert isinstance(doc, hd.sr.ComprehensiveSR)
+    assert "finding text" in str(doc)
+    groups = hdfsspec.annread("dicom::" + ann_url).get_annotation_groups()
+    assert len(groups) == 1 and groups[0].number_of_annotations == 50
+    assert http_server.log.requests == 2
+    assert http_server.log.bytes == len(sr) + len(ann)
