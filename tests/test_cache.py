@@ -1,0 +1,136 @@
+"""The frame-aware cache: any read equals the blob slice; bounded memory; threads; changed objects."""
+
+from __future__ import annotations
+
+import threading
+
+import fsspec
+import pytest
+from conftest import CORPUS
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from oracle import reference_frames
+
+from hdfsspec import DicomFrameCache, ObjectChangedError
+from hdfsspec.testing import CountingFileSystem, build_encapsulated, fake_jpeg_frames
+
+NAMES = sorted(CORPUS)
+BIG = build_encapsulated(fake_jpeg_frames(200, seed=5, min_size=500, max_size=900),
+                         offset_table="empty")  # fmt: skip
+
+
+def make_cache(blob: bytes, **options):
+    log: list[tuple[int, int]] = []
+
+    def fetch(a: int, b: int) -> bytes:
+        log.append((a, b))
+        return blob[a:b]
+
+    cache = DicomFrameCache(0, fetch, len(blob), path="mem://blob",
+                            fetch_ranges=lambda r: [fetch(a, b) for a, b in r], **options)  # fmt: skip
+    return cache, log
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(name=st.sampled_from(NAMES), reads=st.lists(st.tuples(st.integers(-10, 5000),
+                                                            st.integers(0, 3000)), max_size=8),
+       first_request=st.sampled_from([256, 1024, 65536]))  # fmt: skip
+def test_any_read_equals_blob_slice(name, reads, first_request):
+    blob = CORPUS[name]
+    cache, log = make_cache(blob, first_request=first_request, max_cache_bytes=2048)
+    for start, length in reads:
+        assert cache._fetch(start, start + length) == blob[max(0, start) : start + length]
+    assert cache._fetch(None, None) == blob
+    assert cache.stats.requests == len(log)
+    assert cache.stats.bytes == sum(b - a for a, b in log)
+
+
+@settings(max_examples=60, deadline=None)
+@given(frames=st.lists(st.integers(0, 199), min_size=1, max_size=30),
+       bound=st.integers(1, 40_000))  # fmt: skip
+def test_lru_bound_and_values(frames, bound):
+    cache, _ = make_cache(BIG, max_cache_bytes=bound, first_request=1024, scan_window=4096)
+    ref = reference_frames(BIG)
+    assert cache.read_frames(frames) == [ref[f] for f in frames]
+    assert cache._block_bytes <= bound
+    assert sum(len(d) for _, d in cache._blocks.values()) == cache._block_bytes
+
+
+def test_one_frame_read_fetches_exactly_its_block():
+    blob = CORPUS["eot.dcm"]
+    cache, log = make_cache(blob, first_request=512)
+    cache.index
+    n = len(log)
+    start, stop = cache.index.frame_range(7)
+    cache._fetch(start + 3, start + 9)  # a small read inside frame 7
+    assert log[n:] == [(start, stop + 8)]
+    assert cache._fetch(stop, stop + 8) == blob[stop : stop + 8]  # next item header: a hit
+    assert len(log) == n + 1
+
+
+def test_plan_is_a_dry_run():
+    cache, log = make_cache(CORPUS["eot.dcm"], first_request=512, max_gap=0)
+    index = cache.index
+    held = len(cache.parsed.prefix)
+    assert held < index.frame_range(3)[0]
+    n = len(log)
+    plan = cache.plan([3, 4, 5, 9])
+    assert len(log) == n
+    assert plan.frames == (3, 4, 5, 9)
+    assert plan.ranges == (
+        (index.frame_range(3)[0], index.frame_range(5)[1] + 8),
+        (index.frame_range(9)[0], index.frame_range(9)[1] + 8),
+    )
+    assert plan.nbytes == sum(b - a for a, b in plan.ranges)
+    assert make_cache(CORPUS["eot.dcm"], first_request=512)[0].plan([3, 4, 5, 9]).requests == 1
+    cache.prefetch([3, 4, 5, 9])
+    assert len(log) == n + 2
+    assert cache.plan([3, 4, 5, 9]).requests == 0
+
+
+def test_threads_share_one_file():
+    target = fsspec.filesystem("memory")
+    target.pipe("/threads.dcm", BIG)
+    counting = CountingFileSystem(fs=target)
+    fs = fsspec.filesystem("dicom", fs=counting, skip_instance_cache=True, scan_window=4096)
+    ref = reference_frames(BIG)
+    errors: list[BaseException] = []
+    with fs.open("/threads.dcm") as f:
+
+        def work(k: int) -> None:
+            try:
+                for i in range(k, 200, 7):
+                    assert f.read_frames([i, (i * 13) % 200]) == [ref[i], ref[(i * 13) % 200]]
+            except BaseException as exc:  # reported below
+                errors.append(exc)
+
+        threads = [threading.Thread(target=work, args=(k,)) for k in range(7)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(timeout=60)
+        assert not errors
+        assert f.stats.phases["header"].requests == 1
+        assert counting.bytes <= 3 * len(BIG)
+
+
+def test_object_replaced_by_a_shorter_one_while_open():
+    target = fsspec.filesystem("memory")
+    target.pipe("/replaced.dcm", BIG)
+    fs = fsspec.filesystem("dicom", fs=target, skip_instance_cache=True, first_request=1024,
+                           max_cache_bytes=1)  # fmt: skip
+    with fs.open("/replaced.dcm") as f:
+        f.read_frames([10])
+        target.pipe("/replaced.dcm", BIG[: len(BIG) // 2])
+        with pytest.raises(ObjectChangedError) as err:
+            f.read_frames([190])
+        assert err.value.path == "memory:///replaced.dcm" and err.value.offset is not None
+
+
+def test_error_pickles_with_its_fields():
+    import pickle
+
+    err = ObjectChangedError("changed", path="s3://b/k", offset=12, tag=0x7FE00010)
+    again = pickle.loads(pickle.dumps(err))
+    assert (again.path, again.offset, again.tag) == ("s3://b/k", 12, 0x7FE00010)
+    assert str(again) == "s3://b/k: changed [byte 12, tag (7FE0,0010)]"

@@ -1,0 +1,130 @@
+"""The ``dicom`` filesystem as fsspec users drive it: URLs, chains, listing, pickling, read-only."""
+
+from __future__ import annotations
+
+import pickle
+
+import fsspec
+import pytest
+from conftest import CORPUS
+from oracle import reference_frames
+
+import hdfsspec
+from hdfsspec import DicomFile, DicomFileSystem, ReadOnlyError
+
+BLOB = CORPUS["eot.dcm"]
+REF = reference_frames(BLOB)
+
+
+@pytest.fixture
+def memfile():
+    fs = fsspec.filesystem("memory")
+    fs.pipe("/fsdir/a.dcm", BLOB)
+    fs.pipe("/fsdir/b.dcm", CORPUS["bot.dcm"])
+    fs.pipe("/fsdir/sub/c.dcm", CORPUS["native_u16.dcm"])
+    yield "/fsdir"
+    fs.rm("/fsdir", recursive=True)
+
+
+def test_url_to_fs_and_chain(memfile):
+    fs, path = fsspec.core.url_to_fs("dicom::memory://fsdir/a.dcm")
+    assert isinstance(fs, DicomFileSystem) and fs.target_protocol == "memory"
+    assert path == "/fsdir/a.dcm"
+    with fs.open(path) as f:
+        assert f.read_frames([1, 4]) == [REF[1], REF[4]]
+
+
+def test_chain_through_simplecache(memfile, tmp_path):
+    url = "dicom::simplecache::memory://fsdir/a.dcm"
+    with fsspec.open(url, simplecache={"cache_storage": str(tmp_path)}) as f:
+        assert isinstance(f, DicomFile)
+        assert f.read_frames([0, 11]) == [REF[0], REF[11]]
+
+
+def test_local_file_url_and_plain_path(tmp_path):
+    path = tmp_path / "x.dcm"
+    path.write_bytes(BLOB)
+    with fsspec.open(f"dicom::file://{path}") as f:
+        assert f.read_frames([2]) == [REF[2]]
+    with fsspec.open(f"dicom::{path}") as f:
+        assert f.read_frames([3]) == [REF[3]]
+    with fsspec.open(f"dicom://{path}") as f:  # no target: the local filesystem
+        assert f.read_frames([5]) == [REF[5]]
+
+
+def test_filesystem_constructors(memfile):
+    target = fsspec.filesystem("memory")
+    by_instance = fsspec.filesystem("dicom", fs=target)
+    by_protocol = fsspec.filesystem("dicom", target_protocol="memory", target_options={})
+    for fs in (by_instance, by_protocol):
+        assert fs.read_frames("/fsdir/a.dcm", [6]) == [REF[6]]
+    with pytest.raises(ValueError, match="either fs or target_protocol"):
+        DicomFileSystem(fs=target, target_protocol="memory")
+
+
+def test_listing_delegates_to_target(memfile):
+    fs = fsspec.filesystem("dicom", target_protocol="memory")
+    assert sorted(fs.ls("/fsdir", detail=False)) == ["/fsdir/a.dcm", "/fsdir/b.dcm", "/fsdir/sub"]
+    assert fs.info("/fsdir/a.dcm")["size"] == len(BLOB)
+    assert fs.size("dicom::/fsdir/a.dcm") == len(BLOB)
+    assert fs.glob("/fsdir/*.dcm") == ["/fsdir/a.dcm", "/fsdir/b.dcm"]
+    assert fs.find("/fsdir") == ["/fsdir/a.dcm", "/fsdir/b.dcm", "/fsdir/sub/c.dcm"]
+    assert fs.exists("/fsdir/b.dcm") and not fs.exists("/fsdir/zz.dcm")
+    assert fs.isdir("/fsdir/sub") and fs.isfile("/fsdir/sub/c.dcm")
+    assert fs.cat_file("/fsdir/a.dcm", 128, 132) == b"DICM"
+
+
+def test_open_files_with_glob(memfile):
+    files = fsspec.open_files("dicom::memory://fsdir/*.dcm")
+    assert [f.path for f in files] == ["/fsdir/a.dcm", "/fsdir/b.dcm"]
+    for of, blob in zip(files, [BLOB, CORPUS["bot.dcm"]]):
+        with of as f:
+            assert f.read_frames([0]) == reference_frames(blob)[:1]
+
+
+def test_missing_object_raises_backend_error(memfile):
+    with pytest.raises(FileNotFoundError):
+        fsspec.open("dicom::memory://fsdir/nope.dcm").open()
+
+
+@pytest.mark.parametrize("mode", ["wb", "ab", "r+b", "xb"])
+def test_read_only(memfile, mode):
+    fs = fsspec.filesystem("dicom", target_protocol="memory")
+    with pytest.raises(ReadOnlyError, match="read-only"):
+        fs.open("/fsdir/a.dcm", mode)
+    for call in (lambda: fs.rm("/fsdir/a.dcm"), lambda: fs.mkdir("/fsdir/new"),
+                 lambda: fs.pipe_file("/fsdir/a.dcm", b"x"), lambda: fs.touch("/fsdir/t")):
+        with pytest.raises(ReadOnlyError):
+            call()
+    assert fsspec.filesystem("memory").cat("/fsdir/a.dcm") == BLOB  # nothing touched
+
+
+def test_filesystem_and_open_file_pickle(memfile, tmp_path):
+    path = tmp_path / "p.dcm"
+    path.write_bytes(BLOB)
+    fs = fsspec.filesystem("dicom", target_protocol="file", max_cache_bytes=2**20)
+    fs2 = pickle.loads(pickle.dumps(fs))
+    assert fs2.options.max_cache_bytes == 2**20
+    with fs.open(str(path)) as f:
+        assert f.read_frames([1]) == [REF[1]]
+        f.seek(200)
+        f2 = pickle.loads(pickle.dumps(f))
+        assert isinstance(f2, DicomFile) and f2.tell() == 200
+        assert f2.read(10) == BLOB[200:210]
+        assert f2.read_frames([7]) == [REF[7]]
+        f2.close()
+
+
+def test_target_filesystem_is_not_closed(memfile):
+    target = fsspec.filesystem("memory")
+    fs = fsspec.filesystem("dicom", fs=target, skip_instance_cache=True)
+    with fs.open("/fsdir/a.dcm") as f:
+        f.read_frames([0])
+    assert target.cat("/fsdir/b.dcm") == CORPUS["bot.dcm"]
+
+
+def test_imread_accepts_urls_without_prefix(memfile):
+    with hdfsspec.imread("memory://fsdir/sub/c.dcm") as im:
+        assert im.number_of_frames == 5
+    with hdfsspec.imread("dicom::memory://fsdir/sub/c.dcm") as im:
+        assert im.number_of_frames == 5
