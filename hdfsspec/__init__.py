@@ -26,7 +26,7 @@ __version__ = "0.1.0"
 register_implementation("dicom", DicomFileSystem, clobber=True)
 
 
-def __getattr__(name: str):  # type: ignore[no-untyped-def]
+def __getattr__(name: str):
     # highdicom is imported only when its readers are used
     if name in {"imread", "segread", "srread", "annread", "open_dicom"}:
         from hdfsspec import highdicom_io

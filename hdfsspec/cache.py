@@ -96,15 +96,16 @@ class DicomFrameCache(BaseCache):
             out = self._fetch_ranges(list(ranges))
         else:
             out = [self.fetcher(a, b) for a, b in ranges]
-        for (a, b), data in zip(ranges, out):
+        for (a, b), data in zip(ranges, out, strict=True):
             if isinstance(data, BaseException):
                 raise data
             if len(data) != b - a:
                 raise ObjectChangedError(
                     f"asked for bytes {a}-{b} and received {len(data)}: the object is shorter "
                     "than its reported size, or was replaced while being read",
-                    path=self.path, offset=a + len(data),
-                )  # fmt: skip
+                    path=self.path,
+                    offset=a + len(data),
+                )
         self.stats.record(phase, len(ranges), sum(b - a for a, b in ranges))
         self.miss_count += len(ranges)
         self.total_requested_bytes += sum(b - a for a, b in ranges)
@@ -143,7 +144,7 @@ class DicomFrameCache(BaseCache):
                         parsed, lambda r: self._get(r, "index"), self.options, keep
                     )
                     if scan is not None:
-                        self._heads = dict(zip(scan.offsets, scan.heads))
+                        self._heads = dict(zip(scan.offsets, scan.heads, strict=True))
                         if scan.delimited:
                             self._heads[scan.end - 8] = _DELIMITER
                     self._index = index
@@ -180,8 +181,9 @@ class DicomFrameCache(BaseCache):
         if index.size != self.size:
             raise ObjectChangedError(
                 f"the index is for an object of {index.size} bytes, this one has {self.size}",
-                path=self.path, offset=0,
-            )  # fmt: skip
+                path=self.path,
+                offset=0,
+            )
         with self._lock:
             self._index = index
 
@@ -201,8 +203,12 @@ class DicomFrameCache(BaseCache):
                 if pos + 8 > self.size:
                     if pos == self.size:
                         break
-                    raise TruncatedDicomError("last frame item cut off by the end of the object",
-                                              path=self.path, offset=pos, tag=_PIXEL_TAG)  # fmt: skip
+                    raise TruncatedDicomError(
+                        "last frame item cut off by the end of the object",
+                        path=self.path,
+                        offset=pos,
+                        tag=_PIXEL_TAG,
+                    )
                 stop = min(self.size, max(start + len(data) + guess, pos + 8))
                 data += self._get([(start + len(data), stop)], "frames")[0]
                 guess *= 2
@@ -214,15 +220,21 @@ class DicomFrameCache(BaseCache):
             if tag != ITEM:
                 raise OffsetTableError(
                     f"last frame: expected a fragment item, found {tag:08X}",
-                    path=self.path, offset=pos, tag=_PIXEL_TAG,
-                )  # fmt: skip
+                    path=self.path,
+                    offset=pos,
+                    tag=_PIXEL_TAG,
+                )
             if pos + 8 + length > self.size:
-                raise TruncatedDicomError(f"fragment item of {length} bytes ends beyond the object",
-                                          path=self.path, offset=pos, tag=_PIXEL_TAG)  # fmt: skip
+                raise TruncatedDicomError(
+                    f"fragment item of {length} bytes ends beyond the object",
+                    path=self.path,
+                    offset=pos,
+                    tag=_PIXEL_TAG,
+                )
             pos += 8 + length
         with self._lock:
             self._index = index.with_last_stop(pos)
-            bstart, bstop = block_range(self._index, index.number_of_frames - 1)
+            _, bstop = block_range(self._index, index.number_of_frames - 1)
             if bstop <= start + len(data):
                 self._remember(index.number_of_frames - 1, start, data[: bstop - start])
         return self._index
@@ -267,10 +279,15 @@ class DicomFrameCache(BaseCache):
         self.stats.hit("frames", len(out))
         if missing:
             held = len(prefix)
-            plan = plan_frames(index, missing, max_gap=self.options.max_gap,
-                               max_block=self.options.max_block, held_below=held)  # fmt: skip
+            plan = plan_frames(
+                index,
+                missing,
+                max_gap=self.options.max_gap,
+                max_block=self.options.max_block,
+                held_below=held,
+            )
             datas = self._get(plan.ranges, "frames")
-            for (a, _), data in zip(plan.ranges, datas):
+            for (a, _), data in zip(plan.ranges, datas, strict=True):
                 for f in missing:
                     s, e = block_range(index, f)
                     if a <= max(s, held) and e <= a + len(data):
@@ -299,8 +316,10 @@ class DicomFrameCache(BaseCache):
                 raise OffsetTableError(
                     f"frame {frame}: no fragment item where the offset table puts one "
                     f"(found tag {group:04X}{elem:04X}, length {length})",
-                    path=self.path, offset=pos, tag=_PIXEL_TAG,
-                )  # fmt: skip
+                    path=self.path,
+                    offset=pos,
+                    tag=_PIXEL_TAG,
+                )
             parts.append(data[rel + 8 : rel + 8 + length])
             pos += 8 + length
         return b"".join(parts)
@@ -310,13 +329,17 @@ class DicomFrameCache(BaseCache):
         blocks = self._load(frames)
         return [self.frame_payload(f, blocks[f]) for f in frames]
 
-    def plan(self, frames: Iterable[int]):  # type: ignore[no-untyped-def]
+    def plan(self, frames: Iterable[int]):
         """Dry run: the :class:`~hdfsspec.planning.FetchPlan` of the frames not cached."""
         index = self._resolve_last()
         missing = [f for f in set(frames) if f not in self._blocks]
-        return plan_frames(index, missing, max_gap=self.options.max_gap,
-                           max_block=self.options.max_block,
-                           held_below=len(self.parsed.prefix))  # fmt: skip
+        return plan_frames(
+            index,
+            missing,
+            max_gap=self.options.max_gap,
+            max_block=self.options.max_block,
+            held_below=len(self.parsed.prefix),
+        )
 
     def close(self) -> None:
         """Release the frame blocks (fsspec calls this when the file closes)."""

@@ -67,7 +67,7 @@ class DicomFormatError(ValueError):
         return (_rebuild, (type(self), self.message, self.path, self.offset, self.tag))
 
 
-def _rebuild(cls, message, path, offset, tag):  # type: ignore[no-untyped-def]
+def _rebuild(cls, message, path, offset, tag):
     return cls(message, path=path, offset=offset, tag=tag)
 
 

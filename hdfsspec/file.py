@@ -52,15 +52,24 @@ class DicomFile(AbstractBufferedFile):
         **kwargs: Any,
     ) -> None:
         if mode != "rb":
-            raise ReadOnlyError(f"the dicom filesystem is read-only: cannot open {path!r} "
-                                f"in mode {mode!r}")  # fmt: skip
+            raise ReadOnlyError(
+                f"the dicom filesystem is read-only: cannot open {path!r} in mode {mode!r}"
+            )
         kwargs.pop("cache_type", None)
         options = dict(cache_options or {})
         options.setdefault("fetch_ranges", self._fetch_ranges)
         options.setdefault("path", fs.fs.unstrip_protocol(path))
         options.setdefault("options", fs.options)
-        super().__init__(fs, path, mode="rb", block_size=block_size, cache_type="dicom",
-                         cache_options=options, size=size, **kwargs)  # fmt: skip
+        super().__init__(
+            fs,
+            path,
+            mode="rb",
+            block_size=block_size,
+            cache_type="dicom",
+            cache_options=options,
+            size=size,
+            **kwargs,
+        )
         self.cache: DicomFrameCache
         self._stats = self.cache.stats
 

@@ -41,11 +41,13 @@ class DicomFileSystem(ChainedFileSystem):
         A target filesystem instance, instead of ``target_protocol``.
     fo : str, optional
         Path passed by fsspec's URL chaining; unused.
-    max_cache_bytes, first_request, scan_window, scan_concurrency, max_gap, max_block : int, optional
+    max_cache_bytes, first_request, scan_window : int, optional
+        Read policy (see :class:`~hdfsspec.ReadOptions` for the defaults).
+    scan_concurrency, max_gap, max_block : int, optional
         Read policy (see :class:`~hdfsspec.ReadOptions` for the defaults).
     """
 
-    protocol: ClassVar[str] = "dicom"  # type: ignore[misc]
+    protocol: ClassVar[str] = "dicom"
     root_marker = ""
     _strip_tokenize_options = ("fo",)
 
@@ -72,10 +74,13 @@ class DicomFileSystem(ChainedFileSystem):
         self.fs = fs
         self.target_protocol = fs.protocol if isinstance(fs.protocol, str) else fs.protocol[0]
         self.options: ReadOptions = DEFAULT_OPTIONS.updated(
-            max_cache_bytes=max_cache_bytes, first_request=first_request,
-            scan_window=scan_window, scan_concurrency=scan_concurrency,
-            max_gap=max_gap, max_block=max_block,
-        )  # fmt: skip
+            max_cache_bytes=max_cache_bytes,
+            first_request=first_request,
+            scan_window=scan_window,
+            scan_concurrency=scan_concurrency,
+            max_gap=max_gap,
+            max_block=max_block,
+        )
 
     # -- paths ------------------------------------------------------------------------------
     @classmethod
@@ -107,13 +112,20 @@ class DicomFileSystem(ChainedFileSystem):
     ) -> DicomFile:
         path = self._target(path)
         if mode != "rb":
-            raise ReadOnlyError(f"the dicom filesystem is read-only: cannot open {path!r} "
-                                f"in mode {mode!r}")  # fmt: skip
+            raise ReadOnlyError(
+                f"the dicom filesystem is read-only: cannot open {path!r} in mode {mode!r}"
+            )
         size = kwargs.pop("size", None)
         if size is None:
             size = self.fs.size(path)
-        return DicomFile(self, path, block_size=block_size or "default",
-                         cache_options=cache_options, size=size, **kwargs)  # fmt: skip
+        return DicomFile(
+            self,
+            path,
+            block_size=block_size or "default",
+            cache_options=cache_options,
+            size=size,
+            **kwargs,
+        )
 
     def read_frames(self, path: str, frames: list[int]) -> list[bytes]:
         """Return the encoded bytes of ``frames`` (0-based) of one object, in one round."""
@@ -121,8 +133,9 @@ class DicomFileSystem(ChainedFileSystem):
             assert isinstance(f, DicomFile)
             return f.read_frames(frames)
 
-    def cat_file(self, path: str, start: int | None = None, end: int | None = None,
-                 **kwargs: Any) -> bytes:  # fmt: skip
+    def cat_file(
+        self, path: str, start: int | None = None, end: int | None = None, **kwargs: Any
+    ) -> bytes:
         return self.fs.cat_file(self._target(path), start=start, end=end, **kwargs)
 
     # -- delegated to the target ------------------------------------------------------------
@@ -135,10 +148,17 @@ class DicomFileSystem(ChainedFileSystem):
     def glob(self, path: str, maxdepth: int | None = None, **kwargs: Any) -> Any:
         return self.fs.glob(self._target(path), maxdepth=maxdepth, **kwargs)
 
-    def find(self, path: str, maxdepth: int | None = None, withdirs: bool = False,
-             detail: bool = False, **kwargs: Any) -> Any:  # fmt: skip
-        return self.fs.find(self._target(path), maxdepth=maxdepth, withdirs=withdirs,
-                            detail=detail, **kwargs)  # fmt: skip
+    def find(
+        self,
+        path: str,
+        maxdepth: int | None = None,
+        withdirs: bool = False,
+        detail: bool = False,
+        **kwargs: Any,
+    ) -> Any:
+        return self.fs.find(
+            self._target(path), maxdepth=maxdepth, withdirs=withdirs, detail=detail, **kwargs
+        )
 
     def exists(self, path: str, **kwargs: Any) -> bool:
         return self.fs.exists(self._target(path), **kwargs)
@@ -162,5 +182,5 @@ class DicomFileSystem(ChainedFileSystem):
     def _read_only(self, *args: Any, **kwargs: Any) -> None:
         raise ReadOnlyError("the dicom filesystem is read-only")
 
-    mkdir = makedirs = rmdir = _rm = rm = rm_file = _read_only  # type: ignore[assignment]
-    pipe_file = put_file = cp_file = mv = touch = _read_only  # type: ignore[assignment]
+    mkdir = makedirs = rmdir = _rm = rm = rm_file = _read_only
+    pipe_file = put_file = cp_file = mv = touch = _read_only

@@ -35,8 +35,21 @@ PIXEL_TAGS = {
 EXTENDED_OFFSET_TABLE = 0x7FE00001
 EXTENDED_OFFSET_TABLE_LENGTHS = 0x7FE00002
 TRANSFER_SYNTAX_UID = 0x00020010
-_LONG_VRS = {b"OB", b"OD", b"OF", b"OL", b"OV", b"OW", b"SQ", b"SV", b"UC", b"UN", b"UR", b"UT",
-             b"UV"}  # fmt: skip
+_LONG_VRS = {
+    b"OB",
+    b"OD",
+    b"OF",
+    b"OL",
+    b"OV",
+    b"OW",
+    b"SQ",
+    b"SV",
+    b"UC",
+    b"UN",
+    b"UR",
+    b"UT",
+    b"UV",
+}
 _DEFLATED = {"1.2.840.10008.1.2.1.99", "1.2.840.10008.1.2.8.1"}
 _IMPLICIT_LE = "1.2.840.10008.1.2"
 _EXPLICIT_BE = "1.2.840.10008.1.2.2"
@@ -75,8 +88,10 @@ class PrefixBuffer:
         if stop > self.size:
             raise TruncatedDicomError(
                 f"{what} ends at byte {stop}, beyond the end of the object ({self.size} bytes)",
-                path=self.path, offset=stop if at is None else at, tag=tag,
-            )  # fmt: skip
+                path=self.path,
+                offset=stop if at is None else at,
+                tag=tag,
+            )
         have = len(self.data)
         if stop <= have:
             return
@@ -90,8 +105,10 @@ class PrefixBuffer:
             raise TruncatedDicomError(
                 f"asked for bytes {have}-{want} but received {len(chunk)} bytes; "
                 "the object is shorter than its reported size or changed while being read",
-                path=self.path, offset=have + len(chunk), tag=tag,
-            )  # fmt: skip
+                path=self.path,
+                offset=have + len(chunk),
+                tag=tag,
+            )
         self.data += chunk
 
     def read(
@@ -185,9 +202,11 @@ class _Walker:
                 return value
             if item_tag != ITEM:
                 raise NotDicomError(
-                    f"expected an item or sequence delimiter inside {tag:08X}, found {item_tag:08X}",
-                    path=self.buf.path, offset=pos, tag=item_tag,
-                )  # fmt: skip
+                    f"expected an item or a sequence delimiter in {tag:08X}, found {item_tag:08X}",
+                    path=self.buf.path,
+                    offset=pos,
+                    tag=item_tag,
+                )
             if length == UNDEFINED:
                 pos = self.skip_dataset(value)
             else:
@@ -217,8 +236,9 @@ def _file_meta(buf: PrefixBuffer) -> tuple[str, int]:
     else:
         raise NotDicomError(
             "not a DICOM Part 10 file: no 'DICM' prefix after the 128-byte preamble",
-            path=buf.path, offset=128,
-        )  # fmt: skip
+            path=buf.path,
+            offset=128,
+        )
     walker = _Walker(buf, implicit=False, little=True)
     syntax = None
     while pos < buf.size:
@@ -227,20 +247,27 @@ def _file_meta(buf: PrefixBuffer) -> tuple[str, int]:
             break
         tag, value, length = walker.element(pos)
         if length == UNDEFINED:
-            raise NotDicomError("undefined length in the File Meta Information",
-                                path=buf.path, offset=pos, tag=tag)  # fmt: skip
+            raise NotDicomError(
+                "undefined length in the File Meta Information", path=buf.path, offset=pos, tag=tag
+            )
         if tag == TRANSFER_SYNTAX_UID:
             syntax = buf.read(value, length, tag=tag).rstrip(b"\x00 ").decode("ascii", "replace")
         buf.ensure(value + length, tag=tag, at=pos)
         pos = value + length
     if syntax is None:
-        raise NotDicomError("the File Meta Information has no Transfer Syntax UID",
-                            path=buf.path, offset=pos, tag=TRANSFER_SYNTAX_UID)  # fmt: skip
+        raise NotDicomError(
+            "the File Meta Information has no Transfer Syntax UID",
+            path=buf.path,
+            offset=pos,
+            tag=TRANSFER_SYNTAX_UID,
+        )
     if syntax in _DEFLATED:
         raise UnsupportedTransferSyntaxError(
             f"transfer syntax {syntax} (deflated) cannot be read frame by frame",
-            path=buf.path, offset=pos, tag=TRANSFER_SYNTAX_UID,
-        )  # fmt: skip
+            path=buf.path,
+            offset=pos,
+            tag=TRANSFER_SYNTAX_UID,
+        )
     return syntax, pos
 
 

@@ -19,8 +19,9 @@ from typing import Any, TypeVar
 
 import fsspec
 import highdicom as hd
+from highdicom.enum import PixelDataKeywords
 from highdicom.io import ImageFileReader
-from pydicom.dataset import FileDataset
+from pydicom.dataset import Dataset, FileDataset
 
 from hdfsspec.file import DicomFile
 
@@ -68,15 +69,16 @@ class DicomFrameReader(ImageFileReader):
     def __init__(self, file: DicomFile) -> None:
         self._file = file
         self._filename = PurePosixPath(file.path)  # type: ignore[assignment]
-        self._fp = None
+        self._fp = None  # type: ignore[assignment]
         self._should_close = False
         self._enter_depth = 0
         parsed = file.header
         dataset = parsed.read_dataset()
         self._file_meta = dataset.file_meta
         del dataset.file_meta
-        self._metadata = dataset
-        self._pixel_keyword = parsed.header.pixel_keyword or "PixelData"
+        self._metadata: Dataset = dataset
+        self._dataset = dataset
+        self._pixel_keyword = PixelDataKeywords(parsed.header.pixel_keyword or "PixelData")
         self._color_manager = None
         self._voi_lut = self._palette_color_lut = self._modality_lut = None
 
@@ -142,8 +144,9 @@ class _BatchedFrames:
             return reader.prefetching(items, frame_of)
         return items
 
-    def _get_pixels_by_frame(self, spatial_shape: Any, indices_iterator: Any, *args: Any,
-                             **kwargs: Any) -> Any:  # fmt: skip
+    def _get_pixels_by_frame(
+        self, spatial_shape: Any, indices_iterator: Any, *args: Any, **kwargs: Any
+    ) -> Any:
         batched = iter(self._batched(indices_iterator, lambda item: item[0]))
         return super()._get_pixels_by_frame(spatial_shape, batched, *args, **kwargs)  # type: ignore[misc]
 
@@ -153,15 +156,17 @@ class _BatchedFrames:
             return list(range(n)) if as_indices else list(range(1, n + 1))
         return list(frame_numbers)
 
-    def get_stored_frames(self, frame_numbers: Iterable[int] | None = None,
-                          as_indices: bool = False) -> Any:  # fmt: skip
+    def get_stored_frames(
+        self, frame_numbers: Iterable[int] | None = None, as_indices: bool = False
+    ) -> Any:
         numbers = self._frame_numbers(frame_numbers, as_indices)
         offset = 0 if as_indices else 1
         batched = list(self._batched(numbers, lambda n: n - offset))
         return super().get_stored_frames(batched, as_indices)  # type: ignore[misc]
 
-    def get_frames(self, frame_numbers: Iterable[int] | None = None, as_indices: bool = False,
-                   **kwargs: Any) -> Any:  # fmt: skip
+    def get_frames(
+        self, frame_numbers: Iterable[int] | None = None, as_indices: bool = False, **kwargs: Any
+    ) -> Any:
         numbers = self._frame_numbers(frame_numbers, as_indices)
         offset = 0 if as_indices else 1
         batched = self._batched(numbers, lambda n: n - offset)
@@ -194,16 +199,19 @@ class DicomSegmentation(_BatchedFrames, hd.seg.Segmentation):
     """A :class:`highdicom.seg.Segmentation` whose frames come from the ``dicom`` filesystem."""
 
 
-def _lazy(cls: Any, url: str | DicomFile, storage_options: dict[str, Any] | None,
-          **kwargs: Any) -> Any:  # fmt: skip
+def _lazy(
+    cls: Any, url: str | DicomFile, storage_options: dict[str, Any] | None, **kwargs: Any
+) -> Any:
     file = url if isinstance(url, DicomFile) else open_dicom(url, storage_options, **kwargs)
     try:
         reader = DicomFrameReader(file)
         dataset = FileDataset(
-            str(file.path), dataset=reader._metadata, file_meta=reader._file_meta,
+            str(file.path),
+            dataset=reader._dataset,
+            file_meta=reader._file_meta,
             is_implicit_VR=reader._file_meta.TransferSyntaxUID.is_implicit_VR,
             is_little_endian=reader._file_meta.TransferSyntaxUID.is_little_endian,
-        )  # fmt: skip
+        )
         obj = cls.from_dataset(dataset, copy=False)
     except BaseException:
         file.close()

@@ -114,13 +114,17 @@ def parse_header(
         if tag != ITEM:
             raise OffsetTableError(
                 f"expected the Basic Offset Table item (FFFE,E000), found {tag:08X}",
-                path=path, offset=pos, tag=_PIXEL_TAG,
-            )  # fmt: skip
+                path=path,
+                offset=pos,
+                tag=_PIXEL_TAG,
+            )
         if length % 4:
             raise OffsetTableError(
                 f"Basic Offset Table length {length} is not a multiple of 4",
-                path=path, offset=pos + 4, tag=_PIXEL_TAG,
-            )  # fmt: skip
+                path=path,
+                offset=pos + 4,
+                tag=_PIXEL_TAG,
+            )
         raw = buf.read(pos + 8, length, tag=_PIXEL_TAG, what="Basic Offset Table")
         bot = struct.unpack(f"<{length // 4}L", raw)
         header_end = pos + 8 + length
@@ -145,22 +149,32 @@ def _int_attr(ds: Dataset, keyword: str, default: int | None, parsed: ParsedHead
         if default is not None:
             return default
         raise FrameIndexError(
-            f"the image has no {keyword}", path=parsed.path,
-            offset=parsed.header.pixel_data_offset, tag=_PIXEL_TAG,
-        )  # fmt: skip
+            f"the image has no {keyword}",
+            path=parsed.path,
+            offset=parsed.header.pixel_data_offset,
+            tag=_PIXEL_TAG,
+        )
     try:
         return int(value)
     except (TypeError, ValueError) as exc:
-        raise FrameIndexError(f"{keyword} is not an integer: {value!r}", path=parsed.path,
-                              offset=0, tag=_NUMBER_OF_FRAMES) from exc  # fmt: skip
+        raise FrameIndexError(
+            f"{keyword} is not an integer: {value!r}",
+            path=parsed.path,
+            offset=0,
+            tag=_NUMBER_OF_FRAMES,
+        ) from exc
 
 
 def number_of_frames(parsed: ParsedHeader) -> int:
     """Number of Frames of the data set (1 when absent)."""
     n = _int_attr(parsed.dataset, "NumberOfFrames", 1, parsed)
     if n < 0:
-        raise FrameIndexError(f"Number of Frames is negative ({n})", path=parsed.path,
-                              offset=0, tag=_NUMBER_OF_FRAMES)  # fmt: skip
+        raise FrameIndexError(
+            f"Number of Frames is negative ({n})",
+            path=parsed.path,
+            offset=0,
+            tag=_NUMBER_OF_FRAMES,
+        )
     return n
 
 
@@ -178,38 +192,53 @@ def _native_index(parsed: ParsedHeader) -> FrameIndex:
     if start + length > parsed.size:
         raise TruncatedDicomError(
             f"Pixel Data value of {length} bytes ends beyond the object ({parsed.size} bytes)",
-            path=parsed.path, offset=hdr.pixel_data_offset, tag=_PIXEL_TAG,
-        )  # fmt: skip
+            path=parsed.path,
+            offset=hdr.pixel_data_offset,
+            tag=_PIXEL_TAG,
+        )
     needed = (n * frame_bits + 7) // 8
     if needed > length:
         raise FrameIndexError(
             f"Pixel Data holds {length} bytes but {n} frames of {rows}x{cols}x{samples} "
             f"at {bits} bits need {needed}",
-            path=parsed.path, offset=hdr.pixel_data_offset, tag=_PIXEL_TAG,
-        )  # fmt: skip
+            path=parsed.path,
+            offset=hdr.pixel_data_offset,
+            tag=_PIXEL_TAG,
+        )
     i = np.arange(n, dtype=np.int64)
     starts = start + (i * frame_bits) // 8
     stops = start + ((i + 1) * frame_bits + 7) // 8
     return _index(parsed, "native", starts, stops, bits_per_frame=frame_bits)
 
 
-def _index(parsed: ParsedHeader, kind, starts, stops, **extra) -> FrameIndex:  # type: ignore[no-untyped-def]
+def _index(parsed: ParsedHeader, kind, starts, stops, **extra) -> FrameIndex:
     hdr = parsed.header
     return FrameIndex(
-        size=parsed.size, transfer_syntax_uid=hdr.transfer_syntax_uid,
-        header_end=parsed.header_end, offset_table=kind, starts=starts, stops=stops,
-        pixel_keyword=hdr.pixel_keyword, encapsulated=hdr.encapsulated,
-        pixel_data_offset=hdr.pixel_data_offset if hdr.pixel_data_offset is not None else parsed.size,
+        size=parsed.size,
+        transfer_syntax_uid=hdr.transfer_syntax_uid,
+        header_end=parsed.header_end,
+        offset_table=kind,
+        starts=starts,
+        stops=stops,
+        pixel_keyword=hdr.pixel_keyword,
+        encapsulated=hdr.encapsulated,
+        pixel_data_offset=hdr.pixel_data_offset
+        if hdr.pixel_data_offset is not None
+        else parsed.size,
         **extra,
-    )  # fmt: skip
+    )
 
 
 def _check_offsets(offsets: np.ndarray, parsed: ParsedHeader, what: str, tag: int) -> np.ndarray:
     """Validate relative frame offsets; unwrap a 32-bit BOT of Pixel Data over 4 GiB."""
     region = parsed.size - parsed.header_end
     if offsets.size and offsets[0] != 0:
-        raise OffsetTableError(f"{what}: the first offset is {offsets[0]}, not 0",
-                               path=parsed.path, offset=parsed.header_end, tag=tag)  # fmt: skip
+        raise OffsetTableError(
+            f"{what}: the first offset is {offsets[0]}, not 0",
+            path=parsed.path,
+            offset=parsed.header_end,
+            tag=tag,
+        )
     steps = np.diff(offsets)
     if what == "Basic Offset Table" and np.any(steps <= 0) and region > 2**32:
         steps = np.where(steps <= 0, steps + 2**32, steps)
@@ -218,14 +247,18 @@ def _check_offsets(offsets: np.ndarray, parsed: ParsedHeader, what: str, tag: in
     if bad.size:
         raise OffsetTableError(
             f"{what}: offsets are not increasing (entry {int(bad[0]) + 1})",
-            path=parsed.path, offset=parsed.header_end, tag=tag,
-        )  # fmt: skip
+            path=parsed.path,
+            offset=parsed.header_end,
+            tag=tag,
+        )
     if offsets.size and offsets[-1] + 8 > region:
         raise OffsetTableError(
             f"{what}: frame {offsets.size - 1} starts at {int(offsets[-1])}, beyond the "
             f"{region} bytes of Pixel Data in the object",
-            path=parsed.path, offset=parsed.header_end, tag=tag,
-        )  # fmt: skip
+            path=parsed.path,
+            offset=parsed.header_end,
+            tag=tag,
+        )
     return offsets
 
 
@@ -245,8 +278,10 @@ def _eot_index(parsed: ParsedHeader, n: int) -> FrameIndex | None:
         if np.any(stops[:-1] > starts[1:]) or (n and stops[-1] > parsed.size):
             raise OffsetTableError(
                 "Extended Offset Table Lengths overlap the next frame or the end of the object",
-                path=parsed.path, offset=lpos, tag=EXTENDED_OFFSET_TABLE + 1,
-            )  # fmt: skip
+                path=parsed.path,
+                offset=lpos,
+                tag=EXTENDED_OFFSET_TABLE + 1,
+            )
     else:
         stops = np.append(starts[1:], UNKNOWN)
     return _index(parsed, "eot", starts, stops)
@@ -289,22 +324,32 @@ def scan_items(
         if pos + 8 > size:
             if pos == size:  # no Sequence Delimitation Item: tolerated, as pydicom does
                 return ItemScan(offsets, lengths, heads, pos, requests, fetched, False)
-            raise TruncatedDicomError("fragment item header cut off by the end of the object",
-                                      path=path, offset=pos, tag=_PIXEL_TAG)  # fmt: skip
+            raise TruncatedDicomError(
+                "fragment item header cut off by the end of the object",
+                path=path,
+                offset=pos,
+                tag=_PIXEL_TAG,
+            )
         if min(pos + 10, size) > base + len(chunk):  # item header and 2 marker bytes
             # continue where the last round ended when the skipped bytes are few: the
             # rounds stay contiguous and their frames can be kept by the cache
             end = base + len(chunk)
             first = end if 0 <= pos - end <= options.scan_window else pos
             stop = min(size, max(pos + 10, first + options.scan_window * options.scan_concurrency))
-            ranges = [(s, min(stop, s + options.scan_window))
-                      for s in range(first, stop, options.scan_window)]  # fmt: skip
+            ranges = [
+                (s, min(stop, s + options.scan_window))
+                for s in range(first, stop, options.scan_window)
+            ]
             chunk, base = b"".join(fetch_ranges(ranges)), first
             requests += len(ranges)
             fetched += len(chunk)
             if len(chunk) != stop - first:
-                raise TruncatedDicomError("the object is shorter than its reported size",
-                                          path=path, offset=first + len(chunk), tag=_PIXEL_TAG)  # fmt: skip
+                raise TruncatedDicomError(
+                    "the object is shorter than its reported size",
+                    path=path,
+                    offset=first + len(chunk),
+                    tag=_PIXEL_TAG,
+                )
             if on_chunk is not None:
                 on_chunk(base, chunk)
         rel = pos - base
@@ -315,13 +360,17 @@ def scan_items(
         if tag != ITEM:
             raise FrameIndexError(
                 f"expected a fragment item (FFFE,E000) or the sequence delimiter, found {tag:08X}",
-                path=path, offset=pos, tag=_PIXEL_TAG,
-            )  # fmt: skip
+                path=path,
+                offset=pos,
+                tag=_PIXEL_TAG,
+            )
         if pos + 8 + length > size:
             raise TruncatedDicomError(
                 f"fragment item of {length} bytes ends beyond the end of the object",
-                path=path, offset=pos, tag=_PIXEL_TAG,
-            )  # fmt: skip
+                path=path,
+                offset=pos,
+                tag=_PIXEL_TAG,
+            )
         offsets.append(pos)
         lengths.append(length)
         heads.append(bytes(chunk[rel : rel + 8 + min(length, 2)]))
@@ -345,8 +394,10 @@ def group_fragments(scan: ItemScan, n: int, parsed: ParsedHeader) -> tuple[np.nd
     raise FrameIndexError(
         f"cannot split {count} fragments into {n} frames ({int(marked.sum())} fragments "
         "begin with a JPEG or JPEG 2000 start marker) and there is no offset table",
-        path=parsed.path, offset=parsed.header_end, tag=_PIXEL_TAG,
-    )  # fmt: skip
+        path=parsed.path,
+        offset=parsed.header_end,
+        tag=_PIXEL_TAG,
+    )
 
 
 def build_index(
@@ -387,8 +438,9 @@ def build_index(
         if index is not None:
             return index, None
     if len(parsed.bot) == n:
-        offsets = _check_offsets(np.asarray(parsed.bot, dtype=np.int64), parsed,
-                                 "Basic Offset Table", _PIXEL_TAG)  # fmt: skip
+        offsets = _check_offsets(
+            np.asarray(parsed.bot, dtype=np.int64), parsed, "Basic Offset Table", _PIXEL_TAG
+        )
         starts = parsed.header_end + offsets
         return _index(parsed, "bot", starts, np.append(starts[1:], UNKNOWN)), None
     scan = scan_items(fetch_ranges, parsed, options, on_chunk)

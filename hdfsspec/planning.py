@@ -51,9 +51,9 @@ def coalesce(
         starts,
         stops,
         max_gap=max_gap,
-        max_block=max_block,  # type: ignore[arg-type]
+        max_block=max_block,
     )
-    return [(int(a), int(b)) for a, b in zip(mstarts, mstops)]  # type: ignore[arg-type]
+    return [(int(a), int(b)) for a, b in zip(mstarts, mstops, strict=True)]
 
 
 @dataclass(frozen=True)
@@ -100,6 +100,7 @@ def plan_frames(
         if not 0 <= f < index.number_of_frames:
             raise IndexError(f"frame {f} out of range (0..{index.number_of_frames - 1})")
     blocks = (block_range(index, f) for f in distinct)
-    ranges = coalesce(((max(a, held_below), b) for a, b in blocks if b > held_below),
-                      max_gap, max_block)  # fmt: skip
+    ranges = coalesce(
+        ((max(a, held_below), b) for a, b in blocks if b > held_below), max_gap, max_block
+    )
     return FetchPlan(tuple(distinct), tuple(ranges))

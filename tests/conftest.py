@@ -37,21 +37,29 @@ def _corpus() -> dict[str, bytes]:
         "eot.dcm": build_encapsulated(frames, offset_table="eot"),
         "eot_nolen.dcm": build_encapsulated(frames, offset_table="eot-no-lengths"),
         "empty_bot.dcm": build_encapsulated(frames, offset_table="empty"),
-        "fragmented_bot.dcm": build_encapsulated(frames, offset_table="bot", fragments_per_frame=3),
-        "fragmented_empty.dcm": build_encapsulated(frames, offset_table="empty",
-                                                   fragments_per_frame=3),  # fmt: skip
-        "single_frame.dcm": build_encapsulated(frames[:1], offset_table="empty",
-                                               fragments_per_frame=2),  # fmt: skip
-        "trailing.dcm": build_encapsulated(frames, offset_table="bot",
-                                           trailing=b"\xfc\xff\xfc\xff" b"OB\x00\x00" +
-                                           (16).to_bytes(4, "little") + b"\x00" * 16),  # fmt: skip
+        "fragmented_bot.dcm": build_encapsulated(
+            frames, offset_table="bot", fragments_per_frame=3
+        ),
+        "fragmented_empty.dcm": build_encapsulated(
+            frames, offset_table="empty", fragments_per_frame=3
+        ),
+        "single_frame.dcm": build_encapsulated(
+            frames[:1], offset_table="empty", fragments_per_frame=2
+        ),
+        "trailing.dcm": build_encapsulated(
+            frames,
+            offset_table="bot",
+            trailing=b"\xfc\xff\xfc\xffOB\x00\x00" + (16).to_bytes(4, "little") + b"\x00" * 16,
+        ),
         "native_u16.dcm": build_native(u16),
         "native_rgb.dcm": build_native(rgb),
         "native_bits.dcm": build_native(rng.integers(0, 2, (7, 5, 3), dtype=np.uint8) > 0, bits=1),
-        "native_float.dcm": build_native(rng.random((3, 4, 6), dtype=np.float32),
-                                         pixel_keyword="FloatPixelData"),  # fmt: skip
-        "native_double.dcm": build_native(rng.random((3, 4, 6)),
-                                          pixel_keyword="DoubleFloatPixelData"),  # fmt: skip
+        "native_float.dcm": build_native(
+            rng.random((3, 4, 6), dtype=np.float32), pixel_keyword="FloatPixelData"
+        ),
+        "native_double.dcm": build_native(
+            rng.random((3, 4, 6)), pixel_keyword="DoubleFloatPixelData"
+        ),
         "native_big_endian.dcm": build_native(u16, transfer_syntax="1.2.840.10008.1.2.2"),
         "native_implicit.dcm": build_native(u16, transfer_syntax="1.2.840.10008.1.2"),
         "native_single.dcm": build_native(u16[:1]),
@@ -94,7 +102,9 @@ class Backend:
     def counted(self, **options: Any) -> tuple[fsspec.AbstractFileSystem, CountingFileSystem]:
         """A ``dicom`` filesystem over a request-counting wrapper of the target."""
         counting = CountingFileSystem(fs=self.target)
-        return fsspec.filesystem("dicom", fs=counting, skip_instance_cache=True, **options), counting
+        return fsspec.filesystem(
+            "dicom", fs=counting, skip_instance_cache=True, **options
+        ), counting
 
 
 @pytest.fixture(scope="session")
@@ -112,8 +122,13 @@ def s3_endpoint() -> Iterator[str]:
 
 
 def _s3_options(endpoint: str) -> dict[str, Any]:
-    return {"endpoint_url": endpoint, "key": "testing", "secret": "testing",
-            "skip_instance_cache": True, "use_listings_cache": False}  # fmt: skip
+    return {
+        "endpoint_url": endpoint,
+        "key": "testing",
+        "secret": "testing",
+        "skip_instance_cache": True,
+        "use_listings_cache": False,
+    }
 
 
 BACKENDS = ["memory", "file", "http", "s3"]
@@ -128,13 +143,15 @@ def make_backend(name: str, request: pytest.FixtureRequest, tmp_path_factory: An
         return Backend(name, fsspec.filesystem("file"), root, {})
     if name == "http":
         server = request.getfixturevalue("http_server")
-        return Backend(name, fsspec.filesystem("http", skip_instance_cache=True), unique, {},
-                       server)  # fmt: skip
+        return Backend(
+            name, fsspec.filesystem("http", skip_instance_cache=True), unique, {}, server
+        )
     if name == "s3":
         endpoint = request.getfixturevalue("s3_endpoint")
         options = _s3_options(endpoint)
-        return Backend(name, fsspec.filesystem("s3", **options), f"{BUCKET}/{unique}",
-                       {"s3": options})  # fmt: skip
+        return Backend(
+            name, fsspec.filesystem("s3", **options), f"{BUCKET}/{unique}", {"s3": options}
+        )
     raise ValueError(name)
 
 

@@ -90,7 +90,9 @@ def test_thousand_frames_without_offset_table_open_in_few_requests(backend):
 
 
 def test_read_spanning_frames_is_one_coalesced_request(backend):
-    blob = build_encapsulated(fake_jpeg_frames(40, min_size=3000, max_size=4000), offset_table="eot")
+    blob = build_encapsulated(
+        fake_jpeg_frames(40, min_size=3000, max_size=4000), offset_table="eot"
+    )
     path = backend.put("span.dcm", blob)
     fs, counting = backend.counted(first_request=8192)
     with fs.open(path) as f:
@@ -102,8 +104,9 @@ def test_read_spanning_frames_is_one_coalesced_request(backend):
         assert f.read(b - a) == blob[a:b]
         assert counting.requests == opened + 1  # one coalesced range for frames 10-13
         assert counting.ranges[-1][1:] == (index.frame_range(10)[0], index.frame_range(13)[1] + 8)
-        assert counting.bytes == len(f.header.prefix) + index.frame_range(13)[1] + 8 - (
-            index.frame_range(10)[0]
+        assert (
+            counting.bytes
+            == len(f.header.prefix) + index.frame_range(13)[1] + 8 - (index.frame_range(10)[0])
         )
 
 
@@ -111,8 +114,9 @@ def test_backend_files_take_cache_type_dicom(backend):
     if backend.name in ("memory", "file"):
         pytest.skip("memory and local files take no fsspec cache")
     path = backend.put("slide.dcm", SLIDE)
-    with backend.target.open(path, "rb", cache_type="dicom",
-                             cache_options={"first_request": 4096}) as f:  # fmt: skip
+    with backend.target.open(
+        path, "rb", cache_type="dicom", cache_options={"first_request": 4096}
+    ) as f:
         assert isinstance(f.cache, hdfsspec.DicomFrameCache)
         im = hd.imread(f, lazy_frame_retrieval=True)
         region = im.get_total_pixel_matrix(**REGION)

@@ -1,4 +1,4 @@
-"""The ``dicom`` filesystem as fsspec users drive it: URLs, chains, listing, pickling, read-only."""
+"""The ``dicom`` filesystem as fsspec users drive it: URLs, chains, listing, pickling."""
 
 from __future__ import annotations
 
@@ -77,7 +77,7 @@ def test_listing_delegates_to_target(memfile):
 def test_open_files_with_glob(memfile):
     files = fsspec.open_files("dicom::memory://fsdir/*.dcm")
     assert [f.path for f in files] == ["/fsdir/a.dcm", "/fsdir/b.dcm"]
-    for of, blob in zip(files, [BLOB, CORPUS["bot.dcm"]]):
+    for of, blob in zip(files, [BLOB, CORPUS["bot.dcm"]], strict=True):
         with of as f:
             assert f.read_frames([0]) == reference_frames(blob)[:1]
 
@@ -92,8 +92,12 @@ def test_read_only(memfile, mode):
     fs = fsspec.filesystem("dicom", target_protocol="memory")
     with pytest.raises(ReadOnlyError, match="read-only"):
         fs.open("/fsdir/a.dcm", mode)
-    for call in (lambda: fs.rm("/fsdir/a.dcm"), lambda: fs.mkdir("/fsdir/new"),
-                 lambda: fs.pipe_file("/fsdir/a.dcm", b"x"), lambda: fs.touch("/fsdir/t")):
+    for call in (
+        lambda: fs.rm("/fsdir/a.dcm"),
+        lambda: fs.mkdir("/fsdir/new"),
+        lambda: fs.pipe_file("/fsdir/a.dcm", b"x"),
+        lambda: fs.touch("/fsdir/t"),
+    ):
         with pytest.raises(ReadOnlyError):
             call()
     assert fsspec.filesystem("memory").cat("/fsdir/a.dcm") == BLOB  # nothing touched

@@ -100,8 +100,9 @@ def test_plain_highdicom_on_a_dicom_file_walks_items_without_requests():
     frames = fake_jpeg_frames(300, min_size=2000, max_size=3000)
     blob = build_encapsulated(frames, offset_table="empty")
     fs.pipe("/plain.dcm", blob)
-    dfs = fsspec.filesystem("dicom", target_protocol="memory", max_cache_bytes=2**16,
-                            skip_instance_cache=True)  # fmt: skip
+    dfs = fsspec.filesystem(
+        "dicom", target_protocol="memory", max_cache_bytes=2**16, skip_instance_cache=True
+    )
     with dfs.open("/plain.dcm") as f:
         im = hd.imread(f, lazy_frame_retrieval=True)  # highdicom builds its own BOT
         stats = f.stats.as_dict()
@@ -120,16 +121,18 @@ def test_segread_get_volume_one_round(backend):
         volume = seg.get_volume(segment_numbers=[1, 3, 5])
         assert counting.rounds == opened + 1
         by_frame = seg.get_pixels_by_source_instance(
-            [seg.get_source_image_uids()[0][2]], segment_numbers=[2])
+            [seg.get_source_image_uids()[0][2]], segment_numbers=[2]
+        )
     finally:
         seg.close()
     expected = hd.seg.segread(io.BytesIO(SEG))
     assert np.array_equal(volume.array, expected.get_volume(segment_numbers=[1, 3, 5]).array)
     assert np.array_equal(
         by_frame,
-        expected.get_pixels_by_source_instance([expected.get_source_image_uids()[0][2]],
-                                               segment_numbers=[2]),
-    )  # fmt: skip
+        expected.get_pixels_by_source_instance(
+            [expected.get_source_image_uids()[0][2]], segment_numbers=[2]
+        ),
+    )
 
 
 def test_srread_and_annread_one_request(http_server):

@@ -34,10 +34,15 @@ def index_of(blob: bytes, make, **options):
 
 
 EXPECTED_KIND = {
-    "bot.dcm": "bot", "eot.dcm": "eot", "eot_nolen.dcm": "eot", "empty_bot.dcm": "scan",
-    "fragmented_bot.dcm": "bot", "fragmented_empty.dcm": "scan", "single_frame.dcm": "scan",
+    "bot.dcm": "bot",
+    "eot.dcm": "eot",
+    "eot_nolen.dcm": "eot",
+    "empty_bot.dcm": "scan",
+    "fragmented_bot.dcm": "bot",
+    "fragmented_empty.dcm": "scan",
+    "single_frame.dcm": "scan",
     "trailing.dcm": "bot",
-}  # fmt: skip
+}
 
 
 @pytest.mark.parametrize("name", sorted(__import__("conftest").CORPUS))
@@ -64,7 +69,7 @@ def test_bot_header_fits_first_request_one_request(corpus, counting_fetch):
 def test_header_larger_than_first_guess_grows_in_few_requests(counting_fetch):
     frames = fake_jpeg_frames(3000, min_size=64, max_size=96)
     blob = build_encapsulated(frames, offset_table="eot")  # 48 KB of EOT in the header
-    parsed, index, log = index_of(blob, counting_fetch, first_request=8 * KIB)
+    _, index, log = index_of(blob, counting_fetch, first_request=8 * KIB)
     assert index.offset_table == "eot" and index.number_of_frames == 3000
     assert len(log) == 2, log  # first guess, then the rest of the EOT value at once
     assert log[0] == (0, 8 * KIB) and log[1][0] == 8 * KIB
@@ -73,8 +78,9 @@ def test_header_larger_than_first_guess_grows_in_few_requests(counting_fetch):
 def test_empty_bot_scan_uses_large_windows(counting_fetch):
     frames = fake_jpeg_frames(1000, min_size=900, max_size=1100)
     blob = build_encapsulated(frames, offset_table="empty")
-    parsed, index, log = index_of(blob, counting_fetch, first_request=64 * KIB,
-                                  scan_window=256 * KIB, scan_concurrency=2)  # fmt: skip
+    _, index, log = index_of(
+        blob, counting_fetch, first_request=64 * KIB, scan_window=256 * KIB, scan_concurrency=2
+    )
     assert index.offset_table == "scan" and index.number_of_frames == 1000
     assert len(log) <= 10, log
     assert sum(b - a for a, b in log) <= len(blob)
@@ -140,8 +146,9 @@ def test_truncated_file_raises_typed_error(corpus, counting_fetch, cut):
     with pytest.raises((TruncatedDicomError, NotDicomError, OffsetTableError)) as err:
         _, index, _ = index_of(blob, counting_fetch)
         fetch, fetch_ranges, _ = counting_fetch(blob)
-        DicomFrameCache(0, fetch, len(blob), fetch_ranges=fetch_ranges,
-                        path="mem://x.dcm").read_frames([index.number_of_frames - 1])  # fmt: skip
+        DicomFrameCache(
+            0, fetch, len(blob), fetch_ranges=fetch_ranges, path="mem://x.dcm"
+        ).read_frames([index.number_of_frames - 1])
     assert err.value.path == "mem://x.dcm" and err.value.offset is not None
 
 

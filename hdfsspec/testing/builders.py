@@ -17,6 +17,7 @@ from pydicom.encaps import encapsulate, encapsulate_extended, itemize_frame
 from pydicom.filewriter import dcmwrite
 from pydicom.pixels import pack_bits
 from pydicom.uid import (
+    UID,
     ExplicitVRBigEndian,
     ExplicitVRLittleEndian,
     JPEGBaseline8Bit,
@@ -40,9 +41,9 @@ VL_WSI = "1.2.840.10008.5.1.4.1.1.77.1.6"
 
 def _base(sop_class: str, syntax: str) -> Dataset:
     meta = FileMetaDataset()
-    meta.MediaStorageSOPClassUID = sop_class
+    meta.MediaStorageSOPClassUID = UID(sop_class)
     meta.MediaStorageSOPInstanceUID = generate_uid()
-    meta.TransferSyntaxUID = syntax
+    meta.TransferSyntaxUID = UID(syntax)
     ds = Dataset()
     ds.file_meta = meta
     ds.SOPClassUID = sop_class
@@ -67,8 +68,9 @@ def _base(sop_class: str, syntax: str) -> Dataset:
     return ds
 
 
-def _image_attrs(ds: Dataset, n: int, rows: int, cols: int, samples: int, bits: int,
-                 photometric: str | None) -> None:  # fmt: skip
+def _image_attrs(
+    ds: Dataset, n: int, rows: int, cols: int, samples: int, bits: int, photometric: str | None
+) -> None:
     ds.NumberOfFrames = n
     ds.Rows, ds.Columns = rows, cols
     ds.SamplesPerPixel = samples
@@ -105,8 +107,9 @@ def fake_jpeg_frames(
     return frames
 
 
-def jpeg_tiles(count: int, size: int = 64, samples: int = 1, *, seed: int = 0,
-               quality: int = 90) -> list[bytes]:  # fmt: skip
+def jpeg_tiles(
+    count: int, size: int = 64, samples: int = 1, *, seed: int = 0, quality: int = 90
+) -> list[bytes]:
     """Encode ``count`` distinct smooth random tiles as baseline JPEG (needs Pillow)."""
     from PIL import Image
 
@@ -214,8 +217,8 @@ def build_native(
     if pixel_keyword != "PixelData":
         for attr in ("BitsStored", "HighBit", "PixelRepresentation"):
             delattr(ds, attr)
-    order = ">" if transfer_syntax == ExplicitVRBigEndian else "<"
-    value = arr.astype(arr.dtype.newbyteorder(order)).tobytes()
+    big = transfer_syntax == ExplicitVRBigEndian
+    value = arr.astype(arr.dtype.newbyteorder(">" if big else "<")).tobytes()
     setattr(ds, pixel_keyword, value + b"\x00" * (len(value) % 2))
     if pixel_keyword == "PixelData":
         ds["PixelData"].VR = "OW" if bits > 8 else "OB"
@@ -241,8 +244,9 @@ def build_slide(
     frames = [tiles[(i * 5 + i // cols_t) % len(tiles)] for i in range(rows_t * cols_t)]
     ds = _base(VL_WSI, JPEGBaseline8Bit)
     ds.Modality = "SM"
-    _image_attrs(ds, len(frames), tile, tile, samples, 8,
-                 "YBR_FULL_422" if samples == 3 else "MONOCHROME2")  # fmt: skip
+    _image_attrs(
+        ds, len(frames), tile, tile, samples, 8, "YBR_FULL_422" if samples == 3 else "MONOCHROME2"
+    )
     ds.ImageType = ["DERIVED", "PRIMARY", "VOLUME", "NONE"]
     ds.BurnedInAnnotation = "NO"
     ds.SpecimenLabelInImage = "NO"
@@ -267,5 +271,3 @@ def build_slide(
     path.OpticalPathIdentifier = "1"
     ds.OpticalPathSequence = [path]
     return build_encapsulated(frames, offset_table=offset_table, dataset=ds)
-
-

@@ -31,12 +31,20 @@ class CountingFileSystem(AbstractFileSystem):
     protocol = "counting"
     cachable = False
 
-    def __init__(self, fs: AbstractFileSystem | None = None, target_protocol: str | None = None,
-                 target_options: dict[str, Any] | None = None, latency: float = 0.0,
-                 **kwargs: Any) -> None:  # fmt: skip
+    def __init__(
+        self,
+        fs: AbstractFileSystem | None = None,
+        target_protocol: str | None = None,
+        target_options: dict[str, Any] | None = None,
+        latency: float = 0.0,
+        **kwargs: Any,
+    ) -> None:
         super().__init__(**kwargs)
-        self.fs = fs if fs is not None else fsspec.filesystem(target_protocol or "memory",
-                                                              **(target_options or {}))  # fmt: skip
+        self.fs = (
+            fs
+            if fs is not None
+            else fsspec.filesystem(target_protocol or "memory", **(target_options or {}))
+        )
         self.latency = latency
         self.ranges: list[tuple[str, int | None, int | None]] = []
         self.rounds = 0
@@ -62,25 +70,46 @@ class CountingFileSystem(AbstractFileSystem):
         if self.latency:
             time.sleep(self.latency)
 
-    def cat_file(self, path: str, start: int | None = None, end: int | None = None,
-                 **kwargs: Any) -> bytes:  # fmt: skip
+    def cat_file(
+        self, path: str, start: int | None = None, end: int | None = None, **kwargs: Any
+    ) -> bytes:
         data = self.fs.cat_file(path, start=start, end=end, **kwargs)
         self._count([(path, start, end)], len(data))
         return data
 
-    def cat_ranges(self, paths: list[str], starts: Any, ends: Any, max_gap: Any = None,
-                   on_error: str = "return", **kwargs: Any) -> list[Any]:  # fmt: skip
+    def cat_ranges(
+        self,
+        paths: list[str],
+        starts: Any,
+        ends: Any,
+        max_gap: Any = None,
+        on_error: str = "return",
+        **kwargs: Any,
+    ) -> list[Any]:
         out = self.fs.cat_ranges(paths, starts, ends, on_error=on_error, **kwargs)
         starts = starts if isinstance(starts, list) else [starts] * len(paths)
         ends = ends if isinstance(ends, list) else [ends] * len(paths)
         nbytes = sum(len(d) for d in out if isinstance(d, bytes))
-        self._count(list(zip(paths, starts, ends)), nbytes)
+        self._count(list(zip(paths, starts, ends, strict=True)), nbytes)
         return out
 
-    def _open(self, path: str, mode: str = "rb", block_size: Any = None, autocommit: bool = True,
-              cache_options: Any = None, **kwargs: Any) -> AbstractBufferedFile:  # fmt: skip
-        return _CountingFile(self, path, mode, block_size=block_size or "default",
-                             cache_options=cache_options, **kwargs)  # fmt: skip
+    def _open(
+        self,
+        path: str,
+        mode: str = "rb",
+        block_size: Any = None,
+        autocommit: bool = True,
+        cache_options: Any = None,
+        **kwargs: Any,
+    ) -> AbstractBufferedFile:
+        return _CountingFile(
+            self,
+            path,
+            mode,
+            block_size=block_size or "default",
+            cache_options=cache_options,
+            **kwargs,
+        )
 
     def info(self, path: str, **kwargs: Any) -> dict[str, Any]:
         return self.fs.info(path, **kwargs)
@@ -88,7 +117,7 @@ class CountingFileSystem(AbstractFileSystem):
     def ls(self, path: str, detail: bool = True, **kwargs: Any) -> Any:
         return self.fs.ls(path, detail=detail, **kwargs)
 
-    def _strip_protocol(self, path: Any) -> Any:  # type: ignore[override]
+    def _strip_protocol(self, path: Any) -> Any:
         path = str(path)
         if path.startswith("counting://"):
             path = path[len("counting://") :]

@@ -7,7 +7,7 @@ import io
 
 import numpy as np
 import pydicom
-from pydicom.uid import generate_uid
+from pydicom.uid import UID, generate_uid
 
 from hdfsspec.testing.builders import build_native
 
@@ -25,7 +25,7 @@ def build_ct_series(slices: int, rows: int = 64, cols: int = 64, *, seed: int = 
     rng = np.random.default_rng(seed)
     blob = build_native(rng.integers(0, 1000, (1, rows, cols), dtype=np.uint16))
     base = pydicom.dcmread(io.BytesIO(blob))
-    base.SOPClassUID = base.file_meta.MediaStorageSOPClassUID = "1.2.840.10008.5.1.4.1.1.2"
+    base.SOPClassUID = base.file_meta.MediaStorageSOPClassUID = UID("1.2.840.10008.5.1.4.1.1.2")
     base.Modality = "CT"
     base.ImageType = ["ORIGINAL", "PRIMARY", "AXIAL"]
     base.FrameOfReferenceUID = generate_uid()
@@ -46,8 +46,9 @@ def build_ct_series(slices: int, rows: int = 64, cols: int = 64, *, seed: int = 
     return out
 
 
-def build_seg(slices: int = 8, segments: int = 5, rows: int = 64, cols: int = 64,
-              *, seed: int = 0) -> tuple[bytes, list[bytes]]:  # fmt: skip
+def build_seg(
+    slices: int = 8, segments: int = 5, rows: int = 64, cols: int = 64, *, seed: int = 0
+) -> tuple[bytes, list[bytes]]:
     """A binary Segmentation of ``segments`` segments over a CT series.
 
     Returns
@@ -69,19 +70,28 @@ def build_seg(slices: int = 8, segments: int = 5, rows: int = 64, cols: int = 64
         mask[s % slices :, r : r + rows // 3, c : c + cols // 3, s] = True
     descriptions = [
         hd.seg.SegmentDescription(
-            segment_number=i + 1, segment_label=f"segment {i + 1}",
-            segmented_property_category=codes.SCT.Tissue, segmented_property_type=codes.SCT.Tissue,
+            segment_number=i + 1,
+            segment_label=f"segment {i + 1}",
+            segmented_property_category=codes.SCT.Tissue,
+            segmented_property_type=codes.SCT.Tissue,
             algorithm_type=hd.seg.SegmentAlgorithmTypeValues.MANUAL,
         )
         for i in range(segments)
-    ]  # fmt: skip
+    ]
     seg = hd.seg.Segmentation(
-        source_images=datasets, pixel_array=mask,
+        source_images=datasets,
+        pixel_array=mask,
         segmentation_type=hd.seg.SegmentationTypeValues.BINARY,
-        segment_descriptions=descriptions, series_instance_uid=generate_uid(), series_number=2,
-        sop_instance_uid=generate_uid(), instance_number=1, manufacturer="hdfsspec",
-        manufacturer_model_name="synthetic", software_versions="0", device_serial_number="0",
-    )  # fmt: skip
+        segment_descriptions=descriptions,
+        series_instance_uid=generate_uid(),
+        series_number=2,
+        sop_instance_uid=generate_uid(),
+        instance_number=1,
+        manufacturer="hdfsspec",
+        manufacturer_model_name="synthetic",
+        software_versions="0",
+        device_serial_number="0",
+    )
     return _save(seg), sources
 
 
@@ -93,14 +103,22 @@ def build_sr(text: str = "hello") -> bytes:
 
     evidence = pydicom.dcmread(io.BytesIO(build_ct_series(1)[0]))
     root = ContainerContentItem(name=codes.DCM.ImagingMeasurementReport, template_id="1500")
-    root.ContentSequence = [
-        TextContentItem(name=CodedConcept("121071", "DCM", "Finding"), value=text,
-                        relationship_type=hd.sr.RelationshipTypeValues.CONTAINS)
-    ]  # fmt: skip
+    root.ContentSequence = [  # type: ignore[assignment]
+        TextContentItem(
+            name=CodedConcept("121071", "DCM", "Finding"),
+            value=text,
+            relationship_type=hd.sr.RelationshipTypeValues.CONTAINS,
+        )
+    ]
     sr = hd.sr.ComprehensiveSR(
-        evidence=[evidence], content=root, series_number=3, series_instance_uid=generate_uid(),
-        sop_instance_uid=generate_uid(), instance_number=1, manufacturer="hdfsspec",
-    )  # fmt: skip
+        evidence=[evidence],
+        content=root,
+        series_number=3,
+        series_instance_uid=generate_uid(),
+        sop_instance_uid=generate_uid(),
+        instance_number=1,
+        manufacturer="hdfsspec",
+    )
     return _save(sr)
 
 
@@ -111,18 +129,30 @@ def build_annotations(slide: bytes, points: int = 100, *, seed: int = 0) -> byte
 
     source = pydicom.dcmread(io.BytesIO(slide), stop_before_pixels=True)
     rng = np.random.default_rng(seed)
-    coords = rng.uniform(1, min(source.TotalPixelMatrixRows, source.TotalPixelMatrixColumns) - 1,
-                         (points, 1, 2))  # fmt: skip
+    coords = rng.uniform(
+        1, min(source.TotalPixelMatrixRows, source.TotalPixelMatrixColumns) - 1, (points, 1, 2)
+    )
     group = hd.ann.AnnotationGroup(
-        number=1, uid=generate_uid(), label="nuclei",
-        annotated_property_category=codes.SCT.Tissue, annotated_property_type=codes.SCT.Tissue,
-        graphic_type=hd.ann.GraphicTypeValues.POINT, graphic_data=list(coords),
+        number=1,
+        uid=generate_uid(),
+        label="nuclei",
+        annotated_property_category=codes.SCT.Tissue,
+        annotated_property_type=codes.SCT.Tissue,
+        graphic_type=hd.ann.GraphicTypeValues.POINT,
+        graphic_data=list(coords),
         algorithm_type=hd.ann.AnnotationGroupGenerationTypeValues.MANUAL,
-    )  # fmt: skip
+    )
     ann = hd.ann.MicroscopyBulkSimpleAnnotations(
-        source_images=[source], annotation_coordinate_type=hd.ann.AnnotationCoordinateTypeValues.SCOORD,
-        annotation_groups=[group], series_instance_uid=generate_uid(), series_number=4,
-        sop_instance_uid=generate_uid(), instance_number=1, manufacturer="hdfsspec",
-        manufacturer_model_name="synthetic", software_versions="0", device_serial_number="0",
-    )  # fmt: skip
+        source_images=[source],
+        annotation_coordinate_type=hd.ann.AnnotationCoordinateTypeValues.SCOORD,
+        annotation_groups=[group],
+        series_instance_uid=generate_uid(),
+        series_number=4,
+        sop_instance_uid=generate_uid(),
+        instance_number=1,
+        manufacturer="hdfsspec",
+        manufacturer_model_name="synthetic",
+        software_versions="0",
+        device_serial_number="0",
+    )
     return _save(ann)

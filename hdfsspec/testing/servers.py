@@ -29,7 +29,7 @@ class RequestLog:
 
     def add(self, *entry: Any) -> None:
         with self.lock:
-            self.entries.append(entry)  # type: ignore[arg-type]
+            self.entries.append(entry)
 
     def clear(self) -> None:
         with self.lock:
@@ -64,8 +64,13 @@ class RangeHTTPServer:
         Seconds after which the server stops by itself.
     """
 
-    def __init__(self, files: dict[str, bytes] | None = None, *, ignore_range: bool = False,
-                 lifetime: float = 900.0) -> None:  # fmt: skip
+    def __init__(
+        self,
+        files: dict[str, bytes] | None = None,
+        *,
+        ignore_range: bool = False,
+        lifetime: float = 900.0,
+    ) -> None:
         self.files: dict[str, bytes] = dict(files or {})
         self.ignore_range = ignore_range
         self.lifetime = lifetime
@@ -80,8 +85,8 @@ class RangeHTTPServer:
 
     def url(self, name: str = "") -> str:
         assert self._server is not None, "server not started"
-        host, port = self._server.server_address[:2]
-        return f"http://{host}:{port}/{name.lstrip('/')}"
+        port = self._server.server_address[1]
+        return f"http://127.0.0.1:{port}/{name.lstrip('/')}"
 
     def _handler(self) -> type[BaseHTTPRequestHandler]:
         server = self
@@ -148,8 +153,9 @@ class RangeHTTPServer:
     def __enter__(self) -> RangeHTTPServer:
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
         self._server.daemon_threads = True
-        threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.1},
-                         daemon=True).start()  # fmt: skip
+        threading.Thread(
+            target=self._server.serve_forever, kwargs={"poll_interval": 0.1}, daemon=True
+        ).start()
         self._timer = threading.Timer(self.lifetime, self.stop)
         self._timer.daemon = True
         self._timer.start()

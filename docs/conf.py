@@ -1,0 +1,13 @@
+"""Sphinx configuration."""
+
+project = "hdfsspec"
+extensions = ["sphinx.ext.autodoc", "sphinx.ext.intersphinx", "numpydoc"]
+numpydoc_show_class_members = False
+autodoc_typehints = "none"
+intersphinx_mapping = {
+    "python": ("https://docs.python.org/3", None),
+    "fsspec": ("https://filesystem-spec.readthedocs.io/en/latest", None),
+    "pydicom": ("https://pydicom.github.io/pydicom/stable", None),
+    "highdicom": ("https://highdicom.readthedocs.io/en/latest", None),
+}
+html_theme = "alabaster"
