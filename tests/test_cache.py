@@ -48,7 +48,8 @@ def test_any_read_equals_blob_slice(name, reads, first_request):
     blob = CORPUS[name]
     cache, log = make_cache(blob, first_request=first_request, max_cache_bytes=2048)
     for start, length in reads:
-        assert cache._fetch(start, start + length) == blob[max(0, start) : start + length]
+        expected = blob[max(0, start) : max(0, start + length)]
+        assert cache._fetch(start, start + length) == expected
     assert cache._fetch(None, None) == blob
     assert cache.stats.requests == len(log)
     assert cache.stats.bytes == sum(b - a for a, b in log)
