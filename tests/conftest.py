@@ -20,6 +20,7 @@ from hdfsspec.testing import (
     fake_jpeg_frames,
     moto_s3,
 )
+from hdfsspec.testing.emulators import azurite, gcs_emulator  # sets the gcsfs gRPC switch
 
 os.environ.setdefault("AWS_ACCESS_KEY_ID", "testing")
 os.environ.setdefault("AWS_SECRET_ACCESS_KEY", "testing")
@@ -121,6 +122,28 @@ def s3_endpoint() -> Iterator[str]:
         yield endpoint
 
 
+@pytest.fixture(scope="session")
+def gcs_endpoint() -> Iterator[str]:
+    with gcs_emulator() as endpoint:
+        fsspec.filesystem("gcs", **_gcs_options(endpoint)).mkdir(BUCKET)
+        yield endpoint
+
+
+@pytest.fixture(scope="session")
+def azure_connection() -> Iterator[str]:
+    with azurite() as connection:
+        fsspec.filesystem("az", **_az_options(connection)).mkdir(BUCKET)
+        yield connection
+
+
+def _gcs_options(endpoint: str) -> dict[str, Any]:
+    return {"endpoint_url": endpoint, "token": "anon", "skip_instance_cache": True}
+
+
+def _az_options(connection: str) -> dict[str, Any]:
+    return {"connection_string": connection, "skip_instance_cache": True}
+
+
 def _s3_options(endpoint: str) -> dict[str, Any]:
     return {
         "endpoint_url": endpoint,
@@ -131,7 +154,7 @@ def _s3_options(endpoint: str) -> dict[str, Any]:
     }
 
 
-BACKENDS = ["memory", "file", "http", "s3"]
+BACKENDS = ["memory", "file", "http", "s3", "gcs", "azure"]
 
 
 def make_backend(name: str, request: pytest.FixtureRequest, tmp_path_factory: Any) -> Backend:
@@ -152,6 +175,16 @@ def make_backend(name: str, request: pytest.FixtureRequest, tmp_path_factory: An
         return Backend(
             name, fsspec.filesystem("s3", **options), f"{BUCKET}/{unique}", {"s3": options}
         )
+    if name == "gcs":
+        options = _gcs_options(request.getfixturevalue("gcs_endpoint"))
+        return Backend(
+            name, fsspec.filesystem("gcs", **options), f"{BUCKET}/{unique}", {"gs": options}
+        )  # the protocol of its URLs
+    if name == "azure":
+        options = _az_options(request.getfixturevalue("azure_connection"))
+        return Backend(
+            name, fsspec.filesystem("az", **options), f"{BUCKET}/{unique}", {"abfs": options}
+        )  # the protocol of its URLs
     raise ValueError(name)
 
 
