@@ -90,15 +90,27 @@ class DicomFrameCache(BaseCache):
         self._tail: tuple[int, bytes] | None = None
 
     # -- network -----------------------------------------------------------------------
-    def _get(self, ranges: Sequence[tuple[int, int]], phase: str) -> list[bytes]:
-        """Fetch ranges (concurrently when possible), checking every length."""
+    def _get(
+        self, ranges: Sequence[tuple[int, int]], phase: str, keep_whole: bool = False
+    ) -> list[bytes]:
+        """Fetch ranges (concurrently when possible), checking every length.
+
+        A server that ignores Range answers with the whole object: it is sliced,
+        or returned whole when ``keep_whole`` (the header buffer then keeps it).
+        """
         if self._fetch_ranges is not None and len(ranges) > 1:
             out = self._fetch_ranges(list(ranges))
         else:
             out = [self.fetcher(a, b) for a, b in ranges]
-        for (a, b), data in zip(ranges, out, strict=True):
+        received = 0
+        for k, ((a, b), data) in enumerate(zip(ranges, out, strict=True)):
             if isinstance(data, BaseException):
                 raise data
+            received += len(data)
+            if len(data) == self.size != b - a:  # the server ignored Range: whole object
+                if keep_whole:
+                    continue
+                out[k] = data = data[a:b]
             if len(data) != b - a:
                 raise ObjectChangedError(
                     f"asked for bytes {a}-{b} and received {len(data)}: the object is shorter "
@@ -106,13 +118,13 @@ class DicomFrameCache(BaseCache):
                     path=self.path,
                     offset=a + len(data),
                 )
-        self.stats.record(phase, len(ranges), sum(b - a for a, b in ranges))
+        self.stats.record(phase, len(ranges), received)
         self.miss_count += len(ranges)
-        self.total_requested_bytes += sum(b - a for a, b in ranges)
+        self.total_requested_bytes += received
         return out
 
     def _fetch_one(self, start: int, stop: int) -> bytes:
-        return self._get([(start, stop)], "header")[0]
+        return self._get([(start, stop)], "header", keep_whole=True)[0]
 
     # -- layout --------------------------------------------------------------------------
     @property

@@ -101,6 +101,9 @@ class PrefixBuffer:
         want = min(self.size, max(stop, grown))
         chunk = self._fetch(have, want)
         self.requests += 1
+        if len(chunk) == self.size and want - have != self.size:
+            self.data = bytearray(chunk)  # the server ignored Range: keep the whole object
+            return
         if len(chunk) != want - have:
             raise TruncatedDicomError(
                 f"asked for bytes {have}-{want} but received {len(chunk)} bytes; "

@@ -124,3 +124,18 @@ def test_backend_files_take_cache_type_dicom(backend):
         assert f.cache.stats.phases["frames"].requests == 9  # highdicom asks frame by frame
     expected = hd.imread(io.BytesIO(SLIDE)).get_total_pixel_matrix(**REGION)
     assert np.array_equal(region, expected)
+
+
+def test_http_server_ignoring_range_still_reads_correctly():
+    from hdfsspec.testing import RangeHTTPServer
+
+    blob = build_encapsulated(fake_jpeg_frames(100, min_size=2000, max_size=3000), offset_table="bot")
+    assert len(blob) > 3 * 65536
+    with RangeHTTPServer({"whole.dcm": blob}, ignore_range=True) as server:
+        with fsspec.open("dicom::" + server.url("whole.dcm")) as f:
+            assert f.read_frames(list(range(100))) == reference_frames(blob)
+            f.seek(100_000)
+            assert f.read(50_000) == blob[100_000:150_000]
+            assert f.stats.requests == 1 and f.stats.bytes == len(blob)
+        # the first response carried the whole object; everything was served from it
+        assert server.log.requests == 1 and server.log.bytes == len(blob)
