@@ -129,7 +129,9 @@ def test_backend_files_take_cache_type_dicom(backend):
 def test_http_server_ignoring_range_still_reads_correctly():
     from hdfsspec.testing import RangeHTTPServer
 
-    blob = build_encapsulated(fake_jpeg_frames(100, min_size=2000, max_size=3000), offset_table="bot")
+    blob = build_encapsulated(
+        fake_jpeg_frames(100, min_size=2000, max_size=3000), offset_table="bot"
+    )
     assert len(blob) > 3 * 65536
     with RangeHTTPServer({"whole.dcm": blob}, ignore_range=True) as server:
         with fsspec.open("dicom::" + server.url("whole.dcm")) as f:

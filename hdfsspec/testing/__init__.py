@@ -13,12 +13,14 @@ from hdfsspec.testing.builders import (
 )
 from hdfsspec.testing.counting import CountingFileSystem
 from hdfsspec.testing.objects import build_annotations, build_ct_series, build_seg, build_sr
+from hdfsspec.testing.proxy import ShapingProxy
 from hdfsspec.testing.servers import RangeHTTPServer, RequestLog, moto_s3
 
 __all__ = [
     "CountingFileSystem",
     "RangeHTTPServer",
     "RequestLog",
+    "ShapingProxy",
     "build_annotations",
     "build_ct_series",
     "build_encapsulated",

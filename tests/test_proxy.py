@@ -1,0 +1,76 @@
+"""The shaping proxy: it forwards, counts, and adds the latency and bandwidth it is told to."""
+
+from __future__ import annotations
+
+import time
+
+import fsspec
+import pytest
+from conftest import BUCKET, _s3_options
+from oracle import reference_frames
+
+from hdfsspec.testing import RangeHTTPServer, ShapingProxy, build_encapsulated, fake_jpeg_frames
+
+BLOB = build_encapsulated(fake_jpeg_frames(50, min_size=3000, max_size=5000), offset_table="eot")
+
+
+def test_proxy_counts_and_delays_each_round_trip():
+    with RangeHTTPServer({"x.dcm": BLOB}) as server, ShapingProxy(server.url(), rtt=0.05) as proxy:
+        url = proxy.url + "/x.dcm"
+        t0 = time.perf_counter()
+        with fsspec.open("dicom::" + url) as f:
+            frames = f.read_frames(list(range(10, 40)))
+            assert f.stats.requests == 2  # header, then one coalesced range
+        elapsed = time.perf_counter() - t0
+        assert frames == reference_frames(BLOB)[10:40]
+        gets = proxy.log.gets()
+        assert len(gets) == 2 and server.log.requests == 2
+        assert proxy.log.bytes == server.log.bytes
+        assert elapsed >= 3 * 0.05  # HEAD for the size, then two GETs, each one round trip
+
+
+def test_proxy_bandwidth_is_shared_and_enforced():
+    data = bytes(range(256)) * 8192  # 2 MiB
+    with (
+        RangeHTTPServer({"big": data}) as server,
+        ShapingProxy(server.url(), bandwidth=8 * 2**20) as proxy,
+    ):
+        fs = fsspec.filesystem("http", skip_instance_cache=True)
+        t0 = time.perf_counter()
+        out = fs.cat_ranges([proxy.url + "/big"] * 2, [0, 2**20], [2**20, 2**21])
+        elapsed = time.perf_counter() - t0
+    assert b"".join(out) == data
+    assert elapsed >= 0.2  # 2 MiB over a shared 8 MiB/s link: at least 0.25 s, minus slack
+
+
+def test_proxy_in_front_of_s3(s3_endpoint):
+    target = fsspec.filesystem("s3", **_s3_options(s3_endpoint))
+    target.pipe_file(f"{BUCKET}/proxied.dcm", BLOB)
+    with ShapingProxy(s3_endpoint, rtt=0.01) as proxy:
+        fs = fsspec.filesystem(
+            "dicom",
+            target_protocol="s3",
+            target_options=_s3_options(proxy.url),
+            skip_instance_cache=True,
+        )
+        with fs.open(f"{BUCKET}/proxied.dcm") as f:
+            assert f.read_frames([0, 49]) == [reference_frames(BLOB)[i] for i in (0, 49)]
+            assert f.stats.requests == 2  # header (holding frame 0), then frame 49
+        assert len(proxy.log.gets()) == 2
+
+
+def test_proxy_serves_local_objects_by_range(tmp_path):
+    path = tmp_path / "obj.bin"
+    path.write_bytes(BLOB)
+    with (
+        RangeHTTPServer() as server,
+        ShapingProxy(server.url(), local_objects={"/bucket/obj.bin": str(path)}) as proxy,
+    ):
+        fs = fsspec.filesystem("http", skip_instance_cache=True)
+        assert fs.cat_file(proxy.url + "/bucket/obj.bin", 100, 300) == BLOB[100:300]
+        assert server.log.requests == 0 and proxy.log.bytes == 200
+
+
+def test_proxy_refuses_non_loopback_upstream():
+    with pytest.raises(ValueError, match="loopback"):
+        ShapingProxy("http://10.0.0.1:9000")
