@@ -21,7 +21,7 @@ from hdfsspec.testing import (
     fake_jpeg_frames,
 )
 
-SEG, _ = build_seg(slices=10, segments=6, rows=48, cols=40, seed=2)
+SEG, _ = build_seg(slices=40, segments=6, rows=256, cols=192, seed=2)
 EMPTY_BOT_SLIDE = build_slide(512, 512, tile=64, tiles=TILES, offset_table="empty")
 
 

@@ -108,9 +108,18 @@ def fake_jpeg_frames(
 
 
 def jpeg_tiles(
-    count: int, size: int = 64, samples: int = 1, *, seed: int = 0, quality: int = 90
+    count: int,
+    size: int = 64,
+    samples: int = 1,
+    *,
+    seed: int = 0,
+    quality: int = 90,
+    noise: int = 32,
 ) -> list[bytes]:
-    """Encode ``count`` distinct smooth random tiles as baseline JPEG (needs Pillow)."""
+    """Encode ``count`` distinct random tiles as baseline JPEG (needs Pillow).
+
+    ``noise`` (0-255) sets how much random texture each tile has, and so its size.
+    """
     from PIL import Image
 
     rng = np.random.default_rng(seed)
@@ -118,8 +127,8 @@ def jpeg_tiles(
     yy, xx = np.mgrid[0:size, 0:size]
     for k in range(count):
         base = (xx * (k + 1) + yy * (2 * k + 3)) % 256
-        noise = rng.integers(0, 32, (size, size))
-        plane = ((base + noise) % 256).astype(np.uint8)
+        texture = rng.integers(0, max(1, noise), (size, size))
+        plane = ((base + texture) % 256).astype(np.uint8)
         arr = np.stack([plane, plane[::-1], plane[:, ::-1]], -1) if samples == 3 else plane
         out = io.BytesIO()
         Image.fromarray(arr).save(out, format="JPEG", quality=quality)

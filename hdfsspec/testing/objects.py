@@ -51,6 +51,10 @@ def build_seg(
 ) -> tuple[bytes, list[bytes]]:
     """A binary Segmentation of ``segments`` segments over a CT series.
 
+    Each segment is a box over a run of slices (a label map: segments do not
+    overlap, later ones win), so memory grows with the voxels, not with voxels
+    times segments.
+
     Returns
     -------
     seg : bytes
@@ -64,10 +68,12 @@ def build_seg(
     sources = build_ct_series(slices, rows, cols, seed=seed)
     datasets = [pydicom.dcmread(io.BytesIO(b)) for b in sources]
     rng = np.random.default_rng(seed)
-    mask = np.zeros((slices, rows, cols, segments), dtype=bool)
-    for s in range(segments):
-        r, c = rng.integers(0, rows // 2), rng.integers(0, cols // 2)
-        mask[s % slices :, r : r + rows // 3, c : c + cols // 3, s] = True
+    labels = np.zeros((slices, rows, cols), dtype=np.uint8 if segments < 256 else np.uint16)
+    run = max(1, slices // 5)
+    for s in range(1, segments + 1):
+        z = int(rng.integers(0, max(1, slices - run)))
+        r, c = rng.integers(0, rows * 3 // 4), rng.integers(0, cols * 3 // 4)
+        labels[z : z + run, r : r + max(1, rows // 5), c : c + max(1, cols // 5)] = s
     descriptions = [
         hd.seg.SegmentDescription(
             segment_number=i + 1,
@@ -80,7 +86,7 @@ def build_seg(
     ]
     seg = hd.seg.Segmentation(
         source_images=datasets,
-        pixel_array=mask,
+        pixel_array=labels,
         segmentation_type=hd.seg.SegmentationTypeValues.BINARY,
         segment_descriptions=descriptions,
         series_instance_uid=generate_uid(),

@@ -24,7 +24,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import urlsplit
 
-from hdfsspec.testing.servers import RequestLog
+from hdfsspec.testing.servers import RequestLog, serve_on_loopback, stop_serving
 
 __all__ = ["ShapingProxy"]
 
@@ -63,6 +63,8 @@ class ShapingProxy:
         self.rtt, self.bandwidth, self.overhead = rtt, bandwidth, overhead
         self.local_objects = dict(local_objects or {})
         self.lifetime = lifetime
+        self.deadline: float | None = None
+        """``time.monotonic()`` after which requests get 403 (ends a benchmark cell)."""
         self.log = RequestLog()
         self._link_free_at = 0.0
         self._link_lock = threading.Lock()
@@ -149,6 +151,11 @@ class ShapingProxy:
                 proxy._send(self.wfile, body)
 
             def _proxy(self) -> None:
+                if proxy.deadline is not None and time.monotonic() > proxy.deadline:
+                    self.send_response(403, "deadline passed")
+                    self.send_header("Content-Length", "0")
+                    self.end_headers()
+                    return
                 path = self.path.split("?")[0]
                 if self.command == "GET" and path in proxy.local_objects:
                     self._local_get(proxy.local_objects[path])
@@ -178,23 +185,13 @@ class ShapingProxy:
         return Handler
 
     def __enter__(self) -> ShapingProxy:
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
-        self._server.daemon_threads = True
-        threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.1},
-                         daemon=True).start()  # fmt: skip
-        self._timer = threading.Timer(self.lifetime, self.stop)
-        self._timer.daemon = True
-        self._timer.start()
+        self._server, self._timer = serve_on_loopback(self._handler(), self.lifetime, self.stop)
         return self
 
     def stop(self) -> None:
         """Stop the proxy and release its port."""
-        if self._timer is not None:
-            self._timer.cancel()
-        if self._server is not None:
-            self._server.shutdown()
-            self._server.server_close()
-            self._server = None
+        stop_serving(self._server, self._timer)
+        self._server = None
 
     def __exit__(self, *exc: Any) -> None:
         self.stop()

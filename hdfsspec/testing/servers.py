@@ -151,27 +151,40 @@ class RangeHTTPServer:
         return Handler
 
     def __enter__(self) -> RangeHTTPServer:
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
-        self._server.daemon_threads = True
-        threading.Thread(
-            target=self._server.serve_forever, kwargs={"poll_interval": 0.1}, daemon=True
-        ).start()
-        self._timer = threading.Timer(self.lifetime, self.stop)
-        self._timer.daemon = True
-        self._timer.start()
+        self._server, self._timer = serve_on_loopback(self._handler(), self.lifetime, self.stop)
         return self
 
     def stop(self) -> None:
         """Stop serving and release the port."""
-        if self._timer is not None:
-            self._timer.cancel()
-        if self._server is not None:
-            self._server.shutdown()
-            self._server.server_close()
-            self._server = None
+        stop_serving(self._server, self._timer)
+        self._server = None
 
     def __exit__(self, *exc: Any) -> None:
         self.stop()
+
+
+def serve_on_loopback(
+    handler: type[BaseHTTPRequestHandler], lifetime: float, stop: Any
+) -> tuple[ThreadingHTTPServer, threading.Timer]:
+    """Serve ``handler`` on a free loopback port (daemon thread); ``stop`` after ``lifetime``."""
+    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    server.daemon_threads = True
+    threading.Thread(
+        target=server.serve_forever, kwargs={"poll_interval": 0.1}, daemon=True
+    ).start()
+    timer = threading.Timer(lifetime, stop)
+    timer.daemon = True
+    timer.start()
+    return server, timer
+
+
+def stop_serving(server: ThreadingHTTPServer | None, timer: threading.Timer | None) -> None:
+    """Cancel the lifetime timer, stop the server and release its port."""
+    if timer is not None:
+        timer.cancel()
+    if server is not None:
+        server.shutdown()
+        server.server_close()
 
 
 @contextmanager

@@ -1,0 +1,180 @@
+"""Methods, workloads and the lower bound of the benchmark matrix."""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import highdicom as hd
+import numpy as np
+import pydicom
+
+import hdfsspec
+from hdfsspec.parse import build_index, parse_header
+
+RANDOM_FRAMES = 200
+
+
+@dataclass
+class Target:
+    """One object: its key in the bucket, its local copy and what we know of it."""
+
+    name: str
+    key: str
+    local: bytes
+    is_seg: bool
+
+    def __post_init__(self) -> None:
+        fetch = lambda a, b: self.local[a:b]  # noqa: E731
+        parsed = parse_header(fetch, len(self.local))
+        self.header_end = parsed.header_end
+        self.index, _ = build_index(parsed, lambda r: [fetch(a, b) for a, b in r])
+        self.dataset = parsed.dataset
+
+
+# -- methods: how an object is opened as a highdicom object --------------------------------
+Opener = Callable[[Target], Any]
+
+
+def hdfsspec_method(dicom_fs: Any) -> Opener:
+    def open_(t: Target) -> Any:
+        reader = hdfsspec.segread if t.is_seg else hdfsspec.imread
+        return reader(dicom_fs.open(t.key))
+
+    return open_
+
+
+def plain_method(s3: Any, **open_kwargs: Any) -> Opener:
+    def open_(t: Target) -> Any:
+        f = s3.open(t.key, "rb", **open_kwargs)
+        reader = hd.seg.segread if t.is_seg else hd.imread
+        return reader(f, lazy_frame_retrieval=True)
+
+    return open_
+
+
+def local_method(t: Target) -> Any:
+    reader = hd.seg.segread if t.is_seg else hd.imread
+    return reader(io.BytesIO(t.local), lazy_frame_retrieval=True)
+
+
+# -- workloads ------------------------------------------------------------------------------
+def region_args(t: Target) -> dict[str, int]:
+    rows, cols = t.dataset.TotalPixelMatrixRows, t.dataset.TotalPixelMatrixColumns
+    r, c = rows // 2 - 256 + 37, cols // 2 - 256 + 53  # the middle, not tile aligned
+    return {"row_start": r, "row_end": r + 512, "column_start": c, "column_end": c + 512}
+
+
+def region_frames(t: Target) -> list[int]:
+    a = region_args(t)
+    tile, cols_t = t.dataset.Rows, -(-t.dataset.TotalPixelMatrixColumns // t.dataset.Columns)
+    return [
+        r * cols_t + c
+        for r in range(a["row_start"] // tile, (a["row_end"] - 1) // tile + 1)
+        for c in range(a["column_start"] // tile, (a["column_end"] - 1) // tile + 1)
+    ]
+
+
+def random_frames(t: Target) -> list[int]:
+    rng = np.random.default_rng(42)
+    return sorted(rng.choice(t.index.number_of_frames, RANDOM_FRAMES, replace=False).tolist())
+
+
+def seg_segments(t: Target) -> list[int]:
+    return [3, 17, 41]
+
+
+def seg_frames(t: Target) -> list[int]:
+    wanted = set(seg_segments(t))
+    return [
+        i
+        for i, item in enumerate(t.dataset.PerFrameFunctionalGroupsSequence)
+        if item.SegmentIdentificationSequence[0].ReferencedSegmentNumber in wanted
+    ]
+
+
+def run_metadata(im: Any, t: Target) -> Any:
+    return (im.SOPInstanceUID, im.number_of_frames)
+
+
+def run_region(im: Any, t: Target) -> Any:
+    return im.get_total_pixel_matrix(**region_args(t))
+
+
+def run_random(im: Any, t: Target) -> Any:
+    return im.get_stored_frames(random_frames(t), as_indices=True)
+
+
+def run_all_frames(im: Any, t: Target) -> Any:
+    """Raw bytes of every frame, in order, through each method's own API."""
+    n = t.index.number_of_frames
+    if isinstance(im, hdfsspec.highdicom_io.DicomImage):
+        step = 4096
+        total = 0
+        for k in range(0, n, step):
+            total += sum(len(b) for b in im.file.read_frames(range(k, min(n, k + step))))
+        return total
+    return sum(len(im.get_raw_frame(i, as_index=True)) for i in range(n))
+
+
+def run_seg_volume(im: Any, t: Target) -> Any:
+    return im.get_volume(segment_numbers=seg_segments(t)).array
+
+
+WORKLOADS: dict[str, tuple[Callable[[Any, Target], Any], Callable[[Target], list[int]]]] = {
+    "open + metadata": (run_metadata, lambda t: []),
+    "512x512 region": (run_region, region_frames),
+    f"{RANDOM_FRAMES} random frames": (run_random, random_frames),
+    "every frame in order": (run_all_frames, lambda t: list(range(t.index.number_of_frames))),
+    "3 of 50 segments (get_volume)": (run_seg_volume, seg_frames),
+}
+
+
+def lower_bound(
+    t: Target, frames: list[int], rtt: float, bandwidth: float
+) -> tuple[int, int, float]:
+    """Requests, bytes and seconds of the ideal client: the header, then exact frame ranges.
+
+    The header (with its offset table) is one request; the frames' exact item
+    ranges, merged where they touch, go in one concurrent round.
+    """
+    index = t.index
+    ranges: list[list[int]] = []
+    for f in sorted(set(frames)):
+        a, b = index.frame_range(f)
+        b = b if b >= 0 else t.index.size
+        if ranges and ranges[-1][1] == a:
+            ranges[-1][1] = b
+        else:
+            ranges.append([a, b])
+    nbytes = t.header_end + sum(b - a for a, b in ranges)
+    rounds = 1 + (1 if ranges else 0)
+    return 1 + len(ranges), nbytes, rounds * rtt + nbytes / bandwidth
+
+
+def load_targets(files: dict[str, Any], bucket: str) -> list[Target]:
+    out = []
+    for name, path in files.items():
+        blob = path.read_bytes()
+        out.append(Target(name, f"{bucket}/{path.name}", blob, name == "seg"))
+    return out
+
+
+def frames_match(a: Any, b: Any) -> bool:
+    if isinstance(a, np.ndarray) or isinstance(b, np.ndarray):
+        return bool(np.array_equal(np.asarray(a), np.asarray(b)))
+    return bool(a == b)
+
+
+__all__ = [
+    "WORKLOADS",
+    "Target",
+    "hdfsspec_method",
+    "load_targets",
+    "local_method",
+    "lower_bound",
+    "plain_method",
+    "pydicom",
+]

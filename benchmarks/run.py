@@ -1,0 +1,234 @@
+"""Benchmark: requests, bytes and seconds per workload, hdfsspec beside the baselines.
+
+Objects are served by moto's S3 (server mode) on loopback, behind the shaping proxy
+(20 ms round trip, 200 MB/s by default); large objects are read from their local
+files by the proxy for ranged GETs (moto reads a whole object per ranged GET).
+Every cell is stopped after ``--cap`` seconds and reported as "> cap".
+
+    python benchmarks/run.py            # full run, writes benchmarks/RESULTS.md
+    python benchmarks/run.py --quick    # small data, for a smoke test
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+HERE = Path(__file__).parent
+sys.path.insert(0, str(HERE))
+os.environ.setdefault("AWS_ACCESS_KEY_ID", "bench")
+os.environ.setdefault("AWS_SECRET_ACCESS_KEY", "bench")
+os.environ.setdefault("AWS_DEFAULT_REGION", "us-east-1")
+
+import fsspec  # noqa: E402
+from cells import (  # noqa: E402
+    WORKLOADS,
+    Target,
+    frames_match,
+    hdfsspec_method,
+    load_targets,
+    local_method,
+    lower_bound,
+    plain_method,
+)
+from data import FULL, QUICK, make_data  # noqa: E402
+
+from hdfsspec.testing import ShapingProxy, moto_s3  # noqa: E402
+
+BUCKET = "bench"
+
+
+@dataclass
+class Cell:
+    target: str
+    workload: str
+    method: str
+    requests: int
+    nbytes: int
+    seconds: float
+    capped: bool = False
+    note: str = ""
+
+
+def run_cell(
+    proxy: ShapingProxy, opener: Any, work: Any, t: Target, cap: float
+) -> tuple[Cell, Any]:
+    proxy.log.clear()
+    proxy.deadline = time.monotonic() + cap
+    result, note, capped, image = None, "", False, None
+    t0 = time.perf_counter()
+    try:
+        image = opener(t)
+        result = work(image, t)
+    except Exception as exc:  # a capped baseline fails on the proxy's 403; others are reported
+        capped = time.perf_counter() - t0 >= cap
+        note = "" if capped else f"error: {type(exc).__name__}: {exc}"[:120]
+    finally:
+        proxy.deadline = None
+        close = getattr(image, "close", None)
+        if callable(close):
+            close()
+    seconds = time.perf_counter() - t0
+    entries = list(proxy.log.entries)
+    cell = Cell(t.name, "", "", len(entries), sum(e[4] for e in entries), seconds, capped, note)
+    return cell, result
+
+
+def warm_up(proxy: ShapingProxy, methods: dict[str, Any], targets: list[Target]) -> None:
+    """One unrecorded open per method and kind of object: imports and first-call costs."""
+    for t in {t.is_seg: t for t in targets}.values():
+        for opener in methods.values():
+            run_cell(proxy, opener, WORKLOADS["open + metadata"][0], t, 30.0)
+
+
+def whole_get(s3: Any) -> Any:
+    def work(_: Any, t: Target) -> Any:
+        return len(s3.cat_file(t.key))
+
+    return work
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="small data (about 2 minutes)")
+    parser.add_argument(
+        "--cap", type=float, default=None, help="seconds per cell (default 60; 10 with --quick)"
+    )
+    parser.add_argument("--rtt", type=float, default=0.020, help="round trip, s (default 0.020)")
+    parser.add_argument("--bandwidth", type=float, default=200e6, help="bytes/s (default 200e6)")
+    parser.add_argument("--out", type=Path, default=HERE / "RESULTS.md")
+    args = parser.parse_args(argv)
+    logging.getLogger("highdicom").setLevel(logging.ERROR)
+    logging.getLogger("werkzeug").setLevel(logging.ERROR)  # moto's per-request log
+    sizes = QUICK if args.quick else FULL
+    if args.cap is None:
+        args.cap = 10.0 if args.quick else 60.0
+    t_start = time.perf_counter()
+    files = make_data(sizes)
+    targets = load_targets(files, BUCKET)
+    cells: list[Cell] = []
+    with moto_s3() as endpoint:
+        direct = fsspec.filesystem("s3", endpoint_url=endpoint, skip_instance_cache=True)
+        direct.mkdir(BUCKET)
+        for t in targets:
+            direct.pipe_file(t.key, t.local)
+        local_objects = {f"/{t.key}": str(files[t.name]) for t in targets}
+        with ShapingProxy(
+            endpoint, rtt=args.rtt, bandwidth=args.bandwidth, local_objects=local_objects
+        ) as proxy:
+            s3 = fsspec.filesystem(
+                "s3", endpoint_url=proxy.url, skip_instance_cache=True, use_listings_cache=False
+            )
+            dicom = fsspec.filesystem("dicom", fs=s3, skip_instance_cache=True)
+            methods = {
+                "local copy (highdicom, no network)": local_method,
+                "hdfsspec": hdfsspec_method(dicom),
+                "highdicom + s3fs defaults": plain_method(s3),
+                "highdicom + s3fs 500 kB readahead": plain_method(s3, block_size=500_000),
+                "highdicom + fsspec blockcache 1 MiB": plain_method(
+                    s3, cache_type="blockcache", block_size=2**20
+                ),
+                "highdicom + s3fs no cache": plain_method(s3, cache_type="none"),
+            }
+            warm_up(proxy, methods, targets)
+            for t in targets:
+                opened_too_slow: set[str] = set()
+                for wname, (work, frames_of) in WORKLOADS.items():
+                    if (wname.startswith("3 of")) != t.is_seg:
+                        continue
+                    lb = lower_bound(t, frames_of(t), args.rtt, args.bandwidth)
+                    cells.append(Cell(t.name, wname, "lower bound", lb[0], lb[1], lb[2]))
+                    reference = None
+                    runs = dict(methods)
+                    if wname == "every frame in order":
+                        runs["one whole-object GET (s3fs cat_file)"] = None
+                    for mname, opener in runs.items():
+                        if mname in opened_too_slow:
+                            cells.append(
+                                Cell(
+                                    t.name,
+                                    wname,
+                                    mname,
+                                    0,
+                                    0,
+                                    args.cap,
+                                    True,
+                                    "open alone exceeds the cap",
+                                )
+                            )
+                            continue
+                        if opener is None:
+                            cell, result = run_cell(
+                                proxy, lambda t: None, whole_get(s3), t, args.cap
+                            )
+                        else:
+                            cell, result = run_cell(proxy, opener, work, t, args.cap)
+                        cell.workload, cell.method = wname, mname
+                        if opener is not None and not cell.capped and not cell.note:
+                            if reference is None:
+                                reference = result
+                            elif not frames_match(result, reference):
+                                cell.note = "DIFFERENT VALUES"
+                        if cell.capped and wname == "open + metadata":
+                            opened_too_slow.add(mname)
+                        cells.append(cell)
+                        print(
+                            f"{t.name:12} {wname:32} {mname:40} {cell.requests:7} "
+                            f"{cell.nbytes / 1e6:9.2f} MB {cell.seconds:7.2f} s "
+                            f"{'CAPPED' if cell.capped else ''}{cell.note}",
+                            flush=True,
+                        )
+    write_results(args, sizes, targets, cells, time.perf_counter() - t_start)
+    return 1 if any("DIFFERENT" in c.note or c.note.startswith("error") for c in cells) else 0
+
+
+def _ratio(value: float, bound: float) -> str:
+    return f"{value / bound:.2f}" if bound > 0 else "-"
+
+
+def write_results(
+    args: Any, sizes: Any, targets: list[Target], cells: list[Cell], total: float
+) -> None:
+    lines = [
+        "# Benchmark results",
+        "",
+        f"Generated by `python benchmarks/run.py{' --quick' if args.quick else ''}` in "
+        f"{total:.0f} s (2 cores). S3: moto server mode behind the shaping proxy, "
+        f"{args.rtt * 1000:.0f} ms round trip, {args.bandwidth / 1e6:.0f} MB/s. "
+        f"Cells are stopped after {args.cap:.0f} s.",
+        "Requests and bytes are counted on the wire by the proxy (HEAD included); the lower bound "
+        "is the header plus the exact bytes of the frames needed, in two round trips.",
+        "",
+        "Objects: "
+        + "; ".join(
+            f"`{t.name}` {t.index.number_of_frames} frames, {len(t.local) / 1e6:.1f} MB, "
+            f"offset table: {t.index.offset_table}"
+            for t in targets
+        )
+        + ".",
+        "",
+        "| object | workload | method | requests | MB | seconds | req / LB | MB / LB | s / LB |",
+        "| --- | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |",
+    ]
+    bounds = {(c.target, c.workload): c for c in cells if c.method == "lower bound"}
+    for c in cells:
+        lb = bounds[(c.target, c.workload)]
+        secs = f"> {args.cap:.0f}" if c.capped else f"{c.seconds:.2f}"
+        note = f" ({c.note})" if c.note else ""
+        lines.append(
+            f"| {c.target} | {c.workload} | {c.method}{note} | {c.requests} | {c.nbytes / 1e6:.2f}"
+            f" | {secs} | {_ratio(c.requests, lb.requests)} | {_ratio(c.nbytes, lb.nbytes)} | "
+            f"{'-' if c.capped else _ratio(c.seconds, lb.seconds)} |"
+        )
+    args.out.write_text("\n".join(lines) + "\n")
+    print(f"wrote {args.out}")
+
+
+if __name__ == "__main__":
+    sys.exit(main())
