@@ -129,7 +129,12 @@ def main(argv: list[str] | None = None) -> int:
             s3 = fsspec.filesystem(
                 "s3", endpoint_url=proxy.url, skip_instance_cache=True, use_listings_cache=False
             )
-            dicom = fsspec.filesystem("dicom", fs=s3, skip_instance_cache=True)
+            dicom = fsspec.filesystem(
+                "dicom",
+                fs=s3,
+                skip_instance_cache=True,
+                index_cache=False,  # cold opens
+            )
             methods = {
                 "local copy (highdicom, no network)": local_method,
                 "hdfsspec": hdfsspec_method(dicom),

@@ -20,7 +20,7 @@ from __future__ import annotations
 import struct
 import threading
 from collections import OrderedDict, deque
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 import numpy as np
@@ -62,6 +62,11 @@ class DicomFrameCache(BaseCache):
     options : ReadOptions, optional
         Cache bound, first request size, scan window... Individual fields may also
         be given as keyword arguments (e.g. ``max_cache_bytes=2**28``).
+    known : tuple of (FrameIndex, bytes), optional
+        A persisted index and header bytes of this object: no header or index
+        request is made for what they cover.
+    on_index : callable, optional
+        Called with ``(index, header bytes)`` when the cache has built an index.
     """
 
     name = "dicom"
@@ -74,6 +79,8 @@ class DicomFrameCache(BaseCache):
         fetch_ranges: FetchRanges | None = None,
         path: str | None = None,
         options: ReadOptions | None = None,
+        known: tuple[FrameIndex, bytes] | None = None,
+        on_index: Callable[[FrameIndex, bytes], None] | None = None,
         **overrides: Any,
     ) -> None:
         super().__init__(blocksize, fetcher, size)
@@ -88,6 +95,10 @@ class DicomFrameCache(BaseCache):
         self._blocks: OrderedDict[int, tuple[int, bytes]] = OrderedDict()
         self._block_bytes = 0
         self._tail: tuple[int, bytes] | None = None
+        self._known_prefix = known[1] if known is not None else b""
+        if known is not None:
+            self.set_index(known[0])
+        self._on_index = on_index
 
     # -- network -----------------------------------------------------------------------
     def _get(
@@ -124,6 +135,9 @@ class DicomFrameCache(BaseCache):
         return out
 
     def _fetch_one(self, start: int, stop: int) -> bytes:
+        if stop <= len(self._known_prefix):  # header bytes of a persisted entry
+            self.stats.hit("header")
+            return self._known_prefix[start:stop]
         return self._get([(start, stop)], "header", keep_whole=True)[0]
 
     # -- layout --------------------------------------------------------------------------
@@ -162,6 +176,8 @@ class DicomFrameCache(BaseCache):
                     self._index = index
                     if kept:
                         self._keep_frames([(0, parsed.prefix), *kept])
+                    if self._on_index is not None:
+                        self._on_index(index, parsed.prefix)
         return self._index
 
     def _keep_frames(self, pieces: list[tuple[int, bytes]]) -> None:

@@ -39,6 +39,9 @@ class DicomFile(AbstractBufferedFile):
         Object size, if known (saves an ``info`` call).
     cache_options : dict, optional
         Extra arguments of :class:`~hdfsspec.cache.DicomFrameCache`.
+    identity : dict, optional
+        Identity of the object (see :func:`hdfsspec.persist.object_identity`); with
+        the filesystem's index store, known indexes are reused and new ones saved.
     """
 
     def __init__(
@@ -49,6 +52,7 @@ class DicomFile(AbstractBufferedFile):
         block_size: Any = "default",
         cache_options: dict[str, Any] | None = None,
         size: int | None = None,
+        identity: dict[str, Any] | None = None,
         **kwargs: Any,
     ) -> None:
         if mode != "rb":
@@ -60,6 +64,12 @@ class DicomFile(AbstractBufferedFile):
         options.setdefault("fetch_ranges", self._fetch_ranges)
         options.setdefault("path", fs.fs.unstrip_protocol(path))
         options.setdefault("options", fs.options)
+        store = fs.index_store
+        if store is not None and identity is not None:
+            options.setdefault("known", store.load(identity))
+            options.setdefault(
+                "on_index", lambda index, prefix: store.save(identity, index, prefix)
+            )
         super().__init__(
             fs,
             path,

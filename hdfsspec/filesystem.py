@@ -10,6 +10,7 @@ from fsspec.implementations.chained import ChainedFileSystem
 from hdfsspec._types import DEFAULT_OPTIONS, ReadOptions
 from hdfsspec.errors import ReadOnlyError
 from hdfsspec.file import DicomFile
+from hdfsspec.persist import default_store, object_identity
 
 __all__ = ["DicomFileSystem"]
 
@@ -45,6 +46,9 @@ class DicomFileSystem(ChainedFileSystem):
         Read policy (see :class:`~hdfsspec.ReadOptions` for the defaults).
     scan_concurrency, max_gap, max_block : int, optional
         Read policy (see :class:`~hdfsspec.ReadOptions` for the defaults).
+    index_cache : str, bool or None, optional
+        Directory of the persisted frame indexes; ``False`` disables them; by default
+        ``$HDFSSPEC_INDEX_CACHE`` (``off`` disables) or ``~/.cache/hdfsspec/index``.
     """
 
     protocol: ClassVar[str] = "dicom"
@@ -64,9 +68,11 @@ class DicomFileSystem(ChainedFileSystem):
         scan_concurrency: int | None = None,
         max_gap: int | None = None,
         max_block: int | None = None,
+        index_cache: str | bool | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
+        self.index_store = default_store(index_cache)
         if fs is not None and target_protocol is not None:
             raise ValueError("give either fs or target_protocol, not both")
         if fs is None:
@@ -116,14 +122,18 @@ class DicomFileSystem(ChainedFileSystem):
                 f"the dicom filesystem is read-only: cannot open {path!r} in mode {mode!r}"
             )
         size = kwargs.pop("size", None)
-        if size is None:
-            size = self.fs.size(path)
+        identity = None
+        if size is None:  # one info call: the size, and the version that keys the index store
+            info = self.fs.info(path)
+            size = info["size"]
+            identity = object_identity(self.target_protocol, path, info)
         return DicomFile(
             self,
             path,
             block_size=block_size or "default",
             cache_options=cache_options,
             size=size,
+            identity=identity,
             **kwargs,
         )
 

@@ -22,6 +22,9 @@ from hdfsspec.testing import (
 )
 from hdfsspec.testing.emulators import azurite, gcs_emulator  # sets the gcsfs gRPC switch
 
+# persisted indexes would make request counts depend on earlier tests: off, except where
+# a test gives a store of its own (test_persist.py)
+os.environ["HDFSSPEC_INDEX_CACHE"] = "off"
 os.environ.setdefault("AWS_ACCESS_KEY_ID", "testing")
 os.environ.setdefault("AWS_SECRET_ACCESS_KEY", "testing")
 os.environ.setdefault("AWS_DEFAULT_REGION", "us-east-1")

@@ -1,0 +1,101 @@
+"""The persisted frame index: reopening is free, stale or damaged entries are never trusted."""
+
+from __future__ import annotations
+
+import fsspec
+import pytest
+from oracle import reference_frames
+
+from hdfsspec.persist import IndexStore, default_store, object_identity
+from hdfsspec.testing import CountingFileSystem, build_encapsulated, fake_jpeg_frames
+
+FRAMES = fake_jpeg_frames(400, seed=9, min_size=800, max_size=1200)
+BLOB = build_encapsulated(FRAMES, offset_table="empty")
+
+
+def dicom_fs(target, store_dir, **kw):
+    counting = CountingFileSystem(fs=target)
+    fs = fsspec.filesystem(
+        "dicom", fs=counting, skip_instance_cache=True, index_cache=str(store_dir), **kw
+    )
+    return fs, counting
+
+
+def test_second_open_costs_no_header_or_index_request(backend, tmp_path):
+    path = backend.put("persisted.dcm", BLOB)
+    fs, counting = dicom_fs(backend.target, tmp_path, scan_window=64 * 1024)
+    with fs.open(path) as f:
+        assert f.read_frames([300]) == [FRAMES[300]]
+        assert f.index.offset_table == "scan"
+        first = counting.requests
+    assert first >= 2  # header + scan windows
+    fs2, counting2 = dicom_fs(backend.target, tmp_path)
+    with fs2.open(path) as f:
+        assert f.index.offset_table == "scan" and counting2.requests == 0
+        assert f.read_frames([5, 300]) == [FRAMES[5], FRAMES[300]]
+        assert counting2.requests == 1  # the two frames, in one round
+        assert f.stats.phases["header"].requests == 0 and f.stats.phases["index"].requests == 0
+        f.seek(0)
+        assert f.read(2000) == BLOB[:2000]  # header bytes served from the entry
+        assert counting2.requests == 1
+
+
+def test_replaced_object_gets_a_new_index(tmp_path):
+    target = fsspec.filesystem("memory")
+    target.pipe("/rep/x.dcm", BLOB)
+    fs, _ = dicom_fs(target, tmp_path)
+    with fs.open("/rep/x.dcm") as f:
+        f.index  # noqa: B018  (builds and saves the index)
+    other = build_encapsulated(fake_jpeg_frames(30, seed=2), offset_table="bot")
+    target.pipe("/rep/x.dcm", other)  # new content, new size, new 'created'
+    fs2, counting = dicom_fs(target, tmp_path)
+    with fs2.open("/rep/x.dcm") as f:
+        assert f.read_frames([29]) == [reference_frames(other)[29]]
+        assert counting.requests >= 1
+
+
+def test_damaged_entry_is_removed_and_rebuilt(tmp_path):
+    target = fsspec.filesystem("memory")
+    target.pipe("/dmg/x.dcm", BLOB)
+    fs, _ = dicom_fs(target, tmp_path)
+    with fs.open("/dmg/x.dcm") as f:
+        f.index  # noqa: B018
+    (entry,) = tmp_path.rglob("*.idx")
+    data = bytearray(entry.read_bytes())
+    data[-10] ^= 0xFF  # flip a header byte: its checksum no longer matches
+    entry.write_bytes(bytes(data))
+    fs2, _ = dicom_fs(target, tmp_path)
+    with fs2.open("/dmg/x.dcm") as f:
+        assert f.read_frames([399]) == [FRAMES[399]]
+        assert f.stats.phases["header"].requests == 1  # rebuilt from the object
+    assert len(list(tmp_path.rglob("*.idx"))) == 1  # and saved again
+
+
+@pytest.mark.parametrize("garbage", [b"", b"HDFSIDX1", b"HDFSIDX1" + b"\xff" * 8, b"junk" * 10])
+def test_store_rejects_garbage(tmp_path, garbage):
+    store = IndexStore(tmp_path)
+    identity = {"protocol": "memory", "path": "/x", "size": 10, "version": "created=1"}
+    entry = store._file(identity)
+    entry.parent.mkdir(parents=True)
+    entry.write_bytes(garbage)
+    assert store.load(identity) is None and not entry.exists()
+
+
+def test_identity_needs_a_version():
+    assert object_identity("http", "u", {"size": 3}) is None
+    ident = object_identity("s3", "b/k", {"size": 3, "ETag": '"abc"'})
+    assert ident == {"protocol": "s3", "path": "b/k", "size": 3, "version": 'ETag="abc"'}
+
+
+def test_store_can_be_disabled(tmp_path, monkeypatch):
+    assert default_store(False) is None
+    monkeypatch.setenv("HDFSSPEC_INDEX_CACHE", "off")
+    assert default_store() is None
+    monkeypatch.setenv("HDFSSPEC_INDEX_CACHE", str(tmp_path))
+    assert default_store().directory == tmp_path
+    target = fsspec.filesystem("memory")
+    target.pipe("/off/x.dcm", BLOB)
+    fs = fsspec.filesystem("dicom", fs=target, skip_instance_cache=True, index_cache=False)
+    with fs.open("/off/x.dcm") as f:
+        f.index  # noqa: B018
+    assert not list(tmp_path.rglob("*.idx"))
