@@ -31,7 +31,7 @@ from hdfsspec.errors import ObjectChangedError, OffsetTableError, TruncatedDicom
 from hdfsspec.header import ITEM, SEQUENCE_DELIMITER
 from hdfsspec.index import UNKNOWN, FrameIndex
 from hdfsspec.parse import ParsedHeader, build_index, parse_header
-from hdfsspec.planning import block_range, plan_frames
+from hdfsspec.planning import FetchPlan, block_range, plan_frames
 from hdfsspec.stats import CacheStats
 
 __all__ = ["DicomFrameCache"]
@@ -357,10 +357,17 @@ class DicomFrameCache(BaseCache):
         blocks = self._load(frames)
         return [self.frame_payload(f, blocks[f]) for f in frames]
 
-    def plan(self, frames: Iterable[int]):
-        """Dry run: the :class:`~hdfsspec.planning.FetchPlan` of the frames not cached."""
-        index = self._resolve_last()
-        missing = [f for f in set(frames) if f not in self._blocks]
+    def plan(self, frames: Iterable[int]) -> FetchPlan:
+        """Dry run: the :class:`~hdfsspec.planning.FetchPlan` of the frames not cached.
+
+        Nothing is fetched, except the item headers of the last frame when it is
+        asked for and only a Basic Offset Table gave its start.
+        """
+        frames = set(frames)
+        index = self.index
+        if index.number_of_frames - 1 in frames:
+            index = self._resolve_last()
+        missing = [f for f in frames if f not in self._blocks]
         return plan_frames(
             index,
             missing,

@@ -24,6 +24,7 @@ from highdicom.io import ImageFileReader
 from pydicom.dataset import Dataset, FileDataset
 
 from hdfsspec.file import DicomFile
+from hdfsspec.planning import FetchPlan
 
 __all__ = ["DicomFrameReader", "annread", "imread", "open_dicom", "segread", "srread"]
 
@@ -133,16 +134,63 @@ class DicomFrameReader(ImageFileReader):
             yield from chunk
 
 
+class _Planned(Exception):
+    """Raised inside a dry run once the frames of a pixel call are known."""
+
+    def __init__(self, frames: list[int]) -> None:
+        super().__init__(f"{len(frames)} frames")
+        self.frames = frames
+
+
 class _BatchedFrames:
     """Mixin: every pixel call fetches its frames in one batch before decoding."""
 
     _file_reader: Any
+    _dry_run = False
 
     def _batched(self, items: Iterable[T], frame_of: Callable[[T], int]) -> Iterable[T]:
+        if self._dry_run:
+            raise _Planned([frame_of(item) for item in items])
         reader = self._file_reader
         if isinstance(reader, DicomFrameReader):
             return reader.prefetching(items, frame_of)
         return items
+
+    def plan(self, method: str | Callable[..., Any], *args: Any, **kwargs: Any) -> FetchPlan:
+        """Dry run of a pixel call: the frames it needs and the requests they would cost.
+
+        Nothing is fetched or decoded. Frames already cached cost nothing.
+
+        Parameters
+        ----------
+        method : str or bound method
+            The pixel call, e.g. ``"get_total_pixel_matrix"`` or ``im.get_frames``.
+        *args, **kwargs
+            Its arguments.
+
+        Returns
+        -------
+        FetchPlan
+            ``frames`` (0-based, sorted), ``ranges``, ``requests`` and ``nbytes``.
+
+        Examples
+        --------
+        >>> im.plan("get_total_pixel_matrix", row_start=0, row_end=512,
+        ...         column_start=0, column_end=512).requests  # doctest: +SKIP
+        2
+        """
+        call = getattr(self, method) if isinstance(method, str) else method
+        file = self.file
+        if file is None:
+            raise TypeError("plan() needs an object read through hdfsspec")
+        self._dry_run = True
+        try:
+            call(*args, **kwargs)
+        except _Planned as planned:
+            return file.plan(planned.frames)
+        finally:
+            self._dry_run = False
+        return file.plan([])  # the call needed no frame
 
     def _get_pixels_by_frame(
         self, spatial_shape: Any, indices_iterator: Any, *args: Any, **kwargs: Any

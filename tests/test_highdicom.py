@@ -13,6 +13,7 @@ from test_backends import REGION, SLIDE, TILES
 
 import hdfsspec
 from hdfsspec.testing import (
+    CountingFileSystem,
     build_annotations,
     build_encapsulated,
     build_seg,
@@ -148,3 +149,23 @@ def test_srread_and_annread_one_request(http_server):
     assert len(groups) == 1 and groups[0].number_of_annotations == 50
     assert http_server.log.requests == 2
     assert http_server.log.bytes == len(sr) + len(ann)
+
+
+def test_plan_is_a_dry_run_of_a_pixel_call():
+    fs = fsspec.filesystem("memory")
+    fs.pipe("/planned.dcm", SLIDE)
+    counting_target = CountingFileSystem(fs=fs)
+    dfs = fsspec.filesystem(
+        "dicom", fs=counting_target, skip_instance_cache=True, first_request=4096
+    )
+    with hdfsspec.imread(dfs.open("/planned.dcm")) as im:
+        opened = counting_target.requests
+        plan = im.plan("get_total_pixel_matrix", **REGION)
+        assert counting_target.requests == opened  # nothing fetched
+        assert plan.frames == (8, 9, 10, 16, 17, 18, 24, 25, 26)  # 3x3 tiles of an 8x8 grid
+        assert plan.requests == 1 and plan.nbytes > 0  # rows 5 tiles apart: gaps bridged
+        region = im.get_total_pixel_matrix(**REGION)
+        assert counting_target.requests == opened + plan.requests
+        assert counting_target.ranges[opened:] == [("/planned.dcm", a, b) for a, b in plan.ranges]
+        assert im.plan(im.get_frames, [9, 10]).requests == 0  # cached now
+        assert np.array_equal(region, local(SLIDE).get_total_pixel_matrix(**REGION))
