@@ -20,11 +20,11 @@ import os
 import re
 import threading
 import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from typing import Any
 from urllib.parse import urlsplit
 
-from hdfsspec.testing.servers import RequestLog, serve_on_loopback, stop_serving
+from hdfsspec.testing.servers import LoopbackHTTPServer, RequestLog
 
 __all__ = ["ShapingProxy"]
 
@@ -34,7 +34,7 @@ _RANGE = re.compile(r"bytes=(\d+)-(\d*)$")
 _CHUNK = 256 * 1024
 
 
-class ShapingProxy:
+class ShapingProxy(LoopbackHTTPServer):
     """Reverse proxy to ``upstream`` with latency, bandwidth and overhead.
 
     Parameters
@@ -68,8 +68,6 @@ class ShapingProxy:
         self.log = RequestLog()
         self._link_free_at = 0.0
         self._link_lock = threading.Lock()
-        self._server: ThreadingHTTPServer | None = None
-        self._timer: threading.Timer | None = None
 
     @property
     def url(self) -> str:
@@ -183,15 +181,3 @@ class ShapingProxy:
             do_GET = do_HEAD = do_PUT = do_POST = do_DELETE = _proxy
 
         return Handler
-
-    def __enter__(self) -> ShapingProxy:
-        self._server, self._timer = serve_on_loopback(self._handler(), self.lifetime, self.stop)
-        return self
-
-    def stop(self) -> None:
-        """Stop the proxy and release its port."""
-        stop_serving(self._server, self._timer)
-        self._server = None
-
-    def __exit__(self, *exc: Any) -> None:
-        self.stop()

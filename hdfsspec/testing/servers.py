@@ -13,9 +13,12 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-__all__ = ["RangeHTTPServer", "RequestLog", "moto_s3"]
+if TYPE_CHECKING:
+    from typing_extensions import Self
+
+__all__ = ["LoopbackHTTPServer", "RangeHTTPServer", "RequestLog", "moto_s3"]
 
 _RANGE = re.compile(r"bytes=(\d*)-(\d*)$")
 
@@ -50,7 +53,46 @@ class RequestLog:
         return sum(e[4] for e in self.gets())
 
 
-class RangeHTTPServer:
+class LoopbackHTTPServer:
+    """Base of the loopback servers: a threaded HTTP server on a free 127.0.0.1 port.
+
+    It serves in a daemon thread from ``__enter__``, and stops on ``__exit__`` or,
+    as a safety net, by itself after ``lifetime`` seconds. Subclasses give
+    ``_handler()``.
+    """
+
+    lifetime: float = 900.0
+    _server: ThreadingHTTPServer | None = None
+    _timer: threading.Timer | None = None
+
+    def _handler(self) -> type[BaseHTTPRequestHandler]:
+        raise NotImplementedError
+
+    def __enter__(self) -> Self:
+        self._server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
+        self._server.daemon_threads = True
+        threading.Thread(
+            target=self._server.serve_forever, kwargs={"poll_interval": 0.1}, daemon=True
+        ).start()
+        self._timer = threading.Timer(self.lifetime, self.stop)
+        self._timer.daemon = True
+        self._timer.start()
+        return self
+
+    def stop(self) -> None:
+        """Stop serving and release the port."""
+        if self._timer is not None:
+            self._timer.cancel()
+        if self._server is not None:
+            self._server.shutdown()
+            self._server.server_close()
+            self._server = None
+
+    def __exit__(self, *exc: Any) -> None:
+        self.stop()
+
+
+class RangeHTTPServer(LoopbackHTTPServer):
     """A threaded HTTP server of in-memory objects with single-range ``Range`` support.
 
     Parameters
@@ -75,8 +117,6 @@ class RangeHTTPServer:
         self.ignore_range = ignore_range
         self.lifetime = lifetime
         self.log = RequestLog()
-        self._server: ThreadingHTTPServer | None = None
-        self._timer: threading.Timer | None = None
 
     def put(self, name: str, data: bytes) -> str:
         """Serve ``data`` at ``/name`` and return its URL."""
@@ -149,42 +189,6 @@ class RangeHTTPServer:
                 server.log.add("GET", self.path, start, stop, len(body))
 
         return Handler
-
-    def __enter__(self) -> RangeHTTPServer:
-        self._server, self._timer = serve_on_loopback(self._handler(), self.lifetime, self.stop)
-        return self
-
-    def stop(self) -> None:
-        """Stop serving and release the port."""
-        stop_serving(self._server, self._timer)
-        self._server = None
-
-    def __exit__(self, *exc: Any) -> None:
-        self.stop()
-
-
-def serve_on_loopback(
-    handler: type[BaseHTTPRequestHandler], lifetime: float, stop: Any
-) -> tuple[ThreadingHTTPServer, threading.Timer]:
-    """Serve ``handler`` on a free loopback port (daemon thread); ``stop`` after ``lifetime``."""
-    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    server.daemon_threads = True
-    threading.Thread(
-        target=server.serve_forever, kwargs={"poll_interval": 0.1}, daemon=True
-    ).start()
-    timer = threading.Timer(lifetime, stop)
-    timer.daemon = True
-    timer.start()
-    return server, timer
-
-
-def stop_serving(server: ThreadingHTTPServer | None, timer: threading.Timer | None) -> None:
-    """Cancel the lifetime timer, stop the server and release its port."""
-    if timer is not None:
-        timer.cancel()
-    if server is not None:
-        server.shutdown()
-        server.server_close()
 
 
 @contextmanager
