@@ -27,11 +27,23 @@ import numpy as np
 from fsspec.caching import BaseCache, register_cache
 
 from hdfsspec._types import DEFAULT_OPTIONS, Fetch, FetchRanges, ReadOptions
-from hdfsspec.errors import ObjectChangedError, OffsetTableError, TruncatedDicomError
+from hdfsspec.errors import (
+    FrameIndexError,
+    ObjectChangedError,
+    OffsetTableError,
+    TruncatedDicomError,
+)
 from hdfsspec.header import ITEM, SEQUENCE_DELIMITER
 from hdfsspec.index import UNKNOWN, FrameIndex
-from hdfsspec.parse import ParsedHeader, build_index, parse_header
+from hdfsspec.parse import (
+    ParsedHeader,
+    index_from_tables,
+    number_of_frames,
+    parse_header,
+    scanned_index,
+)
 from hdfsspec.planning import FetchPlan, block_range, plan_frames
+from hdfsspec.scan import ItemScanner, group_fragments
 from hdfsspec.stats import CacheStats
 
 __all__ = ["DicomFrameCache"]
@@ -95,6 +107,10 @@ class DicomFrameCache(BaseCache):
         self._blocks: OrderedDict[int, tuple[int, bytes]] = OrderedDict()
         self._block_bytes = 0
         self._tail: tuple[int, bytes] | None = None
+        self._scanner: ItemScanner | None = None
+        self._partial: FrameIndex | None = None  # frames found so far by a partial scan
+        self._served = 0  # frames read before the scan ended, checked when it ends
+        self._run: deque[tuple[int, bytes]] = deque()
         self._known_prefix = known[1] if known is not None else b""
         if known is not None:
             self.set_index(known[0])
@@ -154,45 +170,99 @@ class DicomFrameCache(BaseCache):
 
     @property
     def index(self) -> FrameIndex:
-        """The frame index (built on first use, scanning the items if needed)."""
-        if self._index is None:
-            parsed = self.parsed
-            with self._lock:
-                if self._index is None:
-                    kept: deque[tuple[int, bytes]] = deque()
+        """The complete frame index (built on first use; a scan is walked to the end)."""
+        return self.view()
 
-                    def keep(base: int, data: bytes) -> None:
-                        kept.append((base, data))  # the last rounds that fit the cache bound
-                        while sum(len(d) for _, d in kept) > self.options.max_cache_bytes:
-                            kept.popleft()
+    def view(self, frames: int | None = None, offset: int | None = None) -> FrameIndex:
+        """An index of at least the first ``frames`` frames, or of the frames up to ``offset``.
 
-                    index, scan = build_index(
-                        parsed, lambda r: self._get(r, "index"), self.options, keep
-                    )
-                    if scan is not None:
-                        self._heads = dict(zip(scan.offsets, scan.heads, strict=True))
-                        if scan.delimited:
-                            self._heads[scan.end - 8] = _DELIMITER
-                    self._index = index
-                    if kept:
-                        self._keep_frames([(0, parsed.prefix), *kept])
-                    if self._on_index is not None:
-                        self._on_index(index, parsed.prefix)
+        Without offset table the items are walked only as far as needed: the index
+        returned then holds the frames found so far. With neither argument, or once
+        the walk has reached the end, it is the complete index.
+        """
+        if self._index is not None:
+            return self._index
+        parsed = self.parsed
+        with self._lock:
+            if self._index is None and self._scanner is None:
+                index = index_from_tables(parsed)
+                if index is None:
+                    fetch = lambda r: self._get(r, "index")  # noqa: E731
+                    self._scanner = ItemScanner(parsed, fetch, number_of_frames(parsed),
+                                                self.options, self._scanned)  # fmt: skip
+                else:
+                    self._built(index)
+            if self._index is not None:
+                return self._index
+            partial, whole = self._partial, frames is None and offset is None
+            if partial is not None and not whole and partial.covers(frames, offset):
+                return partial
+            scanner = self._scanner
+            assert scanner is not None
+            scanner.advance(frames, offset) if not whole else scanner.advance()
+            for pos, head in zip(scanner.offsets[len(self._heads) :],
+                                 scanner.heads[len(self._heads) :], strict=True):  # fmt: skip
+                self._heads[pos] = head
+            if scanner.done:
+                self._finish_scan(scanner)
+                return self._built_index()
+            count = scanner.complete
+            self._served = max(self._served, count)
+            self._partial = scanned_index(parsed, *scanner.frame_ranges(count))
+            self._keep_frames(self._partial)
+            return self._partial
+
+    def _built_index(self) -> FrameIndex:
+        assert self._index is not None
         return self._index
 
-    def _keep_frames(self, pieces: list[tuple[int, bytes]]) -> None:
-        """Remember the blocks of the frames wholly covered by contiguous ``pieces``."""
-        index = self._index
-        assert index is not None
+    def _built(self, index: FrameIndex) -> None:
+        self._index = index
+        if self._on_index is not None:
+            self._on_index(index, self.parsed.prefix)
+
+    def _scanned(self, base: int, data: bytes) -> None:
+        """Keep the rounds a scan fetched (a contiguous run, bounded by the cache size)."""
+        run = self._run
+        if run and base > run[-1][0] + len(run[-1][1]):
+            run.clear()  # not contiguous: a new run
+        run.append((base, data))
+        while len(run) > 1 and sum(len(d) for _, d in run) > self.options.max_cache_bytes:
+            run.popleft()
+
+    def _finish_scan(self, scanner: ItemScanner) -> None:
+        """Group all the fragments; check the frames served meanwhile were grouped the same."""
+        parsed, result = self.parsed, scanner.result()
+        starts, stops = group_fragments(result, number_of_frames(parsed), parsed)
+        served = self._served
+        if served:
+            early_starts, early_stops = scanner.frame_ranges(served)
+            if not (np.array_equal(starts[:served], early_starts)
+                    and np.array_equal(stops[:served], early_stops)):  # fmt: skip
+                raise FrameIndexError(
+                    "the frames found while scanning differ from the final grouping of the "
+                    "fragments; frames read before the scan ended may be wrong",
+                    path=self.path, offset=parsed.header_end, tag=_PIXEL_TAG,
+                )  # fmt: skip
+        if result.delimited:
+            self._heads[result.end - 8] = _DELIMITER
+        index = scanned_index(parsed, starts, stops)
+        self._scanner, self._partial = None, None
+        self._keep_frames(index)
+        self._built(index)
+
+    def _keep_frames(self, index: FrameIndex) -> None:
+        """Remember the blocks of the frames wholly inside the run of scanned rounds."""
+        pieces = [(0, self.parsed.prefix), *self._run]
+        if len(pieces) < 2:
+            return
         bases = np.array([b for b, _ in pieces], dtype=np.int64)
         ends = bases + np.array([len(d) for _, d in pieces], dtype=np.int64)
-        prefix_end = int(ends[0])
-        first = max(0, int(np.searchsorted(index.starts, prefix_end, side="right")) - 1)
+        held = int(ends[0])
+        first = max(0, int(np.searchsorted(index.starts, bases[1], side="right")) - 1)
         for f in range(first, index.number_of_frames):
-            if int(index.stops[f]) == UNKNOWN:
-                break
             start, stop = block_range(index, f)
-            if stop <= prefix_end:
+            if stop <= held or f in self._blocks:
                 continue
             i = int(np.searchsorted(bases, start, side="right")) - 1
             parts, pos = [], start
@@ -200,9 +270,14 @@ class DicomFrameCache(BaseCache):
                 base, data = pieces[i]
                 parts.append(data[pos - base : min(stop, int(ends[i])) - base])
                 pos, i = min(stop, int(ends[i])), i + 1
-            if pos < stop:
-                break  # beyond what the scan kept
-            self._remember(f, start, b"".join(parts))
+            if pos >= stop:
+                self._remember(f, start, b"".join(parts))
+            elif start >= int(ends[-1]):
+                break  # beyond the run
+        if len(self._run) > 1:
+            last = self._run[-1]
+            self._run.clear()
+            self._run.append(last)
 
     def set_index(self, index: FrameIndex) -> None:
         """Use a known index (e.g. a persisted one) instead of building it."""
@@ -291,9 +366,11 @@ class DicomFrameCache(BaseCache):
     def _load(self, frames: Iterable[int]) -> dict[int, tuple[int, bytes]]:
         """Return the blocks of ``frames``, fetching the missing ones in one round."""
         frames = sorted(set(frames))
-        if frames and frames[-1] == self.index.number_of_frames - 1:
-            self._resolve_last()
-        index = self.index
+        if not frames:
+            return {}
+        index = self.view(frames=frames[-1] + 1)
+        if frames[-1] == index.number_of_frames - 1 and int(index.stops[-1]) == UNKNOWN:
+            index = self._resolve_last()
         prefix = self.parsed.prefix
         out: dict[int, tuple[int, bytes]] = {}
         missing = []
@@ -331,7 +408,7 @@ class DicomFrameCache(BaseCache):
 
     def frame_payload(self, frame: int, block: tuple[int, bytes]) -> bytes:
         """Return the encoded frame: its fragment values joined, or its native bytes."""
-        index = self.index
+        index = self.view(frames=frame + 1)
         start, stop = index.frame_range(frame)
         base, data = block
         if not index.encapsulated:
@@ -364,8 +441,8 @@ class DicomFrameCache(BaseCache):
         asked for and only a Basic Offset Table gave its start.
         """
         frames = set(frames)
-        index = self.index
-        if index.number_of_frames - 1 in frames:
+        index = self.view(frames=max(frames) + 1 if frames else 0)
+        if index.number_of_frames - 1 in frames and int(index.stops[-1]) == UNKNOWN:
             index = self._resolve_last()
         missing = [f for f in frames if f not in self._blocks]
         return plan_frames(
@@ -409,7 +486,7 @@ class DicomFrameCache(BaseCache):
 
     def _piece(self, pos: int, stop: int, local: dict[int, tuple[int, bytes]]) -> bytes:
         """Return the bytes from ``pos`` up to ``stop`` or the end of one known block."""
-        index = self.index  # built first: a scan also learns the item heads
+        index = self.view(offset=stop - 1)  # first: a scan also learns the item heads
         if self._heads and stop - pos <= _HEAD:  # a small read inside a known item head
             for base in range(pos, pos - _HEAD, -1):
                 head = self._heads.get(base)

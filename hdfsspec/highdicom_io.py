@@ -100,7 +100,8 @@ class DicomFrameReader(ImageFileReader):
 
     @property
     def number_of_frames(self) -> int:
-        return self._file.index.number_of_frames
+        # from the data set: the frame index may still be partial (scan under way)
+        return int(self._dataset.get("NumberOfFrames", 1) or 1)
 
     def read_frame_raw(self, index: int) -> bytes:
         """Return the encoded bytes of frame ``index`` (0-based) from the cache."""
@@ -113,7 +114,7 @@ class DicomFrameReader(ImageFileReader):
         items = list(items)
         cache = self._file.cache
         budget = max(1, cache.options.max_cache_bytes // 2)
-        index = self._file.index
+        index = cache.view(frames=max((frame_of(i) for i in items), default=-1) + 1)
         chunk: list[T] = []
         frames: list[int] = []
         nbytes = 0

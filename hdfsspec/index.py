@@ -113,6 +113,13 @@ class FrameIndex:
             return i + 1 if i + 1 < n and offset < int(self.stops[i + 1]) else -1
         return i
 
+    def covers(self, frames: int | None = None, offset: int | None = None) -> bool:
+        """Whether it holds the first ``frames`` frames and a frame ending past ``offset``."""
+        n = self.number_of_frames
+        if frames is not None and frames > n:
+            return False
+        return offset is None or (n > 0 and int(self.stops[-1]) > offset)
+
     @property
     def pixel_end(self) -> int:
         """End of the last frame, or UNKNOWN."""

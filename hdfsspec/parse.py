@@ -41,7 +41,7 @@ from hdfsspec.header import (
 from hdfsspec.index import UNKNOWN, FrameIndex
 from hdfsspec.scan import ItemScan, group_fragments, scan_items
 
-__all__ = ["ParsedHeader", "build_index", "parse_header"]
+__all__ = ["ParsedHeader", "build_index", "index_from_tables", "parse_header", "scanned_index"]
 
 _PIXEL_TAG = 0x7FE00010
 _NUMBER_OF_FRAMES = 0x00280008
@@ -311,24 +311,37 @@ def build_index(
     scan : ItemScan or None
         The scan, when one was needed (its item heads serve later small reads).
     """
+    index = index_from_tables(parsed)
+    if index is not None:
+        return index, None
+    scan = scan_items(fetch_ranges, parsed, options, on_chunk)
+    starts, stops = group_fragments(scan, number_of_frames(parsed), parsed)
+    return scanned_index(parsed, starts, stops), scan
+
+
+def index_from_tables(parsed: ParsedHeader) -> FrameIndex | None:
+    """The index when the header gives it (native, BOT, EOT); None when a scan is needed."""
     hdr = parsed.header
     if hdr.pixel_data_offset is None:
-        return _index(parsed, "none", [], []), None
+        return _index(parsed, "none", [], [])
     if not hdr.encapsulated:
-        return _native_index(parsed), None
+        return _native_index(parsed)
     n = number_of_frames(parsed)
     if n == 0:
-        return _index(parsed, "bot", [], []), None
+        return _index(parsed, "bot", [], [])
     if hdr.eot is not None:
         index = _eot_index(parsed, n)
         if index is not None:
-            return index, None
+            return index
     if len(parsed.bot) == n:
         offsets = _check_offsets(
             np.asarray(parsed.bot, dtype=np.int64), parsed, "Basic Offset Table", _PIXEL_TAG
         )
         starts = parsed.header_end + offsets
-        return _index(parsed, "bot", starts, np.append(starts[1:], UNKNOWN)), None
-    scan = scan_items(fetch_ranges, parsed, options, on_chunk)
-    starts, stops = group_fragments(scan, n, parsed)
-    return _index(parsed, "scan", starts, stops), scan
+        return _index(parsed, "bot", starts, np.append(starts[1:], UNKNOWN))
+    return None
+
+
+def scanned_index(parsed: ParsedHeader, starts: np.ndarray, stops: np.ndarray) -> FrameIndex:
+    """An index of frames found by a scan (all of them, or the first ones of a partial scan)."""
+    return _index(parsed, "scan", starts, stops)

@@ -1,9 +1,16 @@
 """Locate the fragments of encapsulated Pixel Data that has no offset table.
 
 The items are walked with large windows, several fetched concurrently per round
-(never three tiny reads per fragment); fragments are then grouped into frames
-one-to-one, or on JPEG / JPEG 2000 start markers checked against Number of
-Frames. Pure: reads through a ``fetch_ranges`` callable, no fsspec.
+(never three tiny reads per fragment). :class:`ItemScanner` is resumable: it
+walks only as far as the frames (or bytes) asked for, so the first region of a
+slide without offset table costs the bytes up to its frames, not the object.
+
+Fragments are grouped into frames one-to-one, or on JPEG / JPEG 2000 start
+markers checked against Number of Frames. While the walk is partial, frames are
+recognised as they go (a new frame begins at each fragment with a start marker,
+for the JPEG family; one fragment per frame for RLE, as the standard requires);
+when it ends, the grouping is checked against Number of Frames and against what
+was already served. Pure: reads through a ``fetch_ranges`` callable, no fsspec.
 """
 
 from __future__ import annotations
@@ -22,10 +29,12 @@ from hdfsspec.header import ITEM, SEQUENCE_DELIMITER
 if TYPE_CHECKING:
     from hdfsspec.parse import ParsedHeader
 
-__all__ = ["START_MARKERS", "ItemScan", "group_fragments", "scan_items"]
+__all__ = ["START_MARKERS", "ItemScan", "ItemScanner", "group_fragments", "scan_items"]
 
 START_MARKERS = (b"\xff\xd8", b"\xff\x4f")  # JPEG / JPEG-LS SOI, JPEG 2000 SOC
 _PIXEL_TAG = 0x7FE00010
+_JPEG_FAMILY = "1.2.840.10008.1.2.4."
+_RLE = "1.2.840.10008.1.2.5"
 
 
 @dataclass(frozen=True)
@@ -41,6 +50,142 @@ class ItemScan:
     delimited: bool = True
 
 
+class ItemScanner:
+    """A resumable walk of the fragment items of one object.
+
+    Parameters
+    ----------
+    parsed : ParsedHeader
+        The object's header (its prefix bytes are used first).
+    fetch_ranges : callable
+        Fetches a round of ranges (concurrently when the backend can).
+    frames : int
+        Number of Frames of the data set.
+    options : ReadOptions
+        Scan window and concurrency.
+    on_chunk : callable, optional
+        Receives ``(offset, bytes)`` of every round fetched.
+    """
+
+    def __init__(self, parsed: ParsedHeader, fetch_ranges: FetchRanges, frames: int,
+                 options: ReadOptions = DEFAULT_OPTIONS,
+                 on_chunk: Callable[[int, bytes], None] | None = None) -> None:  # fmt: skip
+        self.parsed, self.frames, self.options = parsed, frames, options
+        self._fetch_ranges, self._on_chunk = fetch_ranges, on_chunk
+        self.chunk, self.base, self.pos = parsed.prefix, 0, parsed.header_end
+        self.offsets: list[int] = []
+        self.lengths: list[int] = []
+        self.heads: list[bytes] = []
+        self.first_fragments: list[int] = []  # fragment number that opens each frame
+        self.done, self.delimited = False, True
+        self.requests = self.fetched = 0
+        syntax = parsed.header.transfer_syntax_uid
+        self.mode = (
+            "markers" if syntax.startswith(_JPEG_FAMILY) else "one" if syntax == _RLE else None
+        )
+
+    # -- walking -----------------------------------------------------------------------
+    def _fetch_round(self) -> None:
+        size, opts = self.parsed.size, self.options
+        end = self.base + len(self.chunk)
+        # continue where the last round ended when the skipped bytes are few: the rounds
+        # stay contiguous and the cache can keep their frames
+        first = end if 0 <= self.pos - end <= opts.scan_window else self.pos
+        stop = min(size, max(self.pos + 10, first + opts.scan_window * opts.scan_concurrency))
+        ranges = [
+            (s, min(stop, s + opts.scan_window)) for s in range(first, stop, opts.scan_window)
+        ]
+        self.chunk, self.base = b"".join(self._fetch_ranges(ranges)), first
+        self.requests += len(ranges)
+        self.fetched += len(self.chunk)
+        if len(self.chunk) != stop - first:
+            raise TruncatedDicomError("the object is shorter than its reported size",
+                                      path=self.parsed.path, offset=first + len(self.chunk),
+                                      tag=_PIXEL_TAG)  # fmt: skip
+        if self._on_chunk is not None:
+            self._on_chunk(self.base, self.chunk)
+
+    def step(self) -> None:
+        """Walk one item (fetching a round of windows when needed)."""
+        size, path, pos = self.parsed.size, self.parsed.path, self.pos
+        if pos + 8 > size:
+            if pos == size:  # no Sequence Delimitation Item: tolerated, as pydicom does
+                self.done, self.delimited = True, False
+                return
+            raise TruncatedDicomError("fragment item header cut off by the end of the object",
+                                      path=path, offset=pos, tag=_PIXEL_TAG)  # fmt: skip
+        if min(pos + 10, size) > self.base + len(self.chunk):  # item header + 2 marker bytes
+            self._fetch_round()
+        rel = pos - self.base
+        group, elem, length = struct.unpack("<HHL", self.chunk[rel : rel + 8])
+        tag = group << 16 | elem
+        if tag == SEQUENCE_DELIMITER:
+            self.done = True
+            return
+        if tag != ITEM:
+            raise FrameIndexError(
+                f"expected a fragment item (FFFE,E000) or the sequence delimiter, found {tag:08X}",
+                path=path, offset=pos, tag=_PIXEL_TAG,
+            )  # fmt: skip
+        if pos + 8 + length > size:
+            raise TruncatedDicomError(
+                f"fragment item of {length} bytes ends beyond the end of the object",
+                path=path, offset=pos, tag=_PIXEL_TAG,
+            )  # fmt: skip
+        head = bytes(self.chunk[rel : rel + 8 + min(length, 2)])
+        if self.mode == "one" or not self.offsets or head[8:10] in START_MARKERS:
+            self.first_fragments.append(len(self.offsets))
+        self.offsets.append(pos)
+        self.lengths.append(length)
+        self.heads.append(head)
+        self.pos = pos + 8 + length
+
+    @property
+    def end(self) -> int:
+        """Offset after the last item walked (after the delimiter when done)."""
+        return self.pos + 8 if self.done and self.delimited else self.pos
+
+    # -- frames found so far --------------------------------------------------------------
+    @property
+    def complete(self) -> int:
+        """Number of frames known to be complete."""
+        if self.done:
+            return self.frames
+        if self.mode is None or self.frames == 1:
+            return 0
+        started = len(self.first_fragments)
+        return min(self.frames, started if self.mode == "one" else max(0, started - 1))
+
+    def _last_fragment(self, frame: int) -> int:
+        firsts = self.first_fragments
+        return firsts[frame + 1] - 1 if frame + 1 < len(firsts) else len(self.offsets) - 1
+
+    def frame_ranges(self, count: int) -> tuple[np.ndarray, np.ndarray]:
+        """``(starts, stops)`` of the first ``count`` complete frames, as walked."""
+        offsets = np.asarray(self.offsets, dtype=np.int64)
+        ends = offsets + 8 + np.asarray(self.lengths, dtype=np.int64)
+        lasts = [self._last_fragment(f) for f in range(count)]
+        return offsets[self.first_fragments[:count]], ends[lasts]
+
+    def advance(self, frames: int | None = None, offset: int | None = None) -> None:
+        """Walk until ``frames`` frames are complete, or they cover ``offset``, or the end."""
+        while not self.done:
+            count = self.complete
+            if frames is not None and count >= frames:
+                return
+            if offset is not None and count:
+                last = self._last_fragment(count - 1)
+                if self.offsets[last] + 8 + self.lengths[last] > offset:
+                    return
+            self.step()
+
+    def result(self) -> ItemScan:
+        """The whole walk (walking to the end first)."""
+        self.advance()
+        return ItemScan(self.offsets, self.lengths, self.heads, self.end, self.requests,
+                        self.fetched, self.delimited)  # fmt: skip
+
+
 def scan_items(
     fetch_ranges: FetchRanges,
     parsed: ParsedHeader,
@@ -54,68 +199,7 @@ def scan_items(
     hold. The bytes already in ``parsed.prefix`` are used first. Each round's
     bytes are passed to ``on_chunk(offset, data)`` (the cache keeps what fits).
     """
-    size, path = parsed.size, parsed.path
-    chunk, base = parsed.prefix, 0
-    offsets: list[int] = []
-    lengths: list[int] = []
-    heads: list[bytes] = []
-    requests = fetched = 0
-    pos = parsed.header_end
-    while True:
-        if pos + 8 > size:
-            if pos == size:  # no Sequence Delimitation Item: tolerated, as pydicom does
-                return ItemScan(offsets, lengths, heads, pos, requests, fetched, False)
-            raise TruncatedDicomError(
-                "fragment item header cut off by the end of the object",
-                path=path,
-                offset=pos,
-                tag=_PIXEL_TAG,
-            )
-        if min(pos + 10, size) > base + len(chunk):  # item header and 2 marker bytes
-            # continue where the last round ended when the skipped bytes are few: the
-            # rounds stay contiguous and their frames can be kept by the cache
-            end = base + len(chunk)
-            first = end if 0 <= pos - end <= options.scan_window else pos
-            stop = min(size, max(pos + 10, first + options.scan_window * options.scan_concurrency))
-            ranges = [
-                (s, min(stop, s + options.scan_window))
-                for s in range(first, stop, options.scan_window)
-            ]
-            chunk, base = b"".join(fetch_ranges(ranges)), first
-            requests += len(ranges)
-            fetched += len(chunk)
-            if len(chunk) != stop - first:
-                raise TruncatedDicomError(
-                    "the object is shorter than its reported size",
-                    path=path,
-                    offset=first + len(chunk),
-                    tag=_PIXEL_TAG,
-                )
-            if on_chunk is not None:
-                on_chunk(base, chunk)
-        rel = pos - base
-        group, elem, length = struct.unpack("<HHL", chunk[rel : rel + 8])
-        tag = group << 16 | elem
-        if tag == SEQUENCE_DELIMITER:
-            return ItemScan(offsets, lengths, heads, pos + 8, requests, fetched)
-        if tag != ITEM:
-            raise FrameIndexError(
-                f"expected a fragment item (FFFE,E000) or the sequence delimiter, found {tag:08X}",
-                path=path,
-                offset=pos,
-                tag=_PIXEL_TAG,
-            )
-        if pos + 8 + length > size:
-            raise TruncatedDicomError(
-                f"fragment item of {length} bytes ends beyond the end of the object",
-                path=path,
-                offset=pos,
-                tag=_PIXEL_TAG,
-            )
-        offsets.append(pos)
-        lengths.append(length)
-        heads.append(bytes(chunk[rel : rel + 8 + min(length, 2)]))
-        pos += 8 + length
+    return ItemScanner(parsed, fetch_ranges, 0, options, on_chunk).result()
 
 
 def group_fragments(scan: ItemScan, n: int, parsed: ParsedHeader) -> tuple[np.ndarray, np.ndarray]:

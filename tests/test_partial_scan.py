@@ -1,0 +1,105 @@
+"""Without offset table, the items are walked only as far as the frames asked for."""
+
+from __future__ import annotations
+
+import fsspec
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from oracle import reference_frames
+
+from hdfsspec import FrameIndexError
+from hdfsspec.testing import CountingFileSystem, build_encapsulated, fake_jpeg_frames
+
+FRAMES = fake_jpeg_frames(2000, seed=4, min_size=900, max_size=1100)
+BLOB = build_encapsulated(FRAMES, offset_table="empty")
+WINDOW = 16 * 1024
+
+
+def open_counted(blob: bytes, name: str, **options):
+    target = fsspec.filesystem("memory")
+    target.pipe(f"/partial/{name}", blob)
+    counting = CountingFileSystem(fs=target)
+    fs = fsspec.filesystem(
+        "dicom",
+        fs=counting,
+        skip_instance_cache=True,
+        index_cache=False,
+        first_request=4096,
+        scan_window=WINDOW,
+        scan_concurrency=2,
+        **options,
+    )
+    return fs.open(f"/partial/{name}"), counting
+
+
+def test_bytes_grow_with_the_frame_asked_for():
+    f, counting = open_counted(BLOB, "a.dcm")
+    with f:
+        assert f.read_frames([10]) == [FRAMES[10]]
+        early = counting.bytes
+        assert early <= 4096 + 2 * WINDOW + 2000  # the header, one round, the frame
+        assert f.cache._index is None  # the walk stopped early
+        assert f.read_frames([600]) == [FRAMES[600]]
+        middle = counting.bytes
+        assert middle < len(BLOB) * 0.45
+        assert f.index.number_of_frames == 2000  # the complete index walks to the end
+        assert f.index.offset_table == "scan"
+        assert counting.bytes <= len(BLOB) + 3 * WINDOW
+        assert f.read_frames([1999, 0]) == [FRAMES[1999], FRAMES[0]]
+
+
+def test_region_of_a_slide_without_offset_table_reads_a_fraction():
+    from test_backends import REGION, TILES
+    from test_highdicom import local
+
+    import hdfsspec
+    from hdfsspec.testing import build_slide
+
+    slide = build_slide(1024, 1024, tile=64, tiles=TILES, offset_table="empty")  # 256 tiles
+    f, counting = open_counted(slide, "slide.dcm")
+    with hdfsspec.imread(f) as im:
+        region = im.get_total_pixel_matrix(**REGION)  # tiles of rows 1-3: the first 64
+    assert counting.bytes < len(slide) / 2
+    import numpy as np
+
+    assert np.array_equal(region, local(slide).get_total_pixel_matrix(**REGION))
+
+
+@settings(max_examples=25, deadline=None)
+@given(reads=st.lists(st.lists(st.integers(0, 1999), min_size=1, max_size=5), max_size=6))
+def test_any_order_of_reads_gives_the_right_frames(reads):
+    f, counting = open_counted(BLOB, "h.dcm")
+    with f:
+        for batch in reads:
+            assert f.read_frames(batch) == [FRAMES[i] for i in batch]
+        f.seek(0)
+        assert f.read() == BLOB
+    assert counting.bytes <= 2 * len(BLOB)
+
+
+def test_fragmented_frames_found_on_markers_while_walking():
+    frames = fake_jpeg_frames(300, seed=6, min_size=700, max_size=900)
+    blob = build_encapsulated(frames, offset_table="empty", fragments_per_frame=3)
+    f, counting = open_counted(blob, "frag.dcm")
+    with f:
+        assert f.read_frames([5, 7]) == [frames[5], frames[7]]
+        assert counting.bytes < len(blob) / 4
+        assert f.read_frames(list(range(300))) == reference_frames(blob)
+
+
+def test_grouping_that_changes_at_the_end_is_an_error():
+    # 4 frames declared, 4 fragments of which 2 start with a JPEG marker: while walking,
+    # fragments 0-1 look like frame 0; at the end, 4 fragments for 4 frames means 1:1.
+    marked, plain = b"\xff\xd8" + b"\x11" * 4000, b"\x22" * 4002
+    blob = build_encapsulated(
+        [marked + plain, marked + plain], offset_table="empty", fragments_per_frame=2
+    )
+    import pydicom.filebase  # noqa: F401
+
+    blob = blob.replace(b"\x28\x00\x08\x00IS\x02\x002 ", b"\x28\x00\x08\x00IS\x02\x004 ")
+    f, _ = open_counted(blob, "bad.dcm", max_gap=0)
+    with f:
+        f.read_frames([0])
+        with pytest.raises(FrameIndexError, match="differ from the final grouping"):
+            f.index  # noqa: B018
