@@ -111,6 +111,7 @@ class DicomFrameCache(BaseCache):
         self._partial: FrameIndex | None = None  # frames found so far by a partial scan
         self._served = 0  # frames read before the scan ended, checked when it ends
         self._run: deque[tuple[int, bytes]] = deque()
+        self._heads_synced = 0  # item heads of the scanner already in _heads
         self._known_prefix = known[1] if known is not None else b""
         if known is not None:
             self.set_index(known[0])
@@ -188,8 +189,9 @@ class DicomFrameCache(BaseCache):
                 index = index_from_tables(parsed)
                 if index is None:
                     fetch = lambda r: self._get(r, "index")  # noqa: E731
-                    self._scanner = ItemScanner(parsed, fetch, number_of_frames(parsed),
-                                                self.options, self._scanned)  # fmt: skip
+                    self._scanner = ItemScanner(
+                        parsed, fetch, number_of_frames(parsed), self.options, self._scanned
+                    )
                 else:
                     self._built(index)
             if self._index is not None:
@@ -200,9 +202,9 @@ class DicomFrameCache(BaseCache):
             scanner = self._scanner
             assert scanner is not None
             scanner.advance(frames, offset) if not whole else scanner.advance()
-            for pos, head in zip(scanner.offsets[len(self._heads) :],
-                                 scanner.heads[len(self._heads) :], strict=True):  # fmt: skip
-                self._heads[pos] = head
+            synced = self._heads_synced
+            self._heads.update(zip(scanner.offsets[synced:], scanner.heads[synced:], strict=True))
+            self._heads_synced = len(scanner.offsets)
             if scanner.done:
                 self._finish_scan(scanner)
                 return self._built_index()
@@ -237,13 +239,17 @@ class DicomFrameCache(BaseCache):
         served = self._served
         if served:
             early_starts, early_stops = scanner.frame_ranges(served)
-            if not (np.array_equal(starts[:served], early_starts)
-                    and np.array_equal(stops[:served], early_stops)):  # fmt: skip
+            if not (
+                np.array_equal(starts[:served], early_starts)
+                and np.array_equal(stops[:served], early_stops)
+            ):
                 raise FrameIndexError(
                     "the frames found while scanning differ from the final grouping of the "
                     "fragments; frames read before the scan ended may be wrong",
-                    path=self.path, offset=parsed.header_end, tag=_PIXEL_TAG,
-                )  # fmt: skip
+                    path=self.path,
+                    offset=parsed.header_end,
+                    tag=_PIXEL_TAG,
+                )
         if result.delimited:
             self._heads[result.end - 8] = _DELIMITER
         index = scanned_index(parsed, starts, stops)

@@ -67,9 +67,14 @@ class ItemScanner:
         Receives ``(offset, bytes)`` of every round fetched.
     """
 
-    def __init__(self, parsed: ParsedHeader, fetch_ranges: FetchRanges, frames: int,
-                 options: ReadOptions = DEFAULT_OPTIONS,
-                 on_chunk: Callable[[int, bytes], None] | None = None) -> None:  # fmt: skip
+    def __init__(
+        self,
+        parsed: ParsedHeader,
+        fetch_ranges: FetchRanges,
+        frames: int,
+        options: ReadOptions = DEFAULT_OPTIONS,
+        on_chunk: Callable[[int, bytes], None] | None = None,
+    ) -> None:
         self.parsed, self.frames, self.options = parsed, frames, options
         self._fetch_ranges, self._on_chunk = fetch_ranges, on_chunk
         self.chunk, self.base, self.pos = parsed.prefix, 0, parsed.header_end
@@ -99,9 +104,12 @@ class ItemScanner:
         self.requests += len(ranges)
         self.fetched += len(self.chunk)
         if len(self.chunk) != stop - first:
-            raise TruncatedDicomError("the object is shorter than its reported size",
-                                      path=self.parsed.path, offset=first + len(self.chunk),
-                                      tag=_PIXEL_TAG)  # fmt: skip
+            raise TruncatedDicomError(
+                "the object is shorter than its reported size",
+                path=self.parsed.path,
+                offset=first + len(self.chunk),
+                tag=_PIXEL_TAG,
+            )
         if self._on_chunk is not None:
             self._on_chunk(self.base, self.chunk)
 
@@ -112,8 +120,12 @@ class ItemScanner:
             if pos == size:  # no Sequence Delimitation Item: tolerated, as pydicom does
                 self.done, self.delimited = True, False
                 return
-            raise TruncatedDicomError("fragment item header cut off by the end of the object",
-                                      path=path, offset=pos, tag=_PIXEL_TAG)  # fmt: skip
+            raise TruncatedDicomError(
+                "fragment item header cut off by the end of the object",
+                path=path,
+                offset=pos,
+                tag=_PIXEL_TAG,
+            )
         if min(pos + 10, size) > self.base + len(self.chunk):  # item header + 2 marker bytes
             self._fetch_round()
         rel = pos - self.base
@@ -125,13 +137,17 @@ class ItemScanner:
         if tag != ITEM:
             raise FrameIndexError(
                 f"expected a fragment item (FFFE,E000) or the sequence delimiter, found {tag:08X}",
-                path=path, offset=pos, tag=_PIXEL_TAG,
-            )  # fmt: skip
+                path=path,
+                offset=pos,
+                tag=_PIXEL_TAG,
+            )
         if pos + 8 + length > size:
             raise TruncatedDicomError(
                 f"fragment item of {length} bytes ends beyond the end of the object",
-                path=path, offset=pos, tag=_PIXEL_TAG,
-            )  # fmt: skip
+                path=path,
+                offset=pos,
+                tag=_PIXEL_TAG,
+            )
         head = bytes(self.chunk[rel : rel + 8 + min(length, 2)])
         if self.mode == "one" or not self.offsets or head[8:10] in START_MARKERS:
             self.first_fragments.append(len(self.offsets))
@@ -182,8 +198,15 @@ class ItemScanner:
     def result(self) -> ItemScan:
         """The whole walk (walking to the end first)."""
         self.advance()
-        return ItemScan(self.offsets, self.lengths, self.heads, self.end, self.requests,
-                        self.fetched, self.delimited)  # fmt: skip
+        return ItemScan(
+            self.offsets,
+            self.lengths,
+            self.heads,
+            self.end,
+            self.requests,
+            self.fetched,
+            self.delimited,
+        )
 
 
 def scan_items(

@@ -28,8 +28,16 @@ from hdfsspec.testing.servers import LoopbackHTTPServer, RequestLog
 
 __all__ = ["ShapingProxy"]
 
-_HOP = {"connection", "keep-alive", "proxy-connection", "transfer-encoding", "te", "trailer",
-        "upgrade", "expect"}  # fmt: skip
+_HOP = {
+    "connection",
+    "keep-alive",
+    "proxy-connection",
+    "transfer-encoding",
+    "te",
+    "trailer",
+    "upgrade",
+    "expect",
+}
 _RANGE = re.compile(r"bytes=(\d+)-(\d*)$")
 _CHUNK = 256 * 1024
 
@@ -53,9 +61,16 @@ class ShapingProxy(LoopbackHTTPServer):
         Seconds after which the proxy stops by itself.
     """
 
-    def __init__(self, upstream: str, *, rtt: float = 0.0, bandwidth: float | None = None,
-                 overhead: float = 0.0, local_objects: dict[str, str] | None = None,
-                 lifetime: float = 1800.0) -> None:  # fmt: skip
+    def __init__(
+        self,
+        upstream: str,
+        *,
+        rtt: float = 0.0,
+        bandwidth: float | None = None,
+        overhead: float = 0.0,
+        local_objects: dict[str, str] | None = None,
+        lifetime: float = 1800.0,
+    ) -> None:
         parts = urlsplit(upstream)
         if parts.hostname not in ("127.0.0.1", "localhost", "::1"):
             raise ValueError(f"the proxy only forwards to loopback servers, not {upstream!r}")
@@ -95,8 +110,9 @@ class ShapingProxy(LoopbackHTTPServer):
                     time.sleep(wait)
             wfile.write(chunk)
 
-    def _forward(self, handler: Any, method: str, path: str, headers: dict[str, str],
-                 body: bytes | None) -> http.client.HTTPResponse:  # fmt: skip
+    def _forward(
+        self, handler: Any, method: str, path: str, headers: dict[str, str], body: bytes | None
+    ) -> http.client.HTTPResponse:
         """Send the request upstream on the client connection's own upstream connection."""
         for attempt in (0, 1):
             if handler.upstream_conn is None:
