@@ -29,9 +29,11 @@ from fsspec.caching import BaseCache, register_cache
 from hdfsspec._types import DEFAULT_OPTIONS, Fetch, FetchRanges, ReadOptions
 from hdfsspec.errors import (
     FrameIndexError,
+    NotDicomError,
     ObjectChangedError,
     OffsetTableError,
     TruncatedDicomError,
+    UnsupportedTransferSyntaxError,
 )
 from hdfsspec.header import ITEM, SEQUENCE_DELIMITER
 from hdfsspec.index import UNKNOWN, FrameIndex
@@ -52,6 +54,14 @@ _PIXEL_TAG = 0x7FE00010
 _TAIL_BLOCK = 1024 * 1024
 _HEAD = 10  # item tag, length and two marker bytes, kept per item by a scan
 _DELIMITER = struct.pack("<HHL", 0xFFFE, 0xE0DD, 0)
+_LAYOUT_ERRORS = (
+    NotDicomError,
+    TruncatedDicomError,
+    OffsetTableError,
+    FrameIndexError,
+    UnsupportedTransferSyntaxError,
+)
+_TRANSIENT = ("_lock", "_scanner", "_on_index", "_blocks", "_run", "_partial", "_fetch_ranges")
 
 
 class DicomFrameCache(BaseCache):
@@ -459,6 +469,22 @@ class DicomFrameCache(BaseCache):
             held_below=len(self.parsed.prefix),
         )
 
+    def __getstate__(self) -> dict[str, Any]:
+        """Pickle what the cache learnt (header, index); not its blocks, lock or scan."""
+        with self._lock:
+            state = {k: v for k, v in self.__dict__.items() if k not in _TRANSIENT}
+            if self._index is None:  # a partial scan restarts after unpickling
+                state["_heads"], state["_heads_synced"], state["_served"] = {}, 0, 0
+        state["_block_bytes"] = 0
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self._lock = threading.RLock()
+        self._scanner, self._partial, self._on_index, self._fetch_ranges = None, None, None, None
+        self._blocks = OrderedDict()
+        self._run = deque()
+
     def close(self) -> None:
         """Release the frame blocks (fsspec calls this when the file closes)."""
         with self._lock:
@@ -473,6 +499,14 @@ class DicomFrameCache(BaseCache):
         stop = self.size if stop is None else min(stop, self.size)
         if start >= stop:
             return b""
+        try:
+            return self._fetch_known(start, stop)
+        except _LAYOUT_ERRORS:
+            # not DICOM, or a layout we cannot trust: a cache stays transparent for bytes
+            # (the typed error comes from index / read_frames); ObjectChangedError propagates
+            return self._get([(start, stop)], "other")[0]
+
+    def _fetch_known(self, start: int, stop: int) -> bytes:
         prefix = self.parsed.prefix
         if stop <= len(prefix):
             self.hit_count += 1

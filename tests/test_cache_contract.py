@@ -1,0 +1,94 @@
+"""fsspec's contract for registered caches (as fsspec's own test_caches.py checks every one).
+
+A cache is transparent for byte reads: on an object that is not DICOM (or whose
+layout cannot be learnt) reads still return the right bytes; the typed error
+comes from the DICOM operations (``index``, ``read_frames``).
+"""
+
+from __future__ import annotations
+
+import pickle
+import string
+
+import pytest
+from conftest import CORPUS
+
+from hdfsspec import DicomFrameCache, NotDicomError, OffsetTableError
+from hdfsspec.testing import build_encapsulated, fake_jpeg_frames
+
+LETTERS = string.ascii_letters.encode()
+
+
+def letters_fetcher(start: int, end: int) -> bytes:
+    return LETTERS[start:end]
+
+
+def zeros_fetcher(start: int, end: int) -> bytes:
+    return b"0" * (end - start)
+
+
+def test_getitem():
+    cache = DicomFrameCache(4, letters_fetcher, len(LETTERS))
+    assert cache._fetch(0, 4) == b"abcd"
+    assert cache._fetch(None, 4) == b"abcd"
+    assert cache._fetch(2, 4) == b"cd"
+
+
+def test_empty_file():
+    assert DicomFrameCache(5, zeros_fetcher, 0)._fetch(0, 0) == b""
+
+
+@pytest.mark.parametrize(
+    "requests",
+    [[(0, 30), (0, 35), (51, 52)], [(0, 1), (1, 11), (1, 52)], [(0, 52), (11, 15)]],
+)
+@pytest.mark.parametrize("blocksize", [1, 10, 52, 100])
+def test_basic(blocksize, requests):
+    cache = DicomFrameCache(blocksize, letters_fetcher, len(LETTERS))
+    for start, end in requests:
+        assert cache._fetch(start, end) == LETTERS[start:end]
+
+
+def test_not_dicom_raises_only_for_dicom_operations():
+    cache = DicomFrameCache(5, letters_fetcher, len(LETTERS), path="mem://letters")
+    assert cache._fetch(3, 9) == LETTERS[3:9]
+    with pytest.raises(NotDicomError) as err:
+        cache.read_frames([0])
+    assert err.value.path == "mem://letters" and err.value.offset == 128
+
+
+def test_pickleable_before_and_after_reads():
+    cache = DicomFrameCache(5, zeros_fetcher, 100)
+    cache._fetch(0, 5)
+    again = pickle.loads(pickle.dumps(cache))
+    assert isinstance(again, DicomFrameCache)
+    assert (again.blocksize, again.size) == (5, 100)
+    assert again._fetch(0, 10) == b"0" * 10
+    blob = CORPUS["eot.dcm"]
+    cache = DicomFrameCache(0, _Slicer(blob), len(blob))
+    frames = cache.read_frames([1, 2])
+    again = pickle.loads(pickle.dumps(cache))
+    assert again.read_frames([1, 2]) == frames and again.index == cache.index
+
+
+class _Slicer:
+    """A picklable fetcher over a blob."""
+
+    def __init__(self, blob: bytes) -> None:
+        self.blob = blob
+
+    def __call__(self, start: int, end: int) -> bytes:
+        return self.blob[start:end]
+
+
+def test_corrupt_offset_table_still_reads_bytes_but_not_frames():
+    import struct
+
+    blob = bytearray(build_encapsulated(fake_jpeg_frames(4), offset_table="bot"))
+    pos = blob.index(b"\xfe\xff\x00\xe0\x10\x00\x00\x00")
+    blob[pos + 12 : pos + 16] = struct.pack("<L", 0)  # BOT not increasing
+    blob = bytes(blob)
+    cache = DicomFrameCache(0, _Slicer(blob), len(blob), path="p")
+    assert cache._fetch(0, len(blob)) == blob
+    with pytest.raises(OffsetTableError):
+        cache.read_frames([1])
