@@ -122,6 +122,7 @@ class DicomFrameCache(BaseCache):
         self._served = 0  # frames read before the scan ended, checked when it ends
         self._run: deque[tuple[int, bytes]] = deque()
         self._heads_synced = 0  # item heads of the scanner already in _heads
+        self._layout_error: Exception | None = None  # byte reads go straight through after it
         self._known_prefix = known[1] if known is not None else b""
         if known is not None:
             self.set_index(known[0])
@@ -172,6 +173,8 @@ class DicomFrameCache(BaseCache):
     def parsed(self) -> ParsedHeader:
         """The parsed header (fetched on first use)."""
         if self._parsed is None:
+            if isinstance(self._layout_error, NotDicomError):
+                raise self._layout_error  # parsed once already: no second request
             with self._lock:
                 if self._parsed is None:
                     self._parsed = parse_header(
@@ -499,12 +502,14 @@ class DicomFrameCache(BaseCache):
         stop = self.size if stop is None else min(stop, self.size)
         if start >= stop:
             return b""
-        try:
-            return self._fetch_known(start, stop)
-        except _LAYOUT_ERRORS:
-            # not DICOM, or a layout we cannot trust: a cache stays transparent for bytes
-            # (the typed error comes from index / read_frames); ObjectChangedError propagates
-            return self._get([(start, stop)], "other")[0]
+        if self._layout_error is None:
+            try:
+                return self._fetch_known(start, stop)
+            except _LAYOUT_ERRORS as exc:
+                # not DICOM, or a layout we cannot trust: a cache stays transparent for
+                # bytes (index / read_frames raise); ObjectChangedError propagates
+                self._layout_error = exc
+        return self._get([(start, stop)], "other")[0]
 
     def _fetch_known(self, start: int, stop: int) -> bytes:
         prefix = self.parsed.prefix

@@ -92,3 +92,19 @@ def test_corrupt_offset_table_still_reads_bytes_but_not_frames():
     assert cache._fetch(0, len(blob)) == blob
     with pytest.raises(OffsetTableError):
         cache.read_frames([1])
+
+
+def test_not_dicom_is_detected_once():
+    calls: list[tuple[int, int]] = []
+
+    def fetch(start: int, end: int) -> bytes:
+        calls.append((start, end))
+        return LETTERS[start:end]
+
+    cache = DicomFrameCache(5, fetch, len(LETTERS))
+    for k in range(5):
+        assert cache._fetch(k, k + 3) == LETTERS[k : k + 3]
+    assert len(calls) == 1 + 5  # one header attempt, then exact reads
+    with pytest.raises(NotDicomError):
+        cache.read_frames([0])
+    assert len(calls) == 6
