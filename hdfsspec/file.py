@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any
 
 from fsspec.spec import AbstractBufferedFile
@@ -10,7 +11,7 @@ from fsspec.spec import AbstractBufferedFile
 from hdfsspec.cache import DicomFrameCache
 from hdfsspec.errors import ReadOnlyError
 from hdfsspec.index import FrameIndex
-from hdfsspec.parse import ParsedHeader
+from hdfsspec.parse import ParsedHeader, number_of_frames
 from hdfsspec.planning import FetchPlan
 from hdfsspec.stats import CacheStats
 
@@ -126,6 +127,49 @@ class DicomFile(AbstractBufferedFile):
         frames do not start on a byte boundary, see ``index.bit_offset``).
         """
         return self._frames.read_frames(list(frames))
+
+    def iter_frames(
+        self, frames: Iterable[int] | None = None, batch_bytes: int | None = None
+    ) -> Iterator[tuple[int, bytes]]:
+        """Yield ``(frame, encoded bytes)`` in order, fetching one batch ahead.
+
+        Frames go in batches of about ``batch_bytes`` (default a quarter of the cache
+        bound); while one batch is consumed the next is fetched, so a pass over every
+        frame runs at the link's pace. Without offset table the items are walked
+        batch by batch, never further ahead than that.
+        """
+        wanted = list(frames) if frames is not None else None
+        budget = batch_bytes or max(1, self._frames.options.max_cache_bytes // 4)
+        batches = self._batches(wanted, budget)
+        with ThreadPoolExecutor(1, thread_name_prefix="hdfsspec-read-ahead") as pool:
+            batch = next(batches, None)
+            pending = pool.submit(self.read_frames, batch) if batch else None
+            while batch:
+                data = pending.result()  # type: ignore[union-attr]
+                following = next(batches, None)
+                pending = pool.submit(self.read_frames, following) if following else None
+                yield from zip(batch, data, strict=True)
+                batch = following
+
+    def _batches(self, frames: list[int] | None, budget: int) -> Iterator[list[int]]:
+        """Split ``frames`` (all when None) into batches of about ``budget`` bytes."""
+        cache = self._frames
+        parsed = cache.parsed
+        total = 0 if parsed.header.pixel_data_offset is None else number_of_frames(parsed)
+        wanted = frames if frames is not None else range(total)
+        batch: list[int] = []
+        nbytes = 0
+        for f in wanted:
+            index = cache.view(frames=f + 1)
+            start, stop = index.frame_range(f) if f < index.number_of_frames else (0, 0)
+            size = stop - start if stop >= 0 else 0
+            if batch and nbytes + size > budget:
+                yield batch
+                batch, nbytes = [], 0
+            batch.append(f)
+            nbytes += size
+        if batch:
+            yield batch
 
     def prefetch(self, frames: Iterable[int]) -> None:
         """Fetch ``frames`` (0-based) into the cache in one concurrent round."""

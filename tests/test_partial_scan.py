@@ -103,3 +103,39 @@ def test_grouping_that_changes_at_the_end_is_an_error():
         f.read_frames([0])
         with pytest.raises(FrameIndexError, match="differ from the final grouping"):
             f.index  # noqa: B018
+
+
+@pytest.mark.parametrize("name", ["bot.dcm", "eot.dcm", "fragmented_empty.dcm", "native_bits.dcm"])
+def test_iter_frames_in_order_with_read_ahead(name):
+    from conftest import CORPUS
+
+    blob = CORPUS[name]
+    f, counting = open_counted(blob, f"it-{name}")
+    with f:
+        got = list(f.iter_frames(batch_bytes=600))
+        ref = reference_frames(blob)
+        assert [i for i, _ in got] == list(range(len(ref)))
+        assert [b for _, b in got] == ref
+        assert counting.bytes <= len(blob) + 4096 + 8 * len(ref)
+
+
+def test_iter_frames_walks_a_scan_batch_by_batch():
+    f, counting = open_counted(BLOB, "iter.dcm")
+    with f:
+        it = f.iter_frames(batch_bytes=20_000)
+        first = [next(it) for _ in range(5)]
+        assert [b for _, b in first] == FRAMES[:5]
+        assert counting.bytes < len(BLOB) / 5  # the walk is only a batch or two ahead
+        rest = list(it)
+        assert [b for _, b in rest] == FRAMES[5:]
+        assert counting.bytes <= len(BLOB) + 3 * WINDOW
+    g, _ = open_counted(BLOB, "iter2.dcm")
+    with g:
+        assert list(g.iter_frames([7, 3, 1999])) == [
+            (7, FRAMES[7]),
+            (3, FRAMES[3]),
+            (1999, FRAMES[1999]),
+        ]
+        for _ in g.iter_frames():  # stopping early leaves the file usable
+            break
+        assert g.read_frames([42]) == [FRAMES[42]]
