@@ -35,6 +35,7 @@ START_MARKERS = (b"\xff\xd8", b"\xff\x4f")  # JPEG / JPEG-LS SOI, JPEG 2000 SOC
 _PIXEL_TAG = 0x7FE00010
 _JPEG_FAMILY = "1.2.840.10008.1.2.4."
 _RLE = "1.2.840.10008.1.2.5"
+_MIN_ROUND = 256 * 1024  # a round aimed at a few frames still fetches this much
 
 
 @dataclass(frozen=True)
@@ -84,6 +85,7 @@ class ItemScanner:
         self.first_fragments: list[int] = []  # fragment number that opens each frame
         self.done, self.delimited = False, True
         self.requests = self.fetched = 0
+        self._goal: int | None = None  # byte offset the current advance() aims at
         syntax = parsed.header.transfer_syntax_uid
         self.mode = (
             "markers" if syntax.startswith(_JPEG_FAMILY) else "one" if syntax == _RLE else None
@@ -97,6 +99,8 @@ class ItemScanner:
         # stay contiguous and the cache can keep their frames
         first = end if 0 <= self.pos - end <= opts.scan_window else self.pos
         stop = min(size, max(self.pos + 10, first + opts.scan_window * opts.scan_concurrency))
+        if self._goal is not None:  # fetch about as far as the frames asked for, no further
+            stop = min(stop, max(self.pos + 10, first + _MIN_ROUND, self._goal))
         ranges = [
             (s, min(stop, s + opts.scan_window)) for s in range(first, stop, opts.scan_window)
         ]
@@ -185,15 +189,31 @@ class ItemScanner:
 
     def advance(self, frames: int | None = None, offset: int | None = None) -> None:
         """Walk until ``frames`` frames are complete, or they cover ``offset``, or the end."""
-        while not self.done:
-            count = self.complete
-            if frames is not None and count >= frames:
-                return
-            if offset is not None and count:
-                last = self._last_fragment(count - 1)
-                if self.offsets[last] + 8 + self.lengths[last] > offset:
+        try:
+            while not self.done:
+                count = self.complete
+                if frames is not None and count >= frames:
                     return
-            self.step()
+                if offset is not None and count:
+                    last = self._last_fragment(count - 1)
+                    if self.offsets[last] + 8 + self.lengths[last] > offset:
+                        return
+                self._goal = self._estimate(frames, offset)
+                self.step()
+        finally:
+            self._goal = None
+
+    def _estimate(self, frames: int | None, offset: int | None) -> int | None:
+        """Where a walk to ``frames`` must get to, from the mean frame size so far (+5 %).
+
+        Walks driven by byte reads (``offset``) keep full rounds: a reader walking the
+        items one by one would otherwise make many small ones.
+        """
+        started = len(self.first_fragments)
+        if offset is not None or frames is None or started < 2 or self.mode is None:
+            return None
+        per_frame = (self.pos - self.parsed.header_end) / started
+        return self.pos + int((frames - started + 2) * per_frame * 1.05)
 
     def result(self) -> ItemScan:
         """The whole walk (walking to the end first)."""
