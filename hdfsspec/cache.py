@@ -187,12 +187,16 @@ class DicomFrameCache(BaseCache):
         """The complete frame index (built on first use; a scan is walked to the end)."""
         return self.view()
 
-    def view(self, frames: int | None = None, offset: int | None = None) -> FrameIndex:
+    def view(
+        self, frames: int | None = None, offset: int | None = None, ahead: int = 0
+    ) -> FrameIndex:
         """An index of at least the first ``frames`` frames, or of the frames up to ``offset``.
 
-        Without offset table the items are walked only as far as needed: the index
-        returned then holds the frames found so far. With neither argument, or once
-        the walk has reached the end, it is the complete index.
+        Without offset table the items are walked only as far as needed (every item
+        already fetched is walked too): the index returned then holds the frames found
+        so far. With neither argument, or once the walk has reached the end, it is the
+        complete index. ``ahead`` makes a walk fetch at least that many bytes further
+        (for sequential readers).
         """
         if self._index is not None:
             return self._index
@@ -214,7 +218,11 @@ class DicomFrameCache(BaseCache):
                 return partial
             scanner = self._scanner
             assert scanner is not None
-            scanner.advance(frames, offset) if not whole else scanner.advance()
+            if whole:
+                scanner.advance()
+            else:
+                scanner.advance(frames, offset, ahead)
+                scanner.walk_buffered()
             synced = self._heads_synced
             self._heads.update(zip(scanner.offsets[synced:], scanner.heads[synced:], strict=True))
             self._heads_synced = len(scanner.offsets)

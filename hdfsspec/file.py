@@ -160,7 +160,7 @@ class DicomFile(AbstractBufferedFile):
         batch: list[int] = []
         nbytes = 0
         for f in wanted:
-            index = cache.view(frames=f + 1)
+            index = cache.view(frames=f + 1, ahead=budget)
             start, stop = index.frame_range(f) if f < index.number_of_frames else (0, 0)
             size = stop - start if stop >= 0 else 0
             if batch and nbytes + size > budget:

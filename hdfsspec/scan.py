@@ -184,11 +184,25 @@ class ItemScanner:
         """``(starts, stops)`` of the first ``count`` complete frames, as walked."""
         offsets = np.asarray(self.offsets, dtype=np.int64)
         ends = offsets + 8 + np.asarray(self.lengths, dtype=np.int64)
-        lasts = [self._last_fragment(f) for f in range(count)]
-        return offsets[self.first_fragments[:count]], ends[lasts]
+        firsts = np.asarray(self.first_fragments[: count + 1], dtype=np.int64)
+        lasts = np.append(firsts[1:], len(self.offsets))[:count] - 1
+        return offsets[firsts[:count]], ends[lasts]
 
-    def advance(self, frames: int | None = None, offset: int | None = None) -> None:
-        """Walk until ``frames`` frames are complete, or they cover ``offset``, or the end."""
+    def walk_buffered(self) -> None:
+        """Walk the items whose headers are already in memory (no request)."""
+        while not self.done and min(self.pos + 10, self.parsed.size) <= self.base + len(
+            self.chunk
+        ):
+            self.step()
+
+    def advance(
+        self, frames: int | None = None, offset: int | None = None, ahead: int = 0
+    ) -> None:
+        """Walk until ``frames`` frames are complete, or they cover ``offset``, or the end.
+
+        ``ahead`` asks rounds to reach at least that many bytes past the walk (a
+        sequential reader's batch), instead of just the frames asked for.
+        """
         try:
             while not self.done:
                 count = self.complete
@@ -198,7 +212,8 @@ class ItemScanner:
                     last = self._last_fragment(count - 1)
                     if self.offsets[last] + 8 + self.lengths[last] > offset:
                         return
-                self._goal = self._estimate(frames, offset)
+                goal = self._estimate(frames, offset)
+                self._goal = None if goal is None else max(goal, self.pos + ahead)
                 self.step()
         finally:
             self._goal = None

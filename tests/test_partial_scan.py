@@ -91,7 +91,7 @@ def test_fragmented_frames_found_on_markers_while_walking():
 def test_grouping_that_changes_at_the_end_is_an_error():
     # 4 frames declared, 4 fragments of which 2 start with a JPEG marker: while walking,
     # fragments 0-1 look like frame 0; at the end, 4 fragments for 4 frames means 1:1.
-    marked, plain = b"\xff\xd8" + b"\x11" * 4000, b"\x22" * 4002
+    marked, plain = b"\xff\xd8" + b"\x11" * 40_000, b"\x22" * 40_002  # beyond one round
     blob = build_encapsulated(
         [marked + plain, marked + plain], offset_table="empty", fragments_per_frame=2
     )
@@ -139,3 +139,21 @@ def test_iter_frames_walks_a_scan_batch_by_batch():
         for _ in g.iter_frames():  # stopping early leaves the file usable
             break
         assert g.read_frames([42]) == [FRAMES[42]]
+
+
+def test_sequential_reading_rebuilds_the_partial_index_per_round_not_per_frame(monkeypatch):
+    import hdfsspec.cache
+
+    builds = []
+    real = hdfsspec.cache.scanned_index
+
+    def counted(*args):
+        builds.append(1)
+        return real(*args)
+
+    monkeypatch.setattr(hdfsspec.cache, "scanned_index", counted)
+    f, counting = open_counted(BLOB, "seq.dcm")
+    with f:
+        assert sum(1 for _ in f.iter_frames(batch_bytes=200_000)) == 2000
+    assert len(builds) <= counting.rounds + 2  # one per scan round (and the final index)
+    assert counting.bytes <= len(BLOB) + 4096
