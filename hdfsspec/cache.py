@@ -35,8 +35,8 @@ from hdfsspec.errors import (
     TruncatedDicomError,
     UnsupportedTransferSyntaxError,
 )
-from hdfsspec.header import ITEM, SEQUENCE_DELIMITER
 from hdfsspec.index import UNKNOWN, FrameIndex
+from hdfsspec.items import find_items_end, join_fragments, slice_run
 from hdfsspec.parse import (
     ParsedHeader,
     index_from_tables,
@@ -283,24 +283,17 @@ class DicomFrameCache(BaseCache):
         pieces = [(0, self.parsed.prefix), *self._run]
         if len(pieces) < 2:
             return
-        bases = np.array([b for b, _ in pieces], dtype=np.int64)
-        ends = bases + np.array([len(d) for _, d in pieces], dtype=np.int64)
-        held = int(ends[0])
-        first = max(0, int(np.searchsorted(index.starts, bases[1], side="right")) - 1)
+        held, run_end = len(pieces[0][1]), pieces[-1][0] + len(pieces[-1][1])
+        first = max(0, int(np.searchsorted(index.starts, pieces[1][0], side="right")) - 1)
         for f in range(first, index.number_of_frames):
             start, stop = block_range(index, f)
+            if start >= run_end:
+                break  # beyond the run
             if stop <= held or f in self._blocks:
                 continue
-            i = int(np.searchsorted(bases, start, side="right")) - 1
-            parts, pos = [], start
-            while i < len(pieces) and pos < stop and bases[i] <= pos < ends[i]:
-                base, data = pieces[i]
-                parts.append(data[pos - base : min(stop, int(ends[i])) - base])
-                pos, i = min(stop, int(ends[i])), i + 1
-            if pos >= stop:
-                self._remember(f, start, b"".join(parts))
-            elif start >= int(ends[-1]):
-                break  # beyond the run
+            data = slice_run(pieces, start, stop)
+            if data is not None:
+                self._remember(f, start, data)
         if len(self._run) > 1:
             last = self._run[-1]
             self._run.clear()
@@ -325,43 +318,9 @@ class DicomFrameCache(BaseCache):
         start = int(index.starts[-1])
         known = index.starts[1:] - index.starts[:-1] if index.number_of_frames > 1 else []
         guess = max(64 * 1024, 2 * int(max(known, default=0)) + 16)
-        prefix = self.parsed.prefix
-        data, pos = prefix[start:], start  # the first request may already hold it
-        while True:
-            rel = pos - start
-            if rel + 8 > len(data):
-                if pos + 8 > self.size:
-                    if pos == self.size:
-                        break
-                    raise TruncatedDicomError(
-                        "last frame item cut off by the end of the object",
-                        path=self.path,
-                        offset=pos,
-                        tag=_PIXEL_TAG,
-                    )
-                stop = min(self.size, max(start + len(data) + guess, pos + 8))
-                data += self._get([(start + len(data), stop)], "frames")[0]
-                guess *= 2
-                continue
-            group, elem, length = struct.unpack("<HHL", data[rel : rel + 8])
-            tag = group << 16 | elem
-            if tag == SEQUENCE_DELIMITER:
-                break
-            if tag != ITEM:
-                raise OffsetTableError(
-                    f"last frame: expected a fragment item, found {tag:08X}",
-                    path=self.path,
-                    offset=pos,
-                    tag=_PIXEL_TAG,
-                )
-            if pos + 8 + length > self.size:
-                raise TruncatedDicomError(
-                    f"fragment item of {length} bytes ends beyond the object",
-                    path=self.path,
-                    offset=pos,
-                    tag=_PIXEL_TAG,
-                )
-            pos += 8 + length
+        held = self.parsed.prefix[start:]  # the first request may already hold it
+        fetch = lambda a, b: self._get([(a, b)], "frames")[0]  # noqa: E731
+        pos, data = find_items_end(fetch, start, self.size, held, guess, path=self.path)
         with self._lock:
             self._index = index.with_last_stop(pos)
             _, bstop = block_range(self._index, index.number_of_frames - 1)
@@ -440,21 +399,7 @@ class DicomFrameCache(BaseCache):
         base, data = block
         if not index.encapsulated:
             return data[start - base : stop - base]
-        parts, pos = [], start
-        while pos < stop:
-            rel = pos - base
-            group, elem, length = struct.unpack("<HHL", data[rel : rel + 8])
-            if (group << 16 | elem) != ITEM or pos + 8 + length > stop:
-                raise OffsetTableError(
-                    f"frame {frame}: no fragment item where the offset table puts one "
-                    f"(found tag {group:04X}{elem:04X}, length {length})",
-                    path=self.path,
-                    offset=pos,
-                    tag=_PIXEL_TAG,
-                )
-            parts.append(data[rel + 8 : rel + 8 + length])
-            pos += 8 + length
-        return b"".join(parts)
+        return join_fragments(data, base, start, stop, frame=frame, path=self.path)
 
     def read_frames(self, frames: Sequence[int]) -> list[bytes]:
         """Return the encoded bytes of ``frames`` (0-based), fetched in one round."""

@@ -1,0 +1,107 @@
+"""Pure helpers over fragment items held in memory (no fsspec, no cache state).
+
+* :func:`join_fragments`: the encoded bytes of one frame from the block holding its items;
+* :func:`find_items_end`: where a run of items ends (the last frame of a file whose only
+  table is a Basic Offset Table), fetching more through ``fetch`` as needed;
+* :func:`slice_run`: bytes ``[start, stop)`` from contiguous pieces fetched by a scan.
+"""
+
+from __future__ import annotations
+
+import struct
+from collections.abc import Sequence
+
+from hdfsspec._types import Fetch
+from hdfsspec.errors import OffsetTableError, TruncatedDicomError
+from hdfsspec.header import ITEM, SEQUENCE_DELIMITER
+
+__all__ = ["find_items_end", "join_fragments", "slice_run"]
+
+_PIXEL_TAG = 0x7FE00010
+
+
+def join_fragments(
+    data: bytes, base: int, start: int, stop: int, *, frame: int, path: str | None
+) -> bytes:
+    """Join the fragment values of the items in ``[start, stop)``; ``data`` starts at ``base``.
+
+    Raises
+    ------
+    OffsetTableError
+        When no item starts where the offset table says, or an item overruns ``stop``.
+    """
+    parts, pos = [], start
+    while pos < stop:
+        rel = pos - base
+        group, elem, length = struct.unpack("<HHL", data[rel : rel + 8])
+        if (group << 16 | elem) != ITEM or pos + 8 + length > stop:
+            raise OffsetTableError(
+                f"frame {frame}: no fragment item where the offset table puts one "
+                f"(found tag {group:04X}{elem:04X}, length {length})",
+                path=path,
+                offset=pos,
+                tag=_PIXEL_TAG,
+            )
+        parts.append(data[rel + 8 : rel + 8 + length])
+        pos += 8 + length
+    return b"".join(parts)
+
+
+def find_items_end(
+    fetch: Fetch, start: int, size: int, held: bytes, guess: int, *, path: str | None
+) -> tuple[int, bytes]:
+    """Walk the items from ``start`` to the sequence delimiter (or the end of the object).
+
+    ``held`` are bytes from ``start`` already in memory; more are fetched in growing
+    requests from ``guess`` bytes. Returns the offset where the items end and every
+    byte read from ``start``.
+    """
+    data, pos = held, start
+    while True:
+        rel = pos - start
+        if rel + 8 > len(data):
+            if pos + 8 > size:
+                if pos == size:
+                    return pos, data
+                raise TruncatedDicomError(
+                    "last frame item cut off by the end of the object",
+                    path=path,
+                    offset=pos,
+                    tag=_PIXEL_TAG,
+                )
+            stop = min(size, max(start + len(data) + guess, pos + 8))
+            data += fetch(start + len(data), stop)
+            guess *= 2
+            continue
+        group, elem, length = struct.unpack("<HHL", data[rel : rel + 8])
+        tag = group << 16 | elem
+        if tag == SEQUENCE_DELIMITER:
+            return pos, data
+        if tag != ITEM:
+            raise OffsetTableError(
+                f"last frame: expected a fragment item, found {tag:08X}",
+                path=path,
+                offset=pos,
+                tag=_PIXEL_TAG,
+            )
+        if pos + 8 + length > size:
+            raise TruncatedDicomError(
+                f"fragment item of {length} bytes ends beyond the object",
+                path=path,
+                offset=pos,
+                tag=_PIXEL_TAG,
+            )
+        pos += 8 + length
+
+
+def slice_run(pieces: Sequence[tuple[int, bytes]], start: int, stop: int) -> bytes | None:
+    """Bytes ``[start, stop)`` from sorted, contiguous ``(offset, bytes)`` pieces, or None."""
+    parts, pos = [], start
+    for base, data in pieces:
+        end = base + len(data)
+        if base <= pos < end:
+            parts.append(data[pos - base : min(stop, end) - base])
+            pos = min(stop, end)
+            if pos >= stop:
+                return b"".join(parts)
+    return None
