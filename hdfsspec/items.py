@@ -12,12 +12,50 @@ import struct
 from collections.abc import Sequence
 
 from hdfsspec._types import Fetch
-from hdfsspec.errors import OffsetTableError, TruncatedDicomError
+from hdfsspec.errors import DicomFormatError, OffsetTableError, TruncatedDicomError
 from hdfsspec.header import ITEM, SEQUENCE_DELIMITER
 
-__all__ = ["find_items_end", "join_fragments", "slice_run"]
+__all__ = ["find_items_end", "item_header", "join_fragments", "slice_run"]
 
 _PIXEL_TAG = 0x7FE00010
+
+
+def item_header(
+    data: bytes,
+    rel: int,
+    pos: int,
+    size: int,
+    *,
+    path: str | None,
+    error: type[DicomFormatError],
+    what: str,
+) -> tuple[int, int]:
+    """Tag and length of the item header at ``data[rel:]`` (absolute offset ``pos``).
+
+    The sequence delimiter is returned as is; any other tag raises ``error`` (the
+    kind of table or scan that led there decides which), and an item ending beyond
+    ``size`` raises :class:`TruncatedDicomError`.
+    """
+    group, elem, length = struct.unpack("<HHL", data[rel : rel + 8])
+    tag = group << 16 | elem
+    if tag == SEQUENCE_DELIMITER:
+        return tag, length
+    if tag != ITEM:
+        raise error(
+            f"{what}: expected a fragment item (FFFE,E000) or the sequence delimiter, "
+            f"found {tag:08X}",
+            path=path,
+            offset=pos,
+            tag=_PIXEL_TAG,
+        )
+    if pos + 8 + length > size:
+        raise TruncatedDicomError(
+            f"{what}: fragment item of {length} bytes ends beyond the end of the object",
+            path=path,
+            offset=pos,
+            tag=_PIXEL_TAG,
+        )
+    return tag, length
 
 
 def join_fragments(
@@ -73,24 +111,11 @@ def find_items_end(
             data += fetch(start + len(data), stop)
             guess *= 2
             continue
-        group, elem, length = struct.unpack("<HHL", data[rel : rel + 8])
-        tag = group << 16 | elem
+        tag, length = item_header(
+            data, rel, pos, size, path=path, error=OffsetTableError, what="last frame"
+        )
         if tag == SEQUENCE_DELIMITER:
             return pos, data
-        if tag != ITEM:
-            raise OffsetTableError(
-                f"last frame: expected a fragment item, found {tag:08X}",
-                path=path,
-                offset=pos,
-                tag=_PIXEL_TAG,
-            )
-        if pos + 8 + length > size:
-            raise TruncatedDicomError(
-                f"fragment item of {length} bytes ends beyond the object",
-                path=path,
-                offset=pos,
-                tag=_PIXEL_TAG,
-            )
         pos += 8 + length
 
 

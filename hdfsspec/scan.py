@@ -15,7 +15,6 @@ was already served. Pure: reads through a ``fetch_ranges`` callable, no fsspec.
 
 from __future__ import annotations
 
-import struct
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
@@ -24,7 +23,8 @@ import numpy as np
 
 from hdfsspec._types import DEFAULT_OPTIONS, FetchRanges, ReadOptions
 from hdfsspec.errors import FrameIndexError, TruncatedDicomError
-from hdfsspec.header import ITEM, SEQUENCE_DELIMITER
+from hdfsspec.header import SEQUENCE_DELIMITER
+from hdfsspec.items import item_header
 
 if TYPE_CHECKING:
     from hdfsspec.parse import ParsedHeader
@@ -133,25 +133,12 @@ class ItemScanner:
         if min(pos + 10, size) > self.base + len(self.chunk):  # item header + 2 marker bytes
             self._fetch_round()
         rel = pos - self.base
-        group, elem, length = struct.unpack("<HHL", self.chunk[rel : rel + 8])
-        tag = group << 16 | elem
+        tag, length = item_header(
+            self.chunk, rel, pos, size, path=path, error=FrameIndexError, what="scan"
+        )
         if tag == SEQUENCE_DELIMITER:
             self.done = True
             return
-        if tag != ITEM:
-            raise FrameIndexError(
-                f"expected a fragment item (FFFE,E000) or the sequence delimiter, found {tag:08X}",
-                path=path,
-                offset=pos,
-                tag=_PIXEL_TAG,
-            )
-        if pos + 8 + length > size:
-            raise TruncatedDicomError(
-                f"fragment item of {length} bytes ends beyond the end of the object",
-                path=path,
-                offset=pos,
-                tag=_PIXEL_TAG,
-            )
         head = bytes(self.chunk[rel : rel + 8 + min(length, 2)])
         if self.mode == "one" or not self.offsets or head[8:10] in START_MARKERS:
             self.first_fragments.append(len(self.offsets))
