@@ -227,17 +227,12 @@ class DicomFrameCache(BaseCache):
             self._heads.update(zip(scanner.offsets[synced:], scanner.heads[synced:], strict=True))
             self._heads_synced = len(scanner.offsets)
             if scanner.done:
-                self._finish_scan(scanner)
-                return self._built_index()
+                return self._finish_scan(scanner)
             count = scanner.complete
             self._served = max(self._served, count)
             self._partial = scanned_index(parsed, *scanner.frame_ranges(count))
             self._keep_frames(self._partial)
             return self._partial
-
-    def _built_index(self) -> FrameIndex:
-        assert self._index is not None
-        return self._index
 
     def _built(self, index: FrameIndex) -> None:
         self._index = index
@@ -253,7 +248,7 @@ class DicomFrameCache(BaseCache):
         while len(run) > 1 and sum(len(d) for _, d in run) > self.options.max_cache_bytes:
             run.popleft()
 
-    def _finish_scan(self, scanner: ItemScanner) -> None:
+    def _finish_scan(self, scanner: ItemScanner) -> FrameIndex:
         """Group all the fragments; check the frames served meanwhile were grouped the same."""
         parsed, result = self.parsed, scanner.result()
         starts, stops = group_fragments(result, number_of_frames(parsed), parsed)
@@ -277,6 +272,7 @@ class DicomFrameCache(BaseCache):
         self._scanner, self._partial = None, None
         self._keep_frames(index)
         self._built(index)
+        return index
 
     def _keep_frames(self, index: FrameIndex) -> None:
         """Remember the blocks of the frames wholly inside the run of scanned rounds."""

@@ -140,7 +140,7 @@ class DicomFile(AbstractBufferedFile):
         """
         wanted = list(frames) if frames is not None else None
         budget = batch_bytes or max(1, self._frames.options.max_cache_bytes // 4)
-        batches = self._batches(wanted, budget)
+        batches = self.frame_batches(wanted, budget)
         with ThreadPoolExecutor(1, thread_name_prefix="hdfsspec-read-ahead") as pool:
             batch = next(batches, None)
             pending = pool.submit(self.read_frames, batch) if batch else None
@@ -151,8 +151,11 @@ class DicomFile(AbstractBufferedFile):
                 yield from zip(batch, data, strict=True)
                 batch = following
 
-    def _batches(self, frames: list[int] | None, budget: int) -> Iterator[list[int]]:
-        """Split ``frames`` (all when None) into batches of about ``budget`` bytes."""
+    def frame_batches(self, frames: list[int] | None, budget: int) -> Iterator[list[int]]:
+        """Split ``frames`` (all when None) into batches of about ``budget`` bytes, in order.
+
+        Without offset table the items are walked as the batches are asked for.
+        """
         cache = self._frames
         parsed = cache.parsed
         total = 0 if parsed.header.pixel_data_offset is None else number_of_frames(parsed)

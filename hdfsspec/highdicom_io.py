@@ -113,26 +113,18 @@ class DicomFrameReader(ImageFileReader):
         """Yield ``items`` after fetching the frames they need, in cache-sized batches."""
         items = list(items)
         cache = self._file.cache
-        budget = max(1, cache.options.max_cache_bytes // 2)
-        index = cache.view(frames=max((frame_of(i) for i in items), default=-1) + 1)
-        chunk: list[T] = []
-        frames: list[int] = []
-        nbytes = 0
+        distinct = list(dict.fromkeys(frame_of(item) for item in items))  # first-use order
+        batches = list(
+            self._file.frame_batches(distinct, max(1, cache.options.max_cache_bytes // 2))
+        )
+        batch_of = {frame: k for k, batch in enumerate(batches) for frame in batch}
+        fetched = -1
         for item in items:
-            frame = frame_of(item)
-            if frame not in frames:
-                start, stop = index.frame_range(frame)
-                size = stop - start if stop >= 0 else 0
-                if frames and nbytes + size > budget:
-                    cache.prefetch(frames)
-                    yield from chunk
-                    chunk, frames, nbytes = [], [], 0
-                frames.append(frame)
-                nbytes += size
-            chunk.append(item)
-        if chunk:
-            cache.prefetch(frames)
-            yield from chunk
+            needed = batch_of[frame_of(item)]
+            while fetched < needed:  # each batch just before the first item that needs it
+                fetched += 1
+                cache.prefetch(batches[fetched])
+            yield item
 
 
 class _Planned(Exception):

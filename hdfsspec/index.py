@@ -120,11 +120,6 @@ class FrameIndex:
             return False
         return offset is None or (n > 0 and int(self.stops[-1]) > offset)
 
-    @property
-    def pixel_end(self) -> int:
-        """End of the last frame, or UNKNOWN."""
-        return int(self.stops[-1]) if self.number_of_frames else self.header_end
-
     def with_last_stop(self, stop: int) -> FrameIndex:
         """Return a copy whose last frame ends at ``stop``."""
         stops = self.stops.copy()
