@@ -38,8 +38,11 @@ class ReadOptions:
         table (default 8 MiB).
     scan_concurrency : int
         Number of windows fetched concurrently in one round of a scan (default 4).
-    max_gap : int
-        Largest gap, in bytes, bridged when coalescing frame ranges (default 64 KiB).
+    max_gap : int or None
+        Largest gap, in bytes, bridged when coalescing frame ranges. ``None`` (the
+        default) lets the cost model of :mod:`hdfsspec.link` decide from the measured
+        round trip and bandwidth, and read the whole Pixel Data when a plan covers
+        most of it.
     max_block : int
         Largest coalesced range, in bytes (default 64 MiB).
     """
@@ -48,11 +51,13 @@ class ReadOptions:
     first_request: int = 64 * KiB
     scan_window: int = 8 * MiB
     scan_concurrency: int = 4
-    max_gap: int = 64 * KiB
+    max_gap: int | None = None
     max_block: int = 64 * MiB
 
     def __post_init__(self) -> None:
         for name, value in asdict(self).items():
+            if name == "max_gap" and value is None:
+                continue
             if not isinstance(value, int) or value < (0 if name == "max_gap" else 1):
                 raise ValueError(f"ReadOptions.{name} must be a positive integer, got {value!r}")
 

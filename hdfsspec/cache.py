@@ -17,8 +17,10 @@ reader walking the items (as highdicom does) causes no request.
 
 from __future__ import annotations
 
+import bisect
 import struct
 import threading
+import time
 from collections import OrderedDict, deque
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
@@ -37,6 +39,7 @@ from hdfsspec.errors import (
 )
 from hdfsspec.index import UNKNOWN, FrameIndex
 from hdfsspec.items import find_items_end, join_fragments, slice_run
+from hdfsspec.link import LinkModel
 from hdfsspec.parse import (
     ParsedHeader,
     index_from_tables,
@@ -89,6 +92,9 @@ class DicomFrameCache(BaseCache):
         request is made for what they cover.
     on_index : callable, optional
         Called with ``(index, header bytes)`` when the cache has built an index.
+    link : LinkModel, optional
+        Cost model of the target (shared by the files of a filesystem); it learns
+        from the requests this cache times, and plans the frame fetches.
     """
 
     name = "dicom"
@@ -103,12 +109,14 @@ class DicomFrameCache(BaseCache):
         options: ReadOptions | None = None,
         known: tuple[FrameIndex, bytes] | None = None,
         on_index: Callable[[FrameIndex, bytes], None] | None = None,
+        link: LinkModel | None = None,
         **overrides: Any,
     ) -> None:
         super().__init__(blocksize, fetcher, size)
         self.options = (options or DEFAULT_OPTIONS).updated(**overrides)
         self.path = path or getattr(getattr(fetcher, "__self__", None), "path", None)
         self._fetch_ranges = fetch_ranges
+        self.link = link if link is not None else LinkModel()
         self.stats = CacheStats()
         self._lock = threading.RLock()
         self._parsed: ParsedHeader | None = None
@@ -137,10 +145,12 @@ class DicomFrameCache(BaseCache):
         A server that ignores Range answers with the whole object: it is sliced,
         or returned whole when ``keep_whole`` (the header buffer then keeps it).
         """
+        began = time.perf_counter()
         if self._fetch_ranges is not None and len(ranges) > 1:
             out = self._fetch_ranges(list(ranges))
         else:
             out = [self.fetcher(a, b) for a, b in ranges]
+        self.link.observe([b - a for a, b in ranges], time.perf_counter() - began)
         received = 0
         for k, ((a, b), data) in enumerate(zip(ranges, out, strict=True)):
             if isinstance(data, BaseException):
@@ -365,24 +375,47 @@ class DicomFrameCache(BaseCache):
         self.hit_count += len(out)
         self.stats.hit("frames", len(out))
         if missing:
-            held = len(prefix)
-            plan = plan_frames(
-                index,
-                missing,
-                max_gap=self.options.max_gap,
-                max_block=self.options.max_block,
-                held_below=held,
-            )
+            plan = self._plan(index, missing)
             datas = self._get(plan.ranges, "frames")
-            for (a, _), data in zip(plan.ranges, datas, strict=True):
-                for f in missing:
-                    s, e = block_range(index, f)
-                    if a <= max(s, held) and e <= a + len(data):
-                        head = prefix[s:held] if s < held else b""
-                        out[f] = (s, head + data[max(s, held) - a : e - a])
+            fetched = list(zip((a for a, _ in plan.ranges), datas, strict=True))
+            self._keep_extra(index, fetched, set(missing))
+            held, bases = len(prefix), [a for a, _ in fetched]
             for f in missing:
+                s, e = block_range(index, f)
+                a, data = fetched[bisect.bisect_right(bases, max(s, held)) - 1]
+                head = prefix[s:held] if s < held else b""
+                out[f] = (s, head + data[max(s, held) - a : e - a])
                 self._remember(f, *out[f])
         return out
+
+    def _plan(self, index: FrameIndex, frames: Iterable[int]) -> FetchPlan:
+        return plan_frames(
+            index,
+            frames,
+            max_gap=self.options.max_gap,
+            max_block=self.options.max_block,
+            held_below=len(self.parsed.prefix),
+            link=self.link.estimate,
+            whole_below=self.options.max_cache_bytes // 2,
+        )
+
+    def _keep_extra(
+        self, index: FrameIndex, fetched: list[tuple[int, bytes]], skip: set[int]
+    ) -> None:
+        """Remember the frames that bridged gaps or a whole read brought in for free."""
+        starts = index.starts
+        if index.number_of_frames and int(index.stops[-1]) == UNKNOWN:
+            starts = starts[:-1]  # the end of the last frame is not known yet
+        held = len(self.parsed.prefix)
+        for a, data in fetched:
+            first = int(np.searchsorted(starts, a, side="left"))
+            last = int(np.searchsorted(starts, a + len(data), side="left"))
+            for f in range(first, last):
+                if f in skip:
+                    continue
+                s, e = block_range(index, f)
+                if held <= s and e <= a + len(data):
+                    self._remember(f, s, data[s - a : e - a])
 
     def prefetch(self, frames: Iterable[int]) -> None:
         """Fetch the blocks of ``frames`` (0-based) into the cache in one round."""
@@ -413,13 +446,7 @@ class DicomFrameCache(BaseCache):
         if index.number_of_frames - 1 in frames and int(index.stops[-1]) == UNKNOWN:
             index = self._resolve_last()
         missing = [f for f in frames if f not in self._blocks]
-        return plan_frames(
-            index,
-            missing,
-            max_gap=self.options.max_gap,
-            max_block=self.options.max_block,
-            held_below=len(self.parsed.prefix),
-        )
+        return self._plan(index, missing)
 
     def __getstate__(self) -> dict[str, Any]:
         """Pickle what the cache learnt (header, index); not its blocks, lock or scan."""

@@ -65,6 +65,7 @@ class DicomFile(AbstractBufferedFile):
         options.setdefault("fetch_ranges", self._fetch_ranges)
         options.setdefault("path", fs.fs.unstrip_protocol(path))
         options.setdefault("options", fs.options)
+        options.setdefault("link", fs.link)
         store = fs.index_store
         if store is not None and identity is not None:
             options.setdefault("known", store.load(identity))

@@ -10,11 +10,37 @@ from fsspec.implementations.chained import ChainedFileSystem
 from hdfsspec._types import DEFAULT_OPTIONS, ReadOptions
 from hdfsspec.errors import ReadOnlyError
 from hdfsspec.file import DicomFile
+from hdfsspec.link import DEFAULT_BANDWIDTH, DEFAULT_RTT, LinkModel
 from hdfsspec.persist import default_store, object_identity
 
 __all__ = ["DicomFileSystem"]
 
 _PREFIXES = ("dicom::", "dicom://")
+S3_POOL = 100
+"""Connections of an S3 target created by the filesystem (s3fs's default is 10)."""
+_AIOHTTP_LIMIT = 100  # connections of an aiohttp session (http, gcsfs, adlfs) by default
+
+
+def target_concurrency(fs: fsspec.AbstractFileSystem) -> int:
+    """Requests the target runs at once in ``cat_ranges``: its connection pool.
+
+    Synchronous filesystems (local files, memory) fetch one range after the other.
+    """
+    if not getattr(fs, "async_impl", False):
+        return 1
+    config = getattr(fs, "config_kwargs", None)
+    if isinstance(config, dict) and "s3" in str(fs.protocol):
+        return int(config.get("max_pool_connections", 10))
+    return _AIOHTTP_LIMIT
+
+
+def _with_pool(protocol: str | None, options: dict[str, Any]) -> dict[str, Any]:
+    """S3 targets get a pool large enough for a batch of frames, unless configured."""
+    if protocol not in ("s3", "s3a"):
+        return options
+    config = dict(options.get("config_kwargs") or {})
+    config.setdefault("max_pool_connections", S3_POOL)
+    return {**options, "config_kwargs": config}
 
 
 class DicomFileSystem(ChainedFileSystem):
@@ -49,6 +75,14 @@ class DicomFileSystem(ChainedFileSystem):
     index_cache : str, bool or None, optional
         Directory of the persisted frame indexes; ``False`` disables them; by default
         ``$HDFSSPEC_INDEX_CACHE`` (``off`` disables) or ``~/.cache/hdfsspec/index``.
+    rtt, bandwidth : float, optional
+        Round-trip time (s) and bandwidth (bytes/s) of the target for the cost model
+        that plans frame fetches. When both are given they are used as they are;
+        otherwise they are learnt from the requests made (:class:`~hdfsspec.link.LinkModel`).
+    concurrency : int, optional
+        Requests the target runs at once; by default its connection pool. An S3
+        target created by this filesystem gets ``max_pool_connections=100`` unless
+        ``config_kwargs`` says otherwise.
     """
 
     protocol: ClassVar[str] = "dicom"
@@ -69,6 +103,9 @@ class DicomFileSystem(ChainedFileSystem):
         max_gap: int | None = None,
         max_block: int | None = None,
         index_cache: str | bool | None = None,
+        rtt: float | None = None,
+        bandwidth: float | None = None,
+        concurrency: int | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
@@ -76,8 +113,15 @@ class DicomFileSystem(ChainedFileSystem):
         if fs is not None and target_protocol is not None:
             raise ValueError("give either fs or target_protocol, not both")
         if fs is None:
-            fs = fsspec.filesystem(target_protocol or "file", **(target_options or {}))
+            options = _with_pool(target_protocol, dict(target_options or {}))
+            fs = fsspec.filesystem(target_protocol or "file", **options)
         self.fs = fs
+        self.link = LinkModel(
+            concurrency or target_concurrency(fs),
+            rtt=DEFAULT_RTT if rtt is None else rtt,
+            bandwidth=bandwidth or DEFAULT_BANDWIDTH,
+            learn=rtt is None or bandwidth is None,
+        )
         self.target_protocol = fs.protocol if isinstance(fs.protocol, str) else fs.protocol[0]
         self.options: ReadOptions = DEFAULT_OPTIONS.updated(
             max_cache_bytes=max_cache_bytes,

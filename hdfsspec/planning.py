@@ -1,7 +1,9 @@
 """Pure fetch planning: frame numbers -> byte ranges -> a coalesced fetch plan.
 
 The names ``max_gap`` and ``max_block`` follow fsspec's ``ReferenceFileSystem``
-and :func:`fsspec.utils.merge_offset_ranges`, which does the merging. No I/O.
+and :func:`fsspec.utils.merge_offset_ranges`, which does the merging when a fixed
+``max_gap`` is given; otherwise the cost model of :mod:`hdfsspec.link` decides
+which gaps to bridge and whether to read the whole Pixel Data. No I/O.
 """
 
 from __future__ import annotations
@@ -12,8 +14,9 @@ from dataclasses import dataclass
 from fsspec.utils import merge_offset_ranges
 
 from hdfsspec.index import UNKNOWN, FrameIndex
+from hdfsspec.link import LinkEstimate, cheapest_ranges
 
-__all__ = ["FetchPlan", "block_range", "coalesce", "plan_frames"]
+__all__ = ["FetchPlan", "block_range", "coalesce", "pixel_span", "plan_frames"]
 
 NEXT_ITEM_HEADER = 8
 """highdicom reads the tag of the item after a frame: frame blocks include it."""
@@ -82,25 +85,44 @@ class FetchPlan:
         return sum(b - a for a, b in self.ranges)
 
 
+def pixel_span(index: FrameIndex) -> tuple[int, int] | None:
+    """The byte range of every frame block, or None while the end of the last is unknown."""
+    n = index.number_of_frames
+    if n == 0 or int(index.stops[-1]) == UNKNOWN:
+        return None
+    return int(index.starts[0]), block_range(index, n - 1)[1]
+
+
 def plan_frames(
     index: FrameIndex,
     frames: Iterable[int],
     *,
-    max_gap: int = 0,
+    max_gap: int | None = 0,
     max_block: int | None = None,
     held_below: int = 0,
+    link: LinkEstimate | None = None,
+    whole_below: int = 0,
 ) -> FetchPlan:
     """Plan the fetch of ``frames`` (0-based) as coalesced block ranges.
 
     Bytes before ``held_below`` (the header block already in memory) are not
-    fetched again.
+    fetched again. With ``max_gap=None`` the ``link`` cost model chooses the gaps
+    to bridge, and reads all the frames at once when that costs no more and they
+    total at most ``whole_below`` bytes.
     """
     distinct = sorted(set(int(f) for f in frames))
     for f in distinct:
         if not 0 <= f < index.number_of_frames:
             raise IndexError(f"frame {f} out of range (0..{index.number_of_frames - 1})")
     blocks = (block_range(index, f) for f in distinct)
-    ranges = coalesce(
-        ((max(a, held_below), b) for a, b in blocks if b > held_below), max_gap, max_block
-    )
+    wanted = ((max(a, held_below), b) for a, b in blocks if b > held_below)
+    if max_gap is not None or link is None:
+        return FetchPlan(tuple(distinct), tuple(coalesce(wanted, max_gap or 0, max_block)))
+    exact = coalesce(wanted, 0)
+    span = pixel_span(index)
+    if span is not None:
+        span = (max(span[0], held_below), span[1])
+        if span[1] - span[0] > whole_below:
+            span = None
+    ranges = cheapest_ranges(exact, link, max_block=max_block, span=span)
     return FetchPlan(tuple(distinct), tuple(ranges))

@@ -25,6 +25,9 @@ from hdfsspec.testing.emulators import azurite, gcs_emulator  # sets the gcsfs g
 # persisted indexes would make request counts depend on earlier tests: off, except where
 # a test gives a store of its own (test_persist.py)
 os.environ["HDFSSPEC_INDEX_CACHE"] = "off"
+# the cost model learns the link from timings: fixed values keep request counts exact and
+# the same on every machine (test_link.py covers the learning)
+fsspec.config.conf.setdefault("dicom", {}).update(rtt=0.02, bandwidth=100e6)
 os.environ.setdefault("AWS_ACCESS_KEY_ID", "testing")
 os.environ.setdefault("AWS_SECRET_ACCESS_KEY", "testing")
 os.environ.setdefault("AWS_DEFAULT_REGION", "us-east-1")

@@ -8,6 +8,7 @@ pydicom (the oracle) and remotely through ``dicom::``.
 from __future__ import annotations
 
 import io
+import struct
 from collections.abc import Sequence
 from typing import Literal
 
@@ -150,6 +151,7 @@ def build_encapsulated(
     sop_class: str = SECONDARY_CAPTURE_MF_BYTE,
     trailing: bytes = b"",
     dataset: Dataset | None = None,
+    dual_tiff: bool = False,
 ) -> bytes:
     """Return a file with encapsulated ``frames`` laid out as asked.
 
@@ -166,7 +168,17 @@ def build_encapsulated(
         Raw bytes appended after the Pixel Data (e.g. a trailing padding element).
     dataset : pydicom.Dataset, optional
         A prepared data set (with file meta) to fill instead of a new one.
+    dual_tiff : bool
+        Write a dual-personality DICOM-TIFF file (Clunie, J Pathol Inform 2019;10:12):
+        the preamble starts with a classic little-endian TIFF header pointing at an IFD
+        held, with its out-of-line arrays, in a Data Set Trailing Padding (FFFC,FFFC)
+        element at the end; its TileOffsets point at the fragment item values. Needs
+        ``offset_table="empty"``, one fragment per frame and no ``trailing``.
     """
+    if dual_tiff and (offset_table != "empty" or fragments_per_frame != 1 or trailing):
+        raise ValueError(
+            "dual_tiff needs offset_table='empty', fragments_per_frame=1 and no trailing bytes"
+        )
     ds = dataset if dataset is not None else _base(sop_class, transfer_syntax)
     if dataset is None:
         _image_attrs(ds, len(frames), rows, cols, samples, 8, photometric)
@@ -184,7 +196,80 @@ def build_encapsulated(
     ds.PixelData = data
     ds["PixelData"].VR = "OB"
     ds["PixelData"].is_undefined_length = True
-    return _write(ds, trailing=trailing)
+    return _write_dual_tiff(ds) if dual_tiff else _write(ds, trailing=trailing)
+
+
+_ITEM = b"\xfe\xff\x00\xe0"
+_PIXEL_HEADER = b"\xe0\x7f\x10\x00OB\x00\x00\xff\xff\xff\xff"
+_SEQUENCE_DELIMITER = b"\xfe\xff\xdd\xe0\x00\x00\x00\x00"
+_TIFF_PHOTOMETRIC = {"MONOCHROME1": 0, "MONOCHROME2": 1, "RGB": 2, "PALETTE COLOR": 3}
+
+
+def _write_dual_tiff(ds: Dataset) -> bytes:
+    """Write ``ds`` (encapsulated, empty BOT) with a TIFF IFD in its trailing padding.
+
+    A first write gives the fragment item offsets; the padding element (whose size
+    depends only on the number of frames) then follows the Pixel Data, its value
+    starting with the IFD, then the TileOffsets, TileByteCounts and BitsPerSample
+    arrays; the second write only adds it and the TIFF header in the preamble.
+    """
+    probe = _write(ds)
+    value = len(probe) - len(_SEQUENCE_DELIMITER) - len(ds.PixelData)
+    if probe[value - 12 : value] != _PIXEL_HEADER or not probe.endswith(_SEQUENCE_DELIMITER):
+        raise ValueError("dual_tiff: the Pixel Data must be the last element of the data set")
+    pos = value + 8 + int.from_bytes(probe[value + 4 : value + 8], "little")  # skip the BOT
+    offsets, counts = [], []
+    while probe[pos : pos + 4] == _ITEM:
+        counts.append(int.from_bytes(probe[pos + 4 : pos + 8], "little"))
+        offsets.append(pos + 8)
+        pos += 8 + counts[-1]
+    n, rows, cols, samples = len(offsets), ds.Rows, ds.Columns, ds.SamplesPerPixel
+    width = int(ds.get("TotalPixelMatrixColumns", cols))
+    length = int(ds.get("TotalPixelMatrixRows", rows * n))  # else frames stacked vertically
+    if -(-width // cols) * -(-length // rows) != n:
+        raise ValueError(f"dual_tiff: {n} frames do not tile a {width}x{length} image")
+    photometric = _TIFF_PHOTOMETRIC.get(ds.PhotometricInterpretation, 6)  # YBR_* -> YCbCr
+    ifd = len(probe) + 12  # the padding value: IFD, offsets, counts, bits per sample
+    arrays = ifd + 2 + 10 * 12 + 4
+    total = arrays - ifd + 8 * n + (2 * samples if samples > 1 else 0)
+    if arrays + 8 * n + 2 * samples > 0xFFFFFFFF:
+        raise ValueError("dual_tiff: classic TIFF offsets need a file under 4 GiB")
+
+    def entry(tag: int, kind: int, values: Sequence[int], at: int) -> bytes:
+        code = "H" if kind == 3 else "L"
+        raw = struct.pack(f"<{len(values)}{code}", *values)
+        inline = raw.ljust(4, b"\x00") if len(raw) <= 4 else struct.pack("<L", at)
+        return struct.pack("<HHL", tag, kind, len(values)) + inline
+
+    bits_at = arrays + 8 * n
+    entries = [
+        entry(256, 4, [width], 0),
+        entry(257, 4, [length], 0),
+        entry(258, 3, [8] * samples, bits_at),
+        entry(259, 3, [7], 0),  # JPEG
+        entry(262, 3, [photometric], 0),
+        entry(277, 3, [samples], 0),
+        entry(322, 4, [cols], 0),
+        entry(323, 4, [rows], 0),
+        entry(324, 4, offsets, arrays),
+        entry(325, 4, counts, arrays + 4 * n),
+    ]
+    padding = bytearray(total + total % 2)
+    body = struct.pack("<H", len(entries)) + b"".join(entries) + b"\x00" * 4
+    body += struct.pack(f"<{n}L{n}L", *offsets, *counts)
+    body += struct.pack(f"<{samples}H", *[8] * samples) if samples > 1 else b""
+    padding[: len(body)] = body
+    ds.add_new(0xFFFCFFFC, "OB", bytes(padding))
+    ds.preamble = b"II*\x00" + struct.pack("<L", ifd) + b"\x00" * 120
+    try:
+        buf = io.BytesIO()
+        dcmwrite(buf, ds, enforce_file_format=True)
+    finally:
+        del ds[0xFFFCFFFC]
+    blob = buf.getvalue()
+    if blob[128 : len(probe)] != probe[128:] or len(blob) != ifd + len(padding):
+        raise ValueError("dual_tiff: the trailing padding moved the Pixel Data")
+    return blob
 
 
 def _encapsulate_fragmented(frames: Sequence[bytes], nfrag: int, has_bot: bool) -> bytes:
@@ -242,11 +327,13 @@ def build_slide(
     tiles: Sequence[bytes] | None = None,
     offset_table: OffsetTable = "bot",
     samples: int = 3,
+    dual_tiff: bool = False,
 ) -> bytes:
     """Return a TILED_FULL VL Whole Slide Microscopy image of JPEG tiles.
 
     Tiles cycle through ``tiles`` (a few distinct encoded tiles keep generation
-    cheap, whatever the slide size).
+    cheap, whatever the slide size). ``dual_tiff`` (with ``offset_table="empty"``)
+    makes it a dual-personality DICOM-TIFF file, see :func:`build_encapsulated`.
     """
     rows_t, cols_t = -(-total_rows // tile), -(-total_cols // tile)
     tiles = list(tiles) if tiles is not None else jpeg_tiles(7, tile, samples)
@@ -279,4 +366,4 @@ def build_slide(
     path = Dataset()
     path.OpticalPathIdentifier = "1"
     ds.OpticalPathSequence = [path]
-    return build_encapsulated(frames, offset_table=offset_table, dataset=ds)
+    return build_encapsulated(frames, offset_table=offset_table, dataset=ds, dual_tiff=dual_tiff)

@@ -53,6 +53,13 @@ class RequestLog:
         return sum(e[4] for e in self.gets())
 
 
+class _Server(ThreadingHTTPServer):
+    daemon_threads = True
+    # the default listen backlog (5) drops the SYNs of a burst of new connections, which
+    # the client resends after a 1 s timeout: a real object store has no such limit
+    request_queue_size = 1024
+
+
 class LoopbackHTTPServer:
     """Base of the loopback servers: a threaded HTTP server on a free 127.0.0.1 port.
 
@@ -69,8 +76,7 @@ class LoopbackHTTPServer:
         raise NotImplementedError
 
     def __enter__(self) -> Self:
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
-        self._server.daemon_threads = True
+        self._server = _Server(("127.0.0.1", 0), self._handler())
         threading.Thread(
             target=self._server.serve_forever, kwargs={"poll_interval": 0.1}, daemon=True
         ).start()
