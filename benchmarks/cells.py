@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import hashlib
 import io
+import json
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -15,6 +17,20 @@ import hdfsspec
 from hdfsspec.parse import build_index, parse_header
 
 RANDOM_FRAMES = 200
+
+
+@dataclass
+class Cell:
+    """One row of the results: a method's requests, bytes and seconds on a workload."""
+
+    target: str
+    workload: str
+    method: str
+    requests: int
+    nbytes: int
+    seconds: float
+    capped: bool = False
+    note: str = ""
 
 
 @dataclass
@@ -95,16 +111,40 @@ def seg_frames(t: Target) -> list[int]:
     ]
 
 
-def run_metadata(im: Any, t: Target) -> Any:
+def read_metadata(im: Any, _: None = None) -> Any:
     return (im.SOPInstanceUID, im.number_of_frames)
 
 
+def read_region(im: Any, args: dict[str, int]) -> Any:
+    return im.get_total_pixel_matrix(**args)
+
+
+def read_stored_frames(im: Any, frames: list[int]) -> Any:
+    return im.get_stored_frames(frames, as_indices=True)
+
+
+PORTABLE: dict[str, tuple[Callable[[Any, Any], Any], Callable[[Target], Any]]] = {
+    "open + metadata": (read_metadata, lambda t: None),
+    "512x512 region": (read_region, region_args),
+    f"{RANDOM_FRAMES} random frames": (read_stored_frames, random_frames),
+}
+"""Workloads a child process can run: ``(read(image, params), params(target))``.
+
+The parameters are plain JSON (no target needed), so a new interpreter runs the
+same calls as the matrix does.
+"""
+
+
+def run_metadata(im: Any, t: Target) -> Any:
+    return read_metadata(im)
+
+
 def run_region(im: Any, t: Target) -> Any:
-    return im.get_total_pixel_matrix(**region_args(t))
+    return read_region(im, region_args(t))
 
 
 def run_random(im: Any, t: Target) -> Any:
-    return im.get_stored_frames(random_frames(t), as_indices=True)
+    return read_stored_frames(im, random_frames(t))
 
 
 def run_all_frames(im: Any, t: Target) -> Any:
@@ -158,6 +198,14 @@ def load_targets(files: dict[str, Any], bucket: str) -> list[Target]:
     return out
 
 
+def digest(result: Any) -> str:
+    """SHA-256 of a workload's result (an array's dtype, shape and bytes; else its JSON)."""
+    if isinstance(result, np.ndarray):
+        head = f"{result.dtype.str}{result.shape}".encode()
+        return hashlib.sha256(head + np.ascontiguousarray(result).tobytes()).hexdigest()
+    return hashlib.sha256(json.dumps(result, default=str).encode()).hexdigest()
+
+
 def frames_match(a: Any, b: Any) -> bool:
     if isinstance(a, np.ndarray) or isinstance(b, np.ndarray):
         return bool(np.array_equal(np.asarray(a), np.asarray(b)))
@@ -165,8 +213,11 @@ def frames_match(a: Any, b: Any) -> bool:
 
 
 __all__ = [
+    "PORTABLE",
     "WORKLOADS",
+    "Cell",
     "Target",
+    "digest",
     "hdfsspec_method",
     "load_targets",
     "local_method",

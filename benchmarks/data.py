@@ -1,14 +1,18 @@
-"""Benchmark data: a large tiled slide (BOT, EOT, no offset table) and a 50-segment SEG.
+"""Benchmark data: a large tiled slide (BOT, EOT, no offset table, dual DICOM-TIFF) and a SEG.
 
 Generation is cheap: a few distinct JPEG tiles are encoded once and reused for
-every frame. Files are cached under ``benchmarks/data/`` by their parameters.
+every frame. Files are cached under ``benchmarks/data/<sizes tag>/<object name>.dcm``:
+a new object (or new sizes) is generated on the next run, existing ones are reused.
 """
 
 from __future__ import annotations
 
 import io
+from collections.abc import Callable
 from dataclasses import dataclass
+from functools import cache, partial
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -58,28 +62,43 @@ def _seg(sizes: Sizes) -> bytes:
     return seg
 
 
+SLIDES: dict[str, dict[str, object]] = {
+    "slide_bot": {"offset_table": "bot"},
+    "slide_eot": {"offset_table": "eot"},
+    "slide_empty": {"offset_table": "empty"},
+    "slide_tiff": {"offset_table": "empty", "dual_tiff": True},  # DICOM and TIFF at once
+}
+"""The slides by name: keyword arguments of ``build_slide`` on top of the sizes."""
+
+
+@cache
+def _tiles(size: int) -> list[bytes]:
+    """The encoded tiles every slide of this tile size cycles through (encoded once)."""
+    return smooth_tiles(12, size)
+
+
+def _slide(sizes: Sizes, **options: Any) -> bytes:
+    """A square slide of ``sizes``; ``options`` go to ``build_slide``."""
+    return build_slide(
+        sizes.slide, sizes.slide, tile=sizes.tile, tiles=_tiles(sizes.tile), **options
+    )
+
+
+def _write_once(path: Path, build: Callable[[], bytes]) -> Path:
+    """Write ``build()`` to ``path`` unless it exists (atomically: a temporary file first)."""
+    if not path.exists():
+        tmp = path.with_suffix(".tmp")
+        tmp.write_bytes(build())
+        tmp.replace(path)
+    return path
+
+
 def make_data(sizes: Sizes, root: Path | None = None) -> dict[str, Path]:
     """Create (or reuse) the benchmark files; return them by name."""
     root = (root or HERE / "data") / sizes.tag
     root.mkdir(parents=True, exist_ok=True)
     files = {}
-    tiles = None
-    for table in ("bot", "eot", "empty"):
-        path = root / f"slide_{table}.dcm"
-        if not path.exists():
-            tiles = tiles or smooth_tiles(12, sizes.tile)
-            tmp = path.with_suffix(".tmp")
-            tmp.write_bytes(
-                build_slide(
-                    sizes.slide, sizes.slide, tile=sizes.tile, tiles=tiles, offset_table=table
-                )
-            )
-            tmp.replace(path)
-        files[f"slide_{table}"] = path
-    path = root / "seg.dcm"
-    if not path.exists():
-        tmp = path.with_suffix(".tmp")
-        tmp.write_bytes(_seg(sizes))
-        tmp.replace(path)
-    files["seg"] = path
+    for name, options in SLIDES.items():
+        files[name] = _write_once(root / f"{name}.dcm", partial(_slide, sizes, **options))
+    files["seg"] = _write_once(root / "seg.dcm", partial(_seg, sizes))
     return files

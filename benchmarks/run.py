@@ -16,7 +16,7 @@ import logging
 import os
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -28,8 +28,11 @@ os.environ.setdefault("AWS_DEFAULT_REGION", "us-east-1")
 
 import fsspec  # noqa: E402
 from cells import (  # noqa: E402
+    PORTABLE,
     WORKLOADS,
+    Cell,
     Target,
+    digest,
     frames_match,
     hdfsspec_method,
     load_targets,
@@ -37,28 +40,29 @@ from cells import (  # noqa: E402
     lower_bound,
     plain_method,
 )
+from child import dicom_filesystem  # noqa: E402
 from data import FULL, QUICK, make_data  # noqa: E402
+from fresh import (  # noqa: E402
+    MEMORY_TARGET,
+    PERSISTED_TARGETS,
+    Memory,
+    measure_memory,
+    memory_section,
+    persisted_cell,
+)
 
 from hdfsspec.testing import ShapingProxy, moto_s3  # noqa: E402
 
 BUCKET = "bench"
-
-
-@dataclass
-class Cell:
-    target: str
-    workload: str
-    method: str
-    requests: int
-    nbytes: int
-    seconds: float
-    capped: bool = False
-    note: str = ""
+EVERY_FRAME = "every frame in order"
+WHOLE_GET = "one whole-object GET (s3fs cat_file)"
+LOCAL = "local copy (highdicom, no network)"
 
 
 def run_cell(
     proxy: ShapingProxy, opener: Any, work: Any, t: Target, cap: float
 ) -> tuple[Cell, Any]:
+    """Open ``t`` and run ``work`` on it, stopped after ``cap`` s; count the proxy's log."""
     proxy.log.clear()
     proxy.deadline = time.monotonic() + cap
     result, note, capped, image = None, "", False, None
@@ -95,6 +99,101 @@ def whole_get(s3: Any) -> Any:
     return work
 
 
+def make_methods(s3: Any, dicom: Any) -> dict[str, Any]:
+    """The in-process methods by name: openers of a target as a highdicom object."""
+    return {
+        LOCAL: local_method,
+        "hdfsspec": hdfsspec_method(dicom),
+        "highdicom + s3fs defaults": plain_method(s3),
+        "highdicom + s3fs 500 kB readahead": plain_method(s3, block_size=500_000),
+        "highdicom + fsspec blockcache 1 MiB": plain_method(
+            s3, cache_type="blockcache", block_size=2**20
+        ),
+        "highdicom + s3fs no cache": plain_method(s3, cache_type="none"),
+    }
+
+
+def report(cell: Cell) -> Cell:
+    """Print one cell as it is measured."""
+    print(
+        f"{cell.target:12} {cell.workload:32} {cell.method:40} {cell.requests:7} "
+        f"{cell.nbytes / 1e6:9.2f} MB {cell.seconds:7.2f} s "
+        f"{'CAPPED' if cell.capped else ''}{cell.note}",
+        flush=True,
+    )
+    return cell
+
+
+@dataclass
+class Matrix:
+    """What the runs share: the proxy, the methods, the baselines' s3fs and the cap."""
+
+    proxy: ShapingProxy
+    methods: dict[str, Any]
+    s3: Any
+    args: Any
+    references: dict[tuple[str, str], Any] = field(default_factory=dict)
+    """The first result of each (target, workload): the local copy's."""
+
+
+def run_target(m: Matrix, t: Target) -> list[Cell]:
+    """Every workload of ``t``: the lower bound, each method, the persisted index."""
+    cells: list[Cell] = []
+    opened_too_slow: set[str] = set()
+    for wname, (_, frames_of) in WORKLOADS.items():
+        if (wname.startswith("3 of")) != t.is_seg:
+            continue
+        lb = lower_bound(t, frames_of(t), m.args.rtt, m.args.bandwidth)
+        cells.append(Cell(t.name, wname, "lower bound", lb[0], lb[1], lb[2]))
+        runs = dict(m.methods)
+        if wname == EVERY_FRAME:
+            runs[WHOLE_GET] = None
+        for mname, opener in runs.items():
+            if mname in opened_too_slow:
+                note = "open alone exceeds the cap"
+                cells.append(report(Cell(t.name, wname, mname, 0, 0, m.args.cap, True, note)))
+                continue
+            cell = run_method(m, t, wname, mname, opener)
+            if cell.capped and wname == "open + metadata":
+                opened_too_slow.add(mname)
+            cells.append(report(cell))
+        reference = m.references.get((t.name, wname))
+        if t.name in PERSISTED_TARGETS and wname in PORTABLE and reference is not None:
+            cells.append(report(persisted_cell(m.proxy, t, wname, digest(reference), m.args.cap)))
+    return cells
+
+
+def run_method(m: Matrix, t: Target, wname: str, mname: str, opener: Any) -> Cell:
+    """One cell; its result is checked against the reference (the first one measured)."""
+    if opener is None:  # the whole-object GET: bytes on the wire, no result to compare
+        cell, _ = run_cell(m.proxy, lambda t: None, whole_get(m.s3), t, m.args.cap)
+    else:
+        cell, result = run_cell(m.proxy, opener, WORKLOADS[wname][0], t, m.args.cap)
+        if not cell.capped and not cell.note:
+            reference = m.references.setdefault((t.name, wname), result)
+            if reference is not result and not frames_match(result, reference):
+                cell.note = "DIFFERENT VALUES"
+    cell.workload, cell.method = wname, mname
+    return cell
+
+
+def run_memory(m: Matrix, targets: list[Target]) -> tuple[Target, list[Memory]]:
+    """The memory rows (new processes reading every frame of the memory target)."""
+    t = next(t for t in targets if t.name == MEMORY_TARGET)
+    expected = m.references.get((t.name, EVERY_FRAME))
+    if expected is None:
+        expected = WORKLOADS[EVERY_FRAME][0](local_method(t), t)
+    rows = measure_memory(m.proxy, t, expected, m.args.cap)
+    for row in rows:
+        print(
+            f"memory {t.name}: bound {row.bound / 2**20:.0f} MiB, baseline "
+            f"{row.baseline_kib / 1024:.1f} MiB, peak {row.peak_kib / 1024:.1f} MiB, "
+            f"{'pass' if row.passed else 'FAIL'} {row.note}",
+            flush=True,
+        )
+    return t, rows
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="small data (about 2 minutes)")
@@ -126,77 +225,20 @@ def main(argv: list[str] | None = None) -> int:
         with ShapingProxy(
             endpoint, rtt=args.rtt, bandwidth=args.bandwidth, local_objects=local_objects
         ) as proxy:
-            s3 = fsspec.filesystem(
+            s3 = fsspec.filesystem(  # the baselines' s3fs (its default 10-connection pool)
                 "s3", endpoint_url=proxy.url, skip_instance_cache=True, use_listings_cache=False
             )
-            dicom = fsspec.filesystem(
-                "dicom",
-                fs=s3,
-                skip_instance_cache=True,
-                index_cache=False,  # cold opens
-            )
-            methods = {
-                "local copy (highdicom, no network)": local_method,
-                "hdfsspec": hdfsspec_method(dicom),
-                "highdicom + s3fs defaults": plain_method(s3),
-                "highdicom + s3fs 500 kB readahead": plain_method(s3, block_size=500_000),
-                "highdicom + fsspec blockcache 1 MiB": plain_method(
-                    s3, cache_type="blockcache", block_size=2**20
-                ),
-                "highdicom + s3fs no cache": plain_method(s3, cache_type="none"),
-            }
-            warm_up(proxy, methods, targets)
+            dicom = dicom_filesystem(proxy.url, index_cache=False)  # as users build it; cold
+            m = Matrix(proxy, make_methods(s3, dicom), s3, args)
+            warm_up(proxy, m.methods, targets)
             for t in targets:
-                opened_too_slow: set[str] = set()
-                for wname, (work, frames_of) in WORKLOADS.items():
-                    if (wname.startswith("3 of")) != t.is_seg:
-                        continue
-                    lb = lower_bound(t, frames_of(t), args.rtt, args.bandwidth)
-                    cells.append(Cell(t.name, wname, "lower bound", lb[0], lb[1], lb[2]))
-                    reference = None
-                    runs = dict(methods)
-                    if wname == "every frame in order":
-                        runs["one whole-object GET (s3fs cat_file)"] = None
-                    for mname, opener in runs.items():
-                        if mname in opened_too_slow:
-                            cells.append(
-                                Cell(
-                                    t.name,
-                                    wname,
-                                    mname,
-                                    0,
-                                    0,
-                                    args.cap,
-                                    True,
-                                    "open alone exceeds the cap",
-                                )
-                            )
-                            continue
-                        if opener is None:
-                            cell, result = run_cell(
-                                proxy, lambda t: None, whole_get(s3), t, args.cap
-                            )
-                        else:
-                            cell, result = run_cell(proxy, opener, work, t, args.cap)
-                        cell.workload, cell.method = wname, mname
-                        if opener is not None and not cell.capped and not cell.note:
-                            if reference is None:
-                                reference = result
-                            elif not frames_match(result, reference):
-                                cell.note = "DIFFERENT VALUES"
-                        if cell.capped and wname == "open + metadata":
-                            opened_too_slow.add(mname)
-                        cells.append(cell)
-                        print(
-                            f"{t.name:12} {wname:32} {mname:40} {cell.requests:7} "
-                            f"{cell.nbytes / 1e6:9.2f} MB {cell.seconds:7.2f} s "
-                            f"{'CAPPED' if cell.capped else ''}{cell.note}",
-                            flush=True,
-                        )
-    write_results(args, sizes, targets, cells, time.perf_counter() - t_start)
+                cells += run_target(m, t)
+            memory = run_memory(m, targets)
+    write_results(args, sizes, targets, cells, memory, time.perf_counter() - t_start)
     if args.readme:
         write_readme_table(cells, args.cap)
-    return 1 if any("DIFFERENT" in c.note or c.note.startswith("error") for c in cells) else 0
+    failed = any("DIFFERENT" in c.note or c.note.startswith("error") for c in cells)
+    return 1 if failed or any(row.note for row in memory[1]) else 0
 
 
 README_METHODS = (
@@ -236,8 +278,14 @@ def _ratio(value: float, bound: float) -> str:
 
 
 def write_results(
-    args: Any, sizes: Any, targets: list[Target], cells: list[Cell], total: float
+    args: Any,
+    sizes: Any,
+    targets: list[Target],
+    cells: list[Cell],
+    memory: tuple[Target, list[Memory]],
+    total: float,
 ) -> None:
+    """Write the results (the matrix, then the memory section) to ``args.out``."""
     lines = [
         "# Benchmark results",
         "",
@@ -269,6 +317,7 @@ def write_results(
             f" | {secs} | {_ratio(c.requests, lb.requests)} | {_ratio(c.nbytes, lb.nbytes)} | "
             f"{'-' if c.capped else _ratio(c.seconds, lb.seconds)} |"
         )
+    lines += ["", *memory_section(*memory)]
     args.out.write_text("\n".join(lines) + "\n")
     print(f"wrote {args.out}")
 

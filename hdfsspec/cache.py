@@ -46,6 +46,7 @@ from hdfsspec.parse import (
     number_of_frames,
     parse_header,
     scanned_index,
+    tiff_index,
 )
 from hdfsspec.planning import FetchPlan, block_range, plan_frames
 from hdfsspec.scan import ItemScanner, group_fragments
@@ -125,6 +126,7 @@ class DicomFrameCache(BaseCache):
         self._blocks: OrderedDict[int, tuple[int, bytes]] = OrderedDict()
         self._block_bytes = 0
         self._tail: tuple[int, bytes] | None = None
+        self._tables: list[tuple[int, bytes]] = []  # offset tables read after the header
         self._scanner: ItemScanner | None = None
         self._partial: FrameIndex | None = None  # frames found so far by a partial scan
         self._served = 0  # frames read before the scan ended, checked when it ends
@@ -213,9 +215,11 @@ class DicomFrameCache(BaseCache):
         parsed = self.parsed
         with self._lock:
             if self._index is None and self._scanner is None:
-                index = index_from_tables(parsed)
+                fetch = lambda r: self._get(r, "index")  # noqa: E731
+                index = index_from_tables(parsed, self._fetch_table)
                 if index is None:
-                    fetch = lambda r: self._get(r, "index")  # noqa: E731
+                    index = tiff_index(parsed, self._fetch_table, self._fetch_tables)
+                if index is None:
                     self._scanner = ItemScanner(
                         parsed, fetch, number_of_frames(parsed), self.options, self._scanned
                     )
@@ -243,6 +247,28 @@ class DicomFrameCache(BaseCache):
             self._partial = scanned_index(parsed, *scanner.frame_ranges(count))
             self._keep_frames(self._partial)
             return self._partial
+
+    def _fetch_table(self, start: int, stop: int) -> bytes:
+        """Read part of an offset table; fetched bytes stay to serve byte reads of it."""
+        return self._fetch_tables([(start, stop)])[0]
+
+    def _fetch_tables(self, ranges: Sequence[tuple[int, int]]) -> list[bytes]:
+        """Read ranges of offset tables, from the header bytes where they hold them."""
+        prefix = self.parsed.prefix
+        held = len(prefix)
+        wanted = [(max(a, held), b) for a, b in ranges if b > held]
+        fetched = iter(self._get(wanted, "index") if wanted else [])
+        out = []
+        for a, b in ranges:
+            data = prefix[a:b]
+            if b > held:
+                rest = next(fetched)
+                self._tables.append((max(a, held), rest))
+                data += rest
+            out.append(data)
+        if not wanted:
+            self.stats.hit("index", len(ranges))
+        return out
 
     def _built(self, index: FrameIndex) -> None:
         self._index = index
@@ -514,6 +540,10 @@ class DicomFrameCache(BaseCache):
                 if head is not None and stop <= base + len(head):
                     self.stats.hit("index")
                     return head[pos - base : stop - base]
+        for base, table in self._tables:
+            if base <= pos < base + len(table):
+                self.stats.hit("index")
+                return table[pos - base : stop - base]
         frame = index.frame_at(pos)
         if frame >= 0:
             for f in (frame - 1, frame):

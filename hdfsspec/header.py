@@ -79,11 +79,18 @@ class PrefixBuffer:
         self.requests = 0
 
     def ensure(
-        self, stop: int, *, tag: int | None = None, what: str = "element", at: int | None = None
+        self,
+        stop: int,
+        *,
+        tag: int | None = None,
+        what: str = "element",
+        at: int | None = None,
+        fetch: bool = True,
     ) -> None:
         """Make sure ``[0, stop)`` is buffered; raise if ``stop`` is past the end.
 
         ``at`` is the offset of the element being read, for the error message.
+        With ``fetch=False`` only the bound is checked.
         """
         if stop > self.size:
             raise TruncatedDicomError(
@@ -93,7 +100,7 @@ class PrefixBuffer:
                 tag=tag,
             )
         have = len(self.data)
-        if stop <= have:
+        if stop <= have or not fetch:
             return
         # the needed end plus one first-request of margin (what follows a large value is
         # usually small: the next elements, the Pixel Data and BOT headers), or double

@@ -29,8 +29,8 @@ import numpy as np
 __all__ = ["UNKNOWN", "FrameIndex", "OffsetTableKind"]
 
 UNKNOWN = -1
-OffsetTableKind = Literal["bot", "eot", "scan", "native", "none"]
-_KINDS = ("bot", "eot", "scan", "native", "none")
+OffsetTableKind = Literal["bot", "eot", "tiff", "scan", "native", "none"]
+_KINDS = ("bot", "eot", "tiff", "scan", "native", "none")
 
 
 def _frozen(values: Any) -> np.ndarray:
@@ -51,7 +51,7 @@ class FrameIndex:
         Transfer Syntax UID of the data set.
     header_end : int
         First byte after the header (see the module notes).
-    offset_table : {"bot", "eot", "scan", "native", "none"}
+    offset_table : {"bot", "eot", "tiff", "scan", "native", "none"}
         How the frames were located.
     starts, stops : array_like of int
         Absolute start and (exclusive) stop of every frame.

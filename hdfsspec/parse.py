@@ -40,8 +40,16 @@ from hdfsspec.header import (
 )
 from hdfsspec.index import UNKNOWN, FrameIndex
 from hdfsspec.scan import ItemScan, group_fragments, scan_items
+from hdfsspec.tiff import read_tile_table, tiff_ifd_offset, tile_table_frames
 
-__all__ = ["ParsedHeader", "build_index", "index_from_tables", "parse_header", "scanned_index"]
+__all__ = [
+    "ParsedHeader",
+    "build_index",
+    "index_from_tables",
+    "parse_header",
+    "scanned_index",
+    "tiff_index",
+]
 
 _PIXEL_TAG = 0x7FE00010
 _NUMBER_OF_FRAMES = 0x00280008
@@ -59,8 +67,9 @@ class ParsedHeader:
         Every byte fetched from the start of the object (at least ``header_end``).
     header_end : int
         First byte after the header (see :class:`~hdfsspec.index.FrameIndex`).
-    bot : tuple of int
-        Basic Offset Table entries (relative, as stored), empty if none.
+    bot : tuple of int or None
+        Basic Offset Table entries (relative, as stored), empty if none; None when
+        the table lies beyond the bytes fetched for the header (read with the index).
     dataset : pydicom.Dataset
         The data set without Pixel Data (file meta in ``dataset.file_meta``).
     requests : int
@@ -70,11 +79,12 @@ class ParsedHeader:
     header: Header
     prefix: bytes
     header_end: int
-    bot: tuple[int, ...]
+    bot: tuple[int, ...] | None
     dataset: Dataset
     requests: int
     size: int
     path: str | None
+    bot_span: tuple[int, int] = (0, 0)
 
     def read_dataset(self) -> Dataset:
         """Return a new pydicom data set of the header (file meta in ``file_meta``)."""
@@ -84,7 +94,10 @@ class ParsedHeader:
 def parse_header(
     fetch: Fetch, size: int, *, path: str | None = None, options: ReadOptions = DEFAULT_OPTIONS
 ) -> ParsedHeader:
-    """Read the header and the Basic Offset Table of an object.
+    """Read the header of an object, and its Basic Offset Table if the bytes hold it.
+
+    A Basic Offset Table that ends beyond the bytes fetched for the header is read
+    with the index (:func:`index_from_tables`): opening costs no request for it.
 
     Parameters
     ----------
@@ -103,7 +116,8 @@ def parse_header(
     """
     buf = PrefixBuffer(fetch, size, options.first_request, path)
     header = read_header(buf)
-    bot: tuple[int, ...] = ()
+    bot: tuple[int, ...] | None = ()
+    bot_span = (0, 0)
     if header.pixel_data_offset is None:
         header_end = size
     elif header.encapsulated:
@@ -124,14 +138,17 @@ def parse_header(
                 offset=pos + 4,
                 tag=_PIXEL_TAG,
             )
-        raw = buf.read(pos + 8, length, tag=_PIXEL_TAG, what="Basic Offset Table")
-        bot = struct.unpack(f"<{length // 4}L", raw)
-        header_end = pos + 8 + length
+        buf.ensure(pos + 8 + length, tag=_PIXEL_TAG, what="Basic Offset Table", fetch=False)
+        bot_span, header_end = (pos + 8, pos + 8 + length), pos + 8 + length
+        if header_end <= len(buf.data):
+            bot = struct.unpack(f"<{length // 4}L", bytes(buf.data[pos + 8 : header_end]))
+        else:
+            bot = None  # read with the index, if it is needed at all
     else:
         header_end = header.pixel_value_offset
     dataset = _read_dataset(bytes(buf.data[: header.pixel_data_offset or size]), path)
     return ParsedHeader(
-        header, bytes(buf.data), header_end, bot, dataset, buf.requests, size, path
+        header, bytes(buf.data), header_end, bot, dataset, buf.requests, size, path, bot_span
     )
 
 
@@ -311,7 +328,10 @@ def build_index(
     scan : ItemScan or None
         The scan, when one was needed (its item heads serve later small reads).
     """
-    index = index_from_tables(parsed)
+    fetch = lambda a, b: fetch_ranges([(a, b)])[0]  # noqa: E731
+    index = index_from_tables(parsed, fetch)
+    if index is None:
+        index = tiff_index(parsed, fetch, fetch_ranges)
     if index is not None:
         return index, None
     scan = scan_items(fetch_ranges, parsed, options, on_chunk)
@@ -319,8 +339,11 @@ def build_index(
     return scanned_index(parsed, starts, stops), scan
 
 
-def index_from_tables(parsed: ParsedHeader) -> FrameIndex | None:
-    """The index when the header gives it (native, BOT, EOT); None when a scan is needed."""
+def index_from_tables(parsed: ParsedHeader, fetch: Fetch | None = None) -> FrameIndex | None:
+    """The index when the header gives it (native, BOT, EOT); None when a scan is needed.
+
+    ``fetch`` reads the part of a Basic Offset Table beyond the header bytes.
+    """
     hdr = parsed.header
     if hdr.pixel_data_offset is None:
         return _index(parsed, "none", [], [])
@@ -333,13 +356,61 @@ def index_from_tables(parsed: ParsedHeader) -> FrameIndex | None:
         index = _eot_index(parsed, n)
         if index is not None:
             return index
-    if len(parsed.bot) == n:
+    bot = parsed.bot
+    if bot is None and (parsed.bot_span[1] - parsed.bot_span[0]) // 4 == n:
+        bot = _read_bot(parsed, fetch)
+    if bot is not None and len(bot) == n:
         offsets = _check_offsets(
-            np.asarray(parsed.bot, dtype=np.int64), parsed, "Basic Offset Table", _PIXEL_TAG
+            np.asarray(bot, dtype=np.int64), parsed, "Basic Offset Table", _PIXEL_TAG
         )
         starts = parsed.header_end + offsets
         return _index(parsed, "bot", starts, np.append(starts[1:], UNKNOWN))
     return None
+
+
+def _read_bot(parsed: ParsedHeader, fetch: Fetch | None) -> tuple[int, ...]:
+    """The Basic Offset Table entries: the bytes held, then the rest fetched."""
+    start, stop = parsed.bot_span
+    held = parsed.prefix[start:stop]
+    if fetch is None:
+        raise ValueError("the Basic Offset Table was not fetched with the header: give fetch")
+    rest = fetch(start + len(held), stop)
+    if len(rest) != stop - start - len(held):
+        raise TruncatedDicomError(
+            f"the Basic Offset Table ends at byte {stop}, but only "
+            f"{start + len(held) + len(rest)} bytes could be read",
+            path=parsed.path,
+            offset=start + len(held) + len(rest),
+            tag=_PIXEL_TAG,
+        )
+    return struct.unpack(f"<{(stop - start) // 4}L", held + rest)
+
+
+def tiff_index(parsed: ParsedHeader, fetch: Fetch, fetch_ranges: FetchRanges) -> FrameIndex | None:
+    """The index from the TIFF tile table of a dual DICOM-TIFF file, if it checks out.
+
+    The preamble's TIFF header leads to the first IFD (one request) and its tile
+    offsets and byte counts (one more round); the table must describe one item per
+    frame, back to back, from the first byte of the Pixel Data items (see
+    :func:`hdfsspec.tiff.tile_table_frames`). Anything else gives None (scan).
+    Each frame's item header is checked again when the frame is read.
+    """
+    hdr = parsed.header
+    header = tiff_ifd_offset(parsed.prefix[:16])
+    if header is None or not hdr.encapsulated or header.ifd_offset >= parsed.size:
+        return None
+    n = number_of_frames(parsed)
+    table = read_tile_table(fetch, fetch_ranges, parsed.size, header, path=parsed.path, expected=n)
+    if table is None or n == 0:
+        return None
+    first = int(table.offsets[0]) - 8 if table.offsets.size else -1
+    first_item = parsed.prefix[first : first + 8] if 0 <= first <= len(parsed.prefix) - 8 else None
+    frames = tile_table_frames(
+        table, header_end=parsed.header_end, size=parsed.size, first_item=first_item
+    )
+    if frames is None or int(frames[0][0]) != parsed.header_end:
+        return None  # the first frame must be the first item after the Basic Offset Table
+    return _index(parsed, "tiff", frames[0], frames[1])
 
 
 def scanned_index(parsed: ParsedHeader, starts: np.ndarray, stops: np.ndarray) -> FrameIndex:

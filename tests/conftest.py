@@ -50,6 +50,7 @@ def _corpus() -> dict[str, bytes]:
         "fragmented_empty.dcm": build_encapsulated(
             frames, offset_table="empty", fragments_per_frame=3
         ),
+        "dual_tiff.dcm": build_encapsulated(frames, offset_table="empty", dual_tiff=True),
         "single_frame.dcm": build_encapsulated(
             frames[:1], offset_table="empty", fragments_per_frame=2
         ),

@@ -141,3 +141,44 @@ def test_http_server_ignoring_range_still_reads_correctly():
             assert f.stats.requests == 1 and f.stats.bytes == len(blob)
         # the first response carried the whole object; everything was served from it
         assert server.log.requests == 1 and server.log.bytes == len(blob)
+
+
+def test_dual_tiff_without_offset_table_is_indexed_by_its_tile_table(backend):
+    frames = fake_jpeg_frames(3000, seed=12, min_size=300, max_size=700)
+    blob = build_encapsulated(frames, offset_table="empty", dual_tiff=True)
+    path = backend.put("dual.dcm", blob)
+    fs, counting = backend.counted()
+    with fs.open(path) as f:
+        assert f.header.header.pixel_data_offset is not None
+        assert counting.requests == 1  # the header
+        index = f.index
+        assert index.offset_table == "tiff"
+        # the IFD (4 KiB window), then one range holding both 12 kB arrays: no scan
+        assert counting.requests == 3 and counting.rounds == 3
+        assert counting.bytes <= 64 * 1024 + 4096 + 2 * 4 * 3000
+        got = f.read_frames([7, 1500, 2999])
+        assert got == [frames[7], frames[1500], frames[2999]]
+        assert counting.requests == 4  # one round of exact ranges (or one bridged range)
+
+
+LARGE_BOT = build_encapsulated(
+    fake_jpeg_frames(20_000, seed=13, min_size=16, max_size=32), offset_table="bot"
+)
+
+
+def test_metadata_costs_one_request_and_a_large_bot_is_read_with_the_index(backend):
+    path = backend.put("large_bot.dcm", LARGE_BOT)
+    fs, counting = backend.counted()
+    with fs.open(path) as f:
+        header = f.header
+        assert header.dataset.NumberOfFrames == 20_000
+        assert header.bot is None and header.bot_span[1] - header.bot_span[0] == 80_000
+        assert (counting.requests, counting.bytes) == (1, 64 * 1024)  # BOT not read yet
+        frame = f.read_frames([19_000])[0]
+        assert frame == reference_frames(LARGE_BOT)[19_000]
+        # the rest of the BOT (exactly), then the frame
+        assert counting.ranges[1][1:] == (64 * 1024, header.bot_span[1])
+        assert counting.requests == 3
+        f.seek(header.bot_span[0])  # byte reads of the table are served from memory
+        assert f.read(80_000) == LARGE_BOT[header.bot_span[0] : header.bot_span[1]]
+        assert counting.requests == 3

@@ -37,6 +37,7 @@ EXPECTED_KIND = {
     "bot.dcm": "bot",
     "eot.dcm": "eot",
     "eot_nolen.dcm": "eot",
+    "dual_tiff.dcm": "tiff",
     "empty_bot.dcm": "scan",
     "fragmented_bot.dcm": "bot",
     "fragmented_empty.dcm": "scan",

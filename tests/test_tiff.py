@@ -11,7 +11,8 @@ import pydicom
 import pytest
 
 from hdfsspec import TruncatedDicomError
-from hdfsspec.parse import build_index, parse_header
+from hdfsspec.parse import build_index, number_of_frames, parse_header, scanned_index
+from hdfsspec.scan import group_fragments, scan_items
 from hdfsspec.testing import build_encapsulated, build_slide, fake_jpeg_frames, jpeg_tiles
 from hdfsspec.tiff import (
     IFD_WINDOW,
@@ -317,11 +318,15 @@ def slides():
 
 
 def _frames_by_scan(blob):
+    """The index a scan of the items gives, and the one build_index gives (the TIFF table)."""
     store = Store(blob)
     parsed = parse_header(store.fetch, len(blob))
+    scan = scan_items(store.fetch_ranges, parsed)
+    starts, stops = group_fragments(scan, number_of_frames(parsed), parsed)
     index, _ = build_index(parsed, store.fetch_ranges)
-    assert index.offset_table == "scan"
-    return parsed, index
+    assert index.offset_table == "tiff"
+    assert np.array_equal(index.starts, starts) and np.array_equal(index.stops, stops)
+    return parsed, scanned_index(parsed, starts, stops)
 
 
 def test_dual_file_is_dicom_and_tiff(slides):
@@ -388,3 +393,22 @@ def test_dual_file_seen_by_tifffile(slides):
 def test_dual_tiff_needs_empty_bot_one_fragment_no_trailing(options):
     with pytest.raises(ValueError, match="dual_tiff"):
         build_encapsulated(fake_jpeg_frames(2), dual_tiff=True, **options)
+
+
+def test_corrupt_tile_table_falls_back_to_the_scan():
+    frames = fake_jpeg_frames(40, seed=4, min_size=30, max_size=60)
+    dual = bytearray(build_encapsulated(frames, offset_table="empty", dual_tiff=True))
+    table = Store(bytes(dual)).table()
+    assert table is not None
+    packed = struct.pack("<2L", *table.offsets[:2].tolist())
+    at = bytes(dual).index(packed, 132)  # the TileOffsets array in the trailing padding
+    dual[at : at + 8] = struct.pack("<2L", *table.offsets[1::-1].tolist())  # swapped
+    store = Store(bytes(dual))
+    parsed = parse_header(store.fetch, len(dual))
+    index, scan = build_index(parsed, store.fetch_ranges)
+    assert index.offset_table == "scan" and scan is not None
+    decoded = pydicom.dcmread(io.BytesIO(bytes(dual)))
+    assert list(pydicom.encaps.generate_frames(decoded.PixelData, number_of_frames=40)) == frames
+    assert [
+        bytes(dual[a + 8 : b]) for a, b in zip(index.starts, index.stops, strict=True)
+    ] == frames

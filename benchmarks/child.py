@@ -1,0 +1,112 @@
+"""One cold open in a new interpreter, for the benchmark's rows that need a fresh process.
+
+    python benchmarks/child.py '<JSON spec>'
+
+The spec names the ``mode``, the S3 ``endpoint`` (the shaping proxy) and the object's
+``key`` (``bucket/name``); credentials come from the environment. The child prints
+one JSON line. Its ``seconds`` are measured here, around the open and the work:
+interpreter start, imports and the creation of the S3 client are left out (``setup``).
+
+Modes:
+
+``workload``
+    Open the object through the dicom filesystem with ``index_cache`` (a directory),
+    run the workload ``workload`` of :data:`cells.PORTABLE` with ``params`` and print
+    the result's digest and the file's stats. With ``complete``, the frame index is
+    then completed (an object without offset table is walked to its end), so that
+    the store holds the whole index.
+``memory``
+    Open the object (no index store; ``max_cache_bytes`` if given), note the resident
+    memory, read every frame in order with ``iter_frames`` keeping none, then print
+    the baseline and the peak resident memory (KiB) and the bytes read.
+"""
+
+from __future__ import annotations
+
+import json
+import resource
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import fsspec
+
+import hdfsspec  # registers the dicom protocol
+
+
+def dicom_filesystem(endpoint: str, **options: Any) -> Any:
+    """The dicom filesystem over S3 as a user builds it, its S3 client created up front."""
+    fs = fsspec.filesystem(
+        "dicom",
+        target_protocol="s3",
+        target_options={
+            "endpoint_url": endpoint,
+            "skip_instance_cache": True,
+            "use_listings_cache": False,
+        },
+        skip_instance_cache=True,
+        **options,
+    )
+    fs.fs.connect()  # the client (botocore's service model): no request
+    return fs
+
+
+def rss_kib() -> int:
+    """Resident memory now, KiB (Linux)."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+    raise RuntimeError("no VmRSS in /proc/self/status")
+
+
+def run_workload(spec: dict[str, Any]) -> dict[str, Any]:
+    """Open, run one workload, digest its result (and complete the index if asked)."""
+    from cells import PORTABLE, digest  # imports highdicom
+
+    read, _ = PORTABLE[spec["workload"]]
+    began = time.perf_counter()
+    fs = dicom_filesystem(spec["endpoint"], index_cache=spec["index_cache"])
+    t0 = time.perf_counter()
+    with hdfsspec.imread(fs.open(spec["key"])) as image:
+        result = read(image, spec["params"])
+        seconds = time.perf_counter() - t0
+        if spec.get("complete"):
+            image.file.index  # noqa: B018  (walks an object without offset table to its end)
+        stats = image.file.stats.as_dict()
+    return {"seconds": seconds, "setup": t0 - began, "digest": digest(result), "stats": stats}
+
+
+def run_memory(spec: dict[str, Any]) -> dict[str, Any]:
+    """Baseline and peak resident memory around reading every frame in order."""
+    options = {"index_cache": False}
+    if spec.get("max_cache_bytes") is not None:
+        options["max_cache_bytes"] = spec["max_cache_bytes"]
+    fs = dicom_filesystem(spec["endpoint"], **options)
+    with fs.open(spec["key"]) as f:
+        baseline = rss_kib()
+        t0 = time.perf_counter()
+        nbytes = sum(len(data) for _, data in f.iter_frames())
+        seconds = time.perf_counter() - t0
+        bound = f.cache.options.max_cache_bytes
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB on Linux
+    return {
+        "baseline_kib": baseline,
+        "peak_kib": peak,
+        "nbytes": nbytes,
+        "seconds": seconds,
+        "max_cache_bytes": bound,
+    }
+
+
+MODES = {"workload": run_workload, "memory": run_memory}
+
+
+def main(argv: list[str]) -> int:
+    spec = json.loads(argv[1])
+    print(json.dumps(MODES[spec["mode"]](spec)), flush=True)
+    return 0
+
+
+if __name__ == "__main__":  # the script's directory is on sys.path: cells imports
+    sys.exit(main(sys.argv))

@@ -1,0 +1,169 @@
+"""Rows measured in new processes: a persisted index reopened, and resident memory.
+
+Each measurement runs ``child.py`` with ``sys.executable``; the child inherits the
+environment (the AWS variables set by ``run.py``) and talks to the shaping proxy, which
+counts its requests and bytes as it does for the in-process cells.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from cells import PORTABLE, Cell, Target
+
+HERE = Path(__file__).parent
+CHILD = HERE / "child.py"
+PERSISTED = "hdfsspec, persisted index (new process)"
+PERSISTED_TARGETS = ("slide_bot", "slide_empty", "slide_tiff")
+STARTUP = 30.0
+"""Seconds a child may take beyond the cap (interpreter start and imports)."""
+
+
+class ChildError(RuntimeError):
+    """A child process failed; the message is the last line of its stderr."""
+
+
+def run_child(spec: dict[str, Any], timeout: float) -> dict[str, Any]:
+    """Run ``child.py`` with ``spec`` and return the JSON line it prints."""
+    proc = subprocess.run(
+        [sys.executable, str(CHILD), json.dumps(spec)],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
+    if proc.returncode != 0:
+        lines = proc.stderr.strip().splitlines() or [f"exit status {proc.returncode}"]
+        raise ChildError(lines[-1])
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+# -- persisted index, second open in a new process ----------------------------------------
+def persisted_cell(proxy: Any, t: Target, workload: str, expected: str, cap: float) -> Cell:
+    """Requests, bytes and seconds of a second cold process reusing a persisted index.
+
+    In a fresh index store, a first child runs the workload and completes the index
+    (not recorded); a second child runs it again, measured. Its result's digest must
+    equal ``expected`` (the digest of the reference result).
+    """
+    spec = {
+        "mode": "workload",
+        "endpoint": proxy.url,
+        "key": t.key,
+        "workload": workload,
+        "params": PORTABLE[workload][1](t),
+    }
+    cell = Cell(t.name, workload, PERSISTED, 0, 0, 0.0)
+    with tempfile.TemporaryDirectory(prefix="hdfsspec-index-") as store:
+        spec["index_cache"] = store
+        try:
+            run_child({**spec, "complete": True}, timeout=max(cap, 60.0) + STARTUP)
+        except (ChildError, subprocess.TimeoutExpired) as exc:
+            cell.note = f"error building the index: {exc}"[:120]
+            return cell
+        if not any(Path(store).rglob("*.idx")):
+            cell.note = "no index saved"
+        out = measured_child(proxy, spec, cap, cell)
+    if out is not None:
+        cell.seconds = out["seconds"]
+        if out["digest"] != expected:
+            cell.note = "DIFFERENT VALUES"
+        elif out["stats"]["header"]["requests"]:
+            cell.note = "header fetched: the persisted index was not used"
+    return cell
+
+
+def measured_child(proxy: Any, spec: dict[str, Any], cap: float, cell: Cell) -> Any:
+    """Run a child as a capped cell: fill ``cell`` from the proxy's log; return its output."""
+    proxy.log.clear()
+    proxy.deadline = time.monotonic() + cap
+    t0 = time.perf_counter()
+    out = None
+    try:
+        out = run_child(spec, timeout=cap + STARTUP)
+    except subprocess.TimeoutExpired:
+        cell.capped = True
+    except ChildError as exc:  # a capped child fails on the proxy's 403
+        cell.capped = time.monotonic() >= proxy.deadline
+        cell.note = "" if cell.capped else f"error: {exc}"[:120]
+    finally:
+        proxy.deadline = None
+    cell.seconds = time.perf_counter() - t0
+    entries = list(proxy.log.entries)
+    cell.requests, cell.nbytes = len(entries), sum(e[4] for e in entries)
+    return out
+
+
+# -- memory ---------------------------------------------------------------------------------
+MEMORY_TARGET = "slide_bot"
+MEMORY_BOUNDS = (None, 32 * 2**20)
+"""Cache bounds measured: the default (256 MiB) and 32 MiB."""
+MEMORY_SLACK = 150e6
+"""The target: peak resident memory within the cache bound plus this many bytes."""
+
+
+@dataclass
+class Memory:
+    """Resident memory of a child reading every frame in order under one cache bound."""
+
+    bound: int
+    baseline_kib: int
+    peak_kib: int
+    seconds: float
+    note: str = ""
+
+    @property
+    def passed(self) -> bool:
+        return not self.note and self.peak_kib * 1024 <= self.bound + MEMORY_SLACK
+
+
+def measure_memory(proxy: Any, t: Target, expected_nbytes: int, cap: float) -> list[Memory]:
+    """Baseline and peak RSS of a new process reading every frame of ``t``, per cache bound."""
+    rows = []
+    for bound in MEMORY_BOUNDS:
+        spec = {"mode": "memory", "endpoint": proxy.url, "key": t.key, "max_cache_bytes": bound}
+        try:
+            out = run_child(spec, timeout=cap + STARTUP)
+        except (ChildError, subprocess.TimeoutExpired) as exc:
+            rows.append(Memory(bound or 0, 0, 0, 0.0, f"error: {exc}"[:120]))
+            continue
+        note = "" if out["nbytes"] == expected_nbytes else "DIFFERENT VALUES"
+        rows.append(
+            Memory(
+                out["max_cache_bytes"], out["baseline_kib"], out["peak_kib"], out["seconds"], note
+            )
+        )
+    return rows
+
+
+def memory_section(t: Target, rows: list[Memory]) -> list[str]:
+    """The "Memory" section of RESULTS.md."""
+    lines = [
+        "## Memory",
+        "",
+        f"A new process opens `{t.name}` ({len(t.local) / 1e6:.1f} MB) through the dicom "
+        "filesystem and reads every frame in order with `iter_frames()`, keeping none. "
+        "Baseline: resident memory (VmRSS) after the imports and the open; peak: "
+        "`ru_maxrss` after the pass. Target: peak RSS within the cache bound "
+        f"(`max_cache_bytes`) + {MEMORY_SLACK / 1e6:.0f} MB.",
+        "",
+        "| cache bound | baseline RSS (MB) | peak RSS (MB) | peak - baseline (MB) | seconds "
+        "| target |",
+        "| --- | ---: | ---: | ---: | ---: | --- |",
+    ]
+    for m in rows:
+        target = f"{(m.bound + MEMORY_SLACK) / 1e6:.0f} MB: {'pass' if m.passed else 'FAIL'}"
+        note = f" ({m.note})" if m.note else ""
+        lines.append(
+            f"| {m.bound / 2**20:.0f} MiB{note} | {m.baseline_kib * 1024 / 1e6:.1f} | "
+            f"{m.peak_kib * 1024 / 1e6:.1f} | {(m.peak_kib - m.baseline_kib) * 1024 / 1e6:.1f} | "
+            f"{m.seconds:.2f} | {target} |"
+        )
+    return lines
