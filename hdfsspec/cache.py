@@ -49,6 +49,7 @@ from hdfsspec.parse import (
     tiff_index,
 )
 from hdfsspec.planning import FetchPlan, block_range, plan_frames
+from hdfsspec.progress import Progress, ScanProgress
 from hdfsspec.scan import ItemScanner, group_fragments
 from hdfsspec.stats import CacheStats
 
@@ -65,7 +66,17 @@ _LAYOUT_ERRORS = (
     FrameIndexError,
     UnsupportedTransferSyntaxError,
 )
-_TRANSIENT = ("_lock", "_scanner", "_on_index", "_blocks", "_run", "_partial", "_fetch_ranges")
+_TRANSIENT = (
+    "_lock",
+    "_scanner",
+    "_on_index",
+    "_blocks",
+    "_run",
+    "_partial",
+    "_fetch_ranges",
+    "_progress",
+    "progress",
+)
 
 
 class DicomFrameCache(BaseCache):
@@ -96,6 +107,9 @@ class DicomFrameCache(BaseCache):
     link : LinkModel, optional
         Cost model of the target (shared by the files of a filesystem); it learns
         from the requests this cache times, and plans the frame fetches.
+    progress : bool, fsspec Callback or None
+        Progress of scans of files without offset table (see :mod:`hdfsspec.progress`):
+        by default a bar on stderr once a scan has run for two seconds.
     """
 
     name = "dicom"
@@ -111,6 +125,7 @@ class DicomFrameCache(BaseCache):
         known: tuple[FrameIndex, bytes] | None = None,
         on_index: Callable[[FrameIndex, bytes], None] | None = None,
         link: LinkModel | None = None,
+        progress: Progress = None,
         **overrides: Any,
     ) -> None:
         super().__init__(blocksize, fetcher, size)
@@ -118,6 +133,8 @@ class DicomFrameCache(BaseCache):
         self.path = path or getattr(getattr(fetcher, "__self__", None), "path", None)
         self._fetch_ranges = fetch_ranges
         self.link = link if link is not None else LinkModel()
+        self.progress = progress
+        self._progress: ScanProgress | None = None  # of the scan call under way
         self.stats = CacheStats()
         self._lock = threading.RLock()
         self._parsed: ParsedHeader | None = None
@@ -232,11 +249,18 @@ class DicomFrameCache(BaseCache):
                 return partial
             scanner = self._scanner
             assert scanner is not None
-            if whole:
-                scanner.advance()
-            else:
-                scanner.advance(frames, offset, ahead)
-                scanner.walk_buffered()
+            self._progress = ScanProgress(
+                parsed.header_end, self.size, f"indexing {self.path}", self.progress
+            )
+            try:
+                if whole:
+                    scanner.advance()
+                else:
+                    scanner.advance(frames, offset, ahead)
+                    scanner.walk_buffered()
+            finally:
+                self._progress.close()
+                self._progress = None
             synced = self._heads_synced
             self._heads.update(zip(scanner.offsets[synced:], scanner.heads[synced:], strict=True))
             self._heads_synced = len(scanner.offsets)
@@ -277,6 +301,8 @@ class DicomFrameCache(BaseCache):
 
     def _scanned(self, base: int, data: bytes) -> None:
         """Keep the rounds a scan fetched (a contiguous run, bounded by the cache size)."""
+        if self._progress is not None:
+            self._progress.update(base + len(data))
         run = self._run
         if run and base > run[-1][0] + len(run[-1][1]):
             run.clear()  # not contiguous: a new run
@@ -487,6 +513,7 @@ class DicomFrameCache(BaseCache):
         self.__dict__.update(state)
         self._lock = threading.RLock()
         self._scanner, self._partial, self._on_index, self._fetch_ranges = None, None, None, None
+        self._progress, self.progress = None, None
         self._blocks = OrderedDict()
         self._run = deque()
 

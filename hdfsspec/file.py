@@ -66,6 +66,7 @@ class DicomFile(AbstractBufferedFile):
         options.setdefault("path", fs.fs.unstrip_protocol(path))
         options.setdefault("options", fs.options)
         options.setdefault("link", fs.link)
+        options.setdefault("progress", fs.progress)
         store = fs.index_store
         if store is not None and identity is not None:
             options.setdefault("known", store.load(identity))

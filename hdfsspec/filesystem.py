@@ -12,6 +12,7 @@ from hdfsspec.errors import ReadOnlyError
 from hdfsspec.file import DicomFile
 from hdfsspec.link import DEFAULT_BANDWIDTH, DEFAULT_RTT, LinkModel
 from hdfsspec.persist import default_store, object_identity
+from hdfsspec.progress import Progress
 
 __all__ = ["DicomFileSystem"]
 
@@ -83,6 +84,10 @@ class DicomFileSystem(ChainedFileSystem):
         Requests the target runs at once; by default its connection pool. An S3
         target created by this filesystem gets ``max_pool_connections=100`` unless
         ``config_kwargs`` says otherwise.
+    progress : bool or fsspec.callbacks.Callback, optional
+        Progress of the scan of files without offset table: by default a bar on
+        stderr once a scan has run for two seconds; ``True`` always, ``False`` never,
+        or a :class:`fsspec.callbacks.Callback` (see :mod:`hdfsspec.progress`).
     """
 
     protocol: ClassVar[str] = "dicom"
@@ -106,6 +111,7 @@ class DicomFileSystem(ChainedFileSystem):
         rtt: float | None = None,
         bandwidth: float | None = None,
         concurrency: int | None = None,
+        progress: Progress = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
@@ -116,6 +122,7 @@ class DicomFileSystem(ChainedFileSystem):
             options = _with_pool(target_protocol, dict(target_options or {}))
             fs = fsspec.filesystem(target_protocol or "file", **options)
         self.fs = fs
+        self.progress = progress
         self.link = LinkModel(
             concurrency or target_concurrency(fs),
             rtt=DEFAULT_RTT if rtt is None else rtt,
