@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+from collections import deque
 from collections.abc import Iterable, Iterator, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any
 
 from fsspec.spec import AbstractBufferedFile
 
+from hdfsspec._types import MiB
 from hdfsspec.cache import DicomFrameCache
 from hdfsspec.errors import ReadOnlyError
 from hdfsspec.index import FrameIndex
@@ -131,32 +133,45 @@ class DicomFile(AbstractBufferedFile):
         return self._frames.read_frames(list(frames))
 
     def iter_frames(
-        self, frames: Iterable[int] | None = None, batch_bytes: int | None = None
+        self,
+        frames: Iterable[int] | None = None,
+        batch_bytes: int | None = None,
+        ahead: int = 2,
     ) -> Iterator[tuple[int, bytes]]:
-        """Yield ``(frame, encoded bytes)`` in order, fetching one batch ahead.
+        """Yield ``(frame, encoded bytes)`` in order, fetching batches ahead.
 
-        Frames go in batches of about ``batch_bytes`` (default a quarter of the cache
-        bound); while one batch is consumed the next is fetched, so a pass over every
-        frame runs at the link's pace. Without offset table the items are walked
-        batch by batch, never further ahead than that.
+        Frames go in batches of about ``batch_bytes`` (by default a few round trips'
+        worth of the link's bandwidth, at least 4 MiB and at most an eighth of the
+        cache bound); ``ahead`` batches are fetched while one is consumed, so a pass
+        over every frame runs at the link's pace. Without offset table the items are
+        walked batch by batch, never further ahead than that.
         """
         wanted = list(frames) if frames is not None else None
-        budget = batch_bytes or max(1, self._frames.options.max_cache_bytes // 4)
-        batches = self.frame_batches(wanted, budget)
-        with ThreadPoolExecutor(1, thread_name_prefix="hdfsspec-read-ahead") as pool:
-            batch = next(batches, None)
-            pending = pool.submit(self.read_frames, batch) if batch else None
-            while batch:
-                data = pending.result()  # type: ignore[union-attr]
-                following = next(batches, None)
-                pending = pool.submit(self.read_frames, following) if following else None
-                yield from zip(batch, data, strict=True)
-                batch = following
+        budget = batch_bytes or self._batch_bytes()
+        batches = self.frame_batches(wanted, budget, walk_ahead=budget)
+        with ThreadPoolExecutor(max(1, ahead), thread_name_prefix="hdfsspec-read-ahead") as pool:
+            queue: deque[tuple[list[int], Future[list[bytes]]]] = deque()
+            for batch in batches:
+                queue.append((batch, pool.submit(self.read_frames, batch)))
+                if len(queue) > max(1, ahead):
+                    done, pending = queue.popleft()
+                    yield from zip(done, pending.result(), strict=True)
+            while queue:
+                done, pending = queue.popleft()
+                yield from zip(done, pending.result(), strict=True)
 
-    def frame_batches(self, frames: list[int] | None, budget: int) -> Iterator[list[int]]:
+    def _batch_bytes(self) -> int:
+        link = self._frames.link.estimate
+        bound = self._frames.options.max_cache_bytes
+        return int(max(1, min(bound // 8, max(4 * MiB, 4 * link.rtt * link.bandwidth))))
+
+    def frame_batches(
+        self, frames: list[int] | None, budget: int, walk_ahead: int = 0
+    ) -> Iterator[list[int]]:
         """Split ``frames`` (all when None) into batches of about ``budget`` bytes, in order.
 
-        Without offset table the items are walked as the batches are asked for.
+        Without offset table the items are walked as the batches are asked for, only
+        as far as the frames (plus ``walk_ahead`` bytes, for sequential readers).
         """
         cache = self._frames
         parsed = cache.parsed
@@ -164,8 +179,12 @@ class DicomFile(AbstractBufferedFile):
         wanted = frames if frames is not None else range(total)
         batch: list[int] = []
         nbytes = 0
+        index = None
+        if frames and not walk_ahead:  # a known set: one walk to the furthest frame
+            index = cache.view(frames=max(frames) + 1)
         for f in wanted:
-            index = cache.view(frames=f + 1, ahead=budget)
+            if index is None or (f >= index.number_of_frames and index.number_of_frames < total):
+                index = cache.view(frames=f + 1, ahead=walk_ahead)  # walks on without a table
             start, stop = index.frame_range(f) if f < index.number_of_frames else (0, 0)
             size = stop - start if stop >= 0 else 0
             if batch and nbytes + size > budget:

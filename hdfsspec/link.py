@@ -30,7 +30,7 @@ DEFAULT_BANDWIDTH = 100e6
 """Bytes per second assumed before a large transfer was timed."""
 DEFAULT_CONCURRENCY = 10
 """Concurrent requests assumed when the target does not say (s3fs's pool default)."""
-DEFAULT_OVERHEAD = 0.0005
+DEFAULT_OVERHEAD = 0.0001
 """Client-side seconds per request (signing, parsing), paid one after the other."""
 
 WHOLE_FRACTION = 0.75
@@ -198,6 +198,11 @@ def cheapest_ranges(
 def _merge(
     starts: np.ndarray, stops: np.ndarray, max_gap: int, max_block: int | None
 ) -> list[tuple[int, int]]:
+    if max_block is None or int(stops[-1] - starts[0]) <= max_block:  # vectorised
+        breaks = np.flatnonzero(starts[1:] - stops[:-1] > max_gap) + 1
+        firsts = np.concatenate(([0], breaks))
+        lasts = np.concatenate((breaks - 1, [starts.size - 1]))
+        return list(zip(starts[firsts].tolist(), stops[lasts].tolist(), strict=True))
     out: list[tuple[int, int]] = []
     a, b = int(starts[0]), int(stops[0])
     for s, e in zip(starts[1:].tolist(), stops[1:].tolist(), strict=True):

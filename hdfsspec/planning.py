@@ -11,12 +11,21 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass
 
+import numpy as np
 from fsspec.utils import merge_offset_ranges
 
 from hdfsspec.index import UNKNOWN, FrameIndex
 from hdfsspec.link import LinkEstimate, cheapest_ranges
 
-__all__ = ["FetchPlan", "block_range", "coalesce", "pixel_span", "plan_frames"]
+__all__ = [
+    "FetchPlan",
+    "block_range",
+    "block_ranges",
+    "coalesce",
+    "pixel_span",
+    "plan_frames",
+    "touching",
+]
 
 NEXT_ITEM_HEADER = 8
 """highdicom reads the tag of the item after a frame: frame blocks include it."""
@@ -110,19 +119,44 @@ def plan_frames(
     to bridge, and reads all the frames at once when that costs no more and they
     total at most ``whole_below`` bytes.
     """
-    distinct = sorted(set(int(f) for f in frames))
-    for f in distinct:
-        if not 0 <= f < index.number_of_frames:
-            raise IndexError(f"frame {f} out of range (0..{index.number_of_frames - 1})")
-    blocks = (block_range(index, f) for f in distinct)
-    wanted = ((max(a, held_below), b) for a, b in blocks if b > held_below)
+    distinct = np.unique(np.fromiter((int(f) for f in frames), dtype=np.int64))
+    n = index.number_of_frames
+    if distinct.size and (distinct[0] < 0 or distinct[-1] >= n):
+        bad = int(distinct[0] if distinct[0] < 0 else distinct[-1])
+        raise IndexError(f"frame {bad} out of range (0..{n - 1})")
+    starts, stops = block_ranges(index, distinct)
+    keep = stops > held_below
+    wanted = np.maximum(starts[keep], held_below), stops[keep]
+    chosen = tuple(int(f) for f in distinct)
     if max_gap is not None or link is None:
-        return FetchPlan(tuple(distinct), tuple(coalesce(wanted, max_gap or 0, max_block)))
-    exact = coalesce(wanted, 0)
+        pairs = zip(wanted[0].tolist(), wanted[1].tolist(), strict=True)
+        return FetchPlan(chosen, tuple(coalesce(pairs, max_gap or 0, max_block)))
+    exact = touching(*wanted)
     span = pixel_span(index)
     if span is not None:
         span = (max(span[0], held_below), span[1])
         if span[1] - span[0] > whole_below:
             span = None
     ranges = cheapest_ranges(exact, link, max_block=max_block, span=span)
-    return FetchPlan(tuple(distinct), tuple(ranges))
+    return FetchPlan(chosen, tuple(ranges))
+
+
+def block_ranges(index: FrameIndex, frames: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`block_range` of many frames at once (sorted, distinct), as two arrays."""
+    starts, stops = index.starts[frames], index.stops[frames]
+    if stops.size and int(stops.min()) == UNKNOWN:
+        raise ValueError("the end of the last frame is not known yet")
+    if index.encapsulated:
+        stops = np.minimum(index.size, stops + NEXT_ITEM_HEADER)
+    return starts, stops
+
+
+def touching(starts: np.ndarray, stops: np.ndarray) -> list[tuple[int, int]]:
+    """Merge sorted ranges that touch or overlap, vectorised."""
+    if not starts.size:
+        return []
+    reach = np.maximum.accumulate(stops)
+    breaks = np.flatnonzero(starts[1:] > reach[:-1]) + 1
+    firsts = np.concatenate(([0], breaks))
+    lasts = np.concatenate((breaks - 1, [starts.size - 1]))
+    return list(zip(starts[firsts].tolist(), reach[lasts].tolist(), strict=True))
