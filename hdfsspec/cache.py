@@ -42,6 +42,7 @@ from hdfsspec.items import find_items_end, join_fragments, slice_run
 from hdfsspec.link import LinkModel
 from hdfsspec.parse import (
     ParsedHeader,
+    held_bot_index,
     index_from_tables,
     number_of_frames,
     parse_header,
@@ -144,6 +145,8 @@ class DicomFrameCache(BaseCache):
         self._block_bytes = 0
         self._tail: tuple[int, bytes] | None = None
         self._tables: list[tuple[int, bytes]] = []  # offset tables read after the header
+        self._held: FrameIndex | None = None  # index from the BOT entries held
+        self._held_known = False
         self._scanner: ItemScanner | None = None
         self._partial: FrameIndex | None = None  # frames found so far by a partial scan
         self._served = 0  # frames read before the scan ended, checked when it ends
@@ -231,6 +234,11 @@ class DicomFrameCache(BaseCache):
             return self._index
         parsed = self.parsed
         with self._lock:
+            if self._index is None and self._scanner is None and parsed.bot is None:
+                held = self._held_bot()  # the table's first entries, held by the header
+                if held is not None and (frames, offset) != (None, None):
+                    if held.covers(frames, offset):
+                        return held
             if self._index is None and self._scanner is None:
                 fetch = lambda r: self._get(r, "index")  # noqa: E731
                 index = index_from_tables(parsed, self._fetch_table)
@@ -271,6 +279,11 @@ class DicomFrameCache(BaseCache):
             self._partial = scanned_index(parsed, *scanner.frame_ranges(count))
             self._keep_frames(self._partial)
             return self._partial
+
+    def _held_bot(self) -> FrameIndex | None:
+        if not self._held_known:
+            self._held, self._held_known = held_bot_index(self.parsed), True
+        return self._held
 
     def _fetch_table(self, start: int, stop: int) -> bytes:
         """Read part of an offset table; fetched bytes stay to serve byte reads of it."""

@@ -45,6 +45,7 @@ from hdfsspec.tiff import read_tile_table, tiff_ifd_offset, tile_table_frames
 __all__ = [
     "ParsedHeader",
     "build_index",
+    "held_bot_index",
     "index_from_tables",
     "parse_header",
     "scanned_index",
@@ -366,6 +367,29 @@ def index_from_tables(parsed: ParsedHeader, fetch: Fetch | None = None) -> Frame
         starts = parsed.header_end + offsets
         return _index(parsed, "bot", starts, np.append(starts[1:], UNKNOWN))
     return None
+
+
+def held_bot_index(parsed: ParsedHeader) -> FrameIndex | None:
+    """An index of the first frames, from the Basic Offset Table entries the header bytes hold.
+
+    When the table is longer than the first request, its first entries are often
+    enough (a 64 KiB request holds some 15,000): frames whose start and next start
+    are held need no request for the table. None when nothing useful is held or the
+    held entries do not check out (the whole table then decides).
+    """
+    start, stop = parsed.bot_span
+    if parsed.bot is not None or (stop - start) // 4 != number_of_frames(parsed):
+        return None
+    held = (min(stop, len(parsed.prefix)) - start) // 4
+    if held < 2:
+        return None
+    raw = np.frombuffer(parsed.prefix, dtype="<u4", count=held, offset=start).astype(np.int64)
+    try:
+        offsets = _check_offsets(raw, parsed, "Basic Offset Table", _PIXEL_TAG)
+    except OffsetTableError:
+        return None
+    starts = parsed.header_end + offsets
+    return _index(parsed, "bot", starts[:-1], starts[1:])
 
 
 def _read_bot(parsed: ParsedHeader, fetch: Fetch | None) -> tuple[int, ...]:

@@ -174,11 +174,15 @@ def test_metadata_costs_one_request_and_a_large_bot_is_read_with_the_index(backe
         assert header.dataset.NumberOfFrames == 20_000
         assert header.bot is None and header.bot_span[1] - header.bot_span[0] == 80_000
         assert (counting.requests, counting.bytes) == (1, 64 * 1024)  # BOT not read yet
+        # the first ~16,000 entries are held: their frames need no table request
+        start, stop = block_range(f.cache.view(frames=101), 100)
+        assert f.read_frames([100]) == [reference_frames(LARGE_BOT)[100]]
+        assert counting.requests == 2 and counting.ranges[-1][1:] == (start, stop)
         frame = f.read_frames([19_000])[0]
         assert frame == reference_frames(LARGE_BOT)[19_000]
         # the rest of the BOT (exactly), then the frame
-        assert counting.ranges[1][1:] == (64 * 1024, header.bot_span[1])
-        assert counting.requests == 3
+        assert counting.ranges[2][1:] == (64 * 1024, header.bot_span[1])
+        assert counting.requests == 4 and f.index.number_of_frames == 20_000
         f.seek(header.bot_span[0])  # byte reads of the table are served from memory
         assert f.read(80_000) == LARGE_BOT[header.bot_span[0] : header.bot_span[1]]
-        assert counting.requests == 3
+        assert counting.requests == 4
