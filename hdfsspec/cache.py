@@ -105,6 +105,8 @@ class DicomFrameCache(BaseCache):
         request is made for what they cover.
     on_index : callable, optional
         Called with ``(index, header bytes)`` when the cache has built an index.
+    prefix : bytes, optional
+        The first bytes of the object, already fetched (e.g. with its info).
     link : LinkModel, optional
         Cost model of the target (shared by the files of a filesystem); it learns
         from the requests this cache times, and plans the frame fetches.
@@ -127,6 +129,7 @@ class DicomFrameCache(BaseCache):
         on_index: Callable[[FrameIndex, bytes], None] | None = None,
         link: LinkModel | None = None,
         progress: Progress = None,
+        prefix: bytes = b"",
         **overrides: Any,
     ) -> None:
         super().__init__(blocksize, fetcher, size)
@@ -153,7 +156,11 @@ class DicomFrameCache(BaseCache):
         self._run: deque[tuple[int, bytes]] = deque()
         self._heads_synced = 0  # item heads of the scanner already in _heads
         self._layout_error: Exception | None = None  # byte reads go straight through after it
-        self._known_prefix = known[1] if known is not None else b""
+        self._known_prefix = known[1] if known is not None else prefix
+        if prefix:  # fetched for this file, with its info: one request
+            self.stats.record("header", 1, len(prefix))
+            self.miss_count += 1
+            self.total_requested_bytes += len(prefix)
         if known is not None:
             self.set_index(known[0])
         self._on_index = on_index
@@ -195,7 +202,7 @@ class DicomFrameCache(BaseCache):
         return out
 
     def _fetch_one(self, start: int, stop: int) -> bytes:
-        if stop <= len(self._known_prefix):  # header bytes of a persisted entry
+        if stop <= len(self._known_prefix):  # header bytes fetched with the info, or persisted
             self.stats.hit("header")
             return self._known_prefix[start:stop]
         return self._get([(start, stop)], "header", keep_whole=True)[0]

@@ -10,6 +10,7 @@ from fsspec.implementations.chained import ChainedFileSystem
 from hdfsspec._types import DEFAULT_OPTIONS, ReadOptions
 from hdfsspec.errors import ReadOnlyError
 from hdfsspec.file import DicomFile
+from hdfsspec.firstread import first_read
 from hdfsspec.link import DEFAULT_BANDWIDTH, DEFAULT_RTT, LinkModel
 from hdfsspec.persist import default_store, object_identity
 from hdfsspec.progress import Progress
@@ -174,8 +175,13 @@ class DicomFileSystem(ChainedFileSystem):
             )
         size = kwargs.pop("size", None)
         identity = None
-        if size is None:  # one info call: the size, and the version that keys the index store
-            info = self.fs.info(path)
+        if size is None:  # the size, and the version that keys the index store
+            got = first_read(self.fs, path, self.options.first_request)
+            if got is None:
+                info = self.fs.info(path)  # a HEAD, then the header's first GET
+            else:  # one GET gave the info and the header's first request
+                info, first = got
+                cache_options = {"prefix": first, **(cache_options or {})}
             size = info["size"]
             identity = object_identity(self.target_protocol, path, info)
         return DicomFile(

@@ -54,9 +54,14 @@ def test_proxy_in_front_of_s3(s3_endpoint):
             skip_instance_cache=True,
         )
         with fs.open(f"{BUCKET}/proxied.dcm") as f:
+            # no HEAD: one ranged GET gave the size, the ETag and the header's first bytes
+            assert len(proxy.log.entries) == 1 and proxy.log.entries[0][0] == "GET"
+            assert f.size == len(BLOB)
             assert f.read_frames([0, 49]) == [reference_frames(BLOB)[i] for i in (0, 49)]
             assert f.stats.requests == 2  # header (holding frame 0), then frame 49
-        assert len(proxy.log.gets()) == 2
+        assert len(proxy.log.gets()) == len(proxy.log.entries) == 2
+        with pytest.raises(FileNotFoundError):
+            fs.open(f"{BUCKET}/missing.dcm")
 
 
 def test_proxy_serves_local_objects_by_range(tmp_path):
