@@ -167,19 +167,27 @@ class DicomFrameCache(BaseCache):
 
     # -- network -----------------------------------------------------------------------
     def _get(
-        self, ranges: Sequence[tuple[int, int]], phase: str, keep_whole: bool = False
+        self,
+        ranges: Sequence[tuple[int, int]],
+        phase: str,
+        keep_whole: bool = False,
+        timed: bool = True,
     ) -> list[bytes]:
         """Fetch ranges (concurrently when possible), checking every length.
 
         A server that ignores Range answers with the whole object: it is sliced,
         or returned whole when ``keep_whole`` (the header buffer then keeps it).
+        ``timed=False`` is for requests that overlap others (a scan's windows,
+        fetched ahead): their time says nothing of the link on its own.
         """
         began = time.perf_counter()
         if self._fetch_ranges is not None and len(ranges) > 1:
             out = self._fetch_ranges(list(ranges))
         else:
             out = [self.fetcher(a, b) for a, b in ranges]
-        self.link.observe([b - a for a, b in ranges], time.perf_counter() - began)
+        seconds = time.perf_counter() - began if timed else 0.0
+        if timed:
+            self.link.observe([b - a for a, b in ranges], seconds)
         received = 0
         for k, ((a, b), data) in enumerate(zip(ranges, out, strict=True)):
             if isinstance(data, BaseException):
@@ -196,7 +204,7 @@ class DicomFrameCache(BaseCache):
                     path=self.path,
                     offset=a + len(data),
                 )
-        self.stats.record(phase, len(ranges), received)
+        self.stats.record(phase, len(ranges), received, seconds)
         self.miss_count += len(ranges)
         self.total_requested_bytes += received
         return out
@@ -247,7 +255,7 @@ class DicomFrameCache(BaseCache):
                     if held.covers(frames, offset):
                         return held
             if self._index is None and self._scanner is None:
-                fetch = lambda r: self._get(r, "index")  # noqa: E731
+                fetch = lambda r: self._get(r, "index", timed=False)  # noqa: E731
                 index = index_from_tables(parsed, self._fetch_table)
                 if index is None:
                     index = tiff_index(parsed, self._fetch_table, self._fetch_tables)
@@ -267,6 +275,7 @@ class DicomFrameCache(BaseCache):
             self._progress = ScanProgress(
                 parsed.header_end, self.size, f"indexing {self.path}", self.progress
             )
+            began, fetched = time.perf_counter(), scanner.fetched
             try:
                 if whole:
                     scanner.advance()
@@ -276,6 +285,7 @@ class DicomFrameCache(BaseCache):
             finally:
                 self._progress.close()
                 self._progress = None
+                self._timed_scan(scanner.fetched - fetched, time.perf_counter() - began)
             synced = self._heads_synced
             self._heads.update(zip(scanner.offsets[synced:], scanner.heads[synced:], strict=True))
             self._heads_synced = len(scanner.offsets)
@@ -286,6 +296,12 @@ class DicomFrameCache(BaseCache):
             self._partial = scanned_index(parsed, *scanner.frame_ranges(count))
             self._keep_frames(self._partial)
             return self._partial
+
+    def _timed_scan(self, nbytes: int, seconds: float) -> None:
+        """Count a walk's wall time; a long one is a sample of the link's bandwidth."""
+        self.stats.spent("index", seconds)
+        if nbytes:  # windows pipelined: about one round trip, then the bytes at the link's pace
+            self.link.observe([nbytes], seconds)
 
     def _held_bot(self) -> FrameIndex | None:
         if not self._held_known:
@@ -539,6 +555,8 @@ class DicomFrameCache(BaseCache):
 
     def close(self) -> None:
         """Release the frame blocks (fsspec calls this when the file closes)."""
+        if self._scanner is not None:
+            self._scanner.close()  # no more windows fetched ahead
         with self._lock:
             self._blocks.clear()
             self._block_bytes = 0

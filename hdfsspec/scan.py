@@ -1,9 +1,12 @@
 """Locate the fragments of encapsulated Pixel Data that has no offset table.
 
-The items are walked with large windows, several fetched concurrently per round
-(never three tiny reads per fragment). :class:`ItemScanner` is resumable: it
-walks only as far as the frames (or bytes) asked for, so the first region of a
-slide without offset table costs the bytes up to its frames, not the object.
+The items are walked with large windows (never three tiny reads per fragment),
+fetched ahead in a pipeline: while the items of one window are walked, the next
+``scan_concurrency`` windows are on their way, so the walk keeps the link busy
+instead of alternating between fetching and walking. :class:`ItemScanner` is
+resumable: it walks only as far as the frames (or bytes) asked for, so the first
+region of a slide without offset table costs the bytes up to its frames, not the
+object.
 
 Fragments are grouped into frames one-to-one, or on JPEG / JPEG 2000 start
 markers checked against Number of Frames. While the walk is partial, frames are
@@ -15,7 +18,9 @@ was already served. Pure: reads through a ``fetch_ranges`` callable, no fsspec.
 
 from __future__ import annotations
 
+from collections import deque
 from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -35,7 +40,8 @@ START_MARKERS = (b"\xff\xd8", b"\xff\x4f")  # JPEG / JPEG-LS SOI, JPEG 2000 SOC
 _PIXEL_TAG = 0x7FE00010
 _JPEG_FAMILY = "1.2.840.10008.1.2.4."
 _RLE = "1.2.840.10008.1.2.5"
-_MIN_ROUND = 256 * 1024  # a round aimed at a few frames still fetches this much
+_MIN_ROUND = 256 * 1024  # a walk aimed at a few frames still fetches this much
+_MARGIN = 1.02  # a walk aimed at given frames fetches this much more than the mean predicts
 
 
 @dataclass(frozen=True)
@@ -86,43 +92,79 @@ class ItemScanner:
         self.done, self.delimited = False, True
         self.requests = self.fetched = 0
         self._goal: int | None = None  # byte offset the current advance() aims at
+        self._floor = 0  # ... and at least this far (no tiny requests for a near goal)
+        self._pending: deque[tuple[int, int, Future[list[bytes]]]] = deque()
+        self._next = 0  # where the next window fetched ahead starts
+        self._pool: ThreadPoolExecutor | None = None
         syntax = parsed.header.transfer_syntax_uid
         self.mode = (
             "markers" if syntax.startswith(_JPEG_FAMILY) else "one" if syntax == _RLE else None
         )
 
-    # -- walking -----------------------------------------------------------------------
-    def _fetch_round(self) -> None:
-        size, opts = self.parsed.size, self.options
-        end = self.base + len(self.chunk)
-        # continue where the last round ended when the skipped bytes are few: the rounds
-        # stay contiguous and the cache can keep their frames
-        first = end if 0 <= self.pos - end <= opts.scan_window else self.pos
-        stop = min(size, max(self.pos + 10, first + opts.scan_window * opts.scan_concurrency))
-        if self._goal is not None:  # fetch about as far as the frames asked for, no further
-            stop = min(stop, max(self.pos + 10, first + _MIN_ROUND, self._goal))
-        ranges = [
-            (s, min(stop, s + opts.scan_window)) for s in range(first, stop, opts.scan_window)
-        ]
-        self.chunk, self.base = b"".join(self._fetch_ranges(ranges)), first
-        self.requests += len(ranges)
-        self.fetched += len(self.chunk)
-        if len(self.chunk) != stop - first:
+    # -- fetching ahead -----------------------------------------------------------------
+    def _limit(self) -> int:
+        """No window is fetched beyond this offset (the frames asked for, or the end)."""
+        size = self.parsed.size
+        if self._goal is None:
+            return size
+        return min(size, max(self.pos + 10, self._floor, self._goal))
+
+    def _fill(self) -> None:
+        """Keep ``scan_concurrency`` windows in flight, contiguous, up to the limit."""
+        opts, limit = self.options, self._limit()
+        if not self._pending:
+            end = self.base + len(self.chunk)
+            # continue where the last window ended when the skipped bytes are few: the
+            # windows stay contiguous and the cache can keep their frames
+            self._next = end if self.pos <= end + opts.scan_window else self.pos
+        while len(self._pending) < opts.scan_concurrency and self._next < limit:
+            start, stop = self._next, min(limit, self._next + opts.scan_window)
+            if self._pool is None:
+                self._pool = ThreadPoolExecutor(
+                    opts.scan_concurrency, thread_name_prefix="hdfsspec-scan"
+                )
+            future = self._pool.submit(self._fetch_ranges, [(start, stop)])
+            self._pending.append((start, stop, future))
+            self._next = stop
+
+    def _take(self) -> None:
+        """Wait for the next window fetched ahead and make it the walk's buffer."""
+        self._fill()
+        start, stop, future = self._pending.popleft()
+        (data,) = future.result()
+        self.requests += 1
+        self.fetched += len(data)
+        if len(data) != stop - start:
             raise TruncatedDicomError(
                 "the object is shorter than its reported size",
                 path=self.parsed.path,
-                offset=first + len(self.chunk),
+                offset=start + len(data),
                 tag=_PIXEL_TAG,
             )
         if self._on_chunk is not None:
-            self._on_chunk(self.base, self.chunk)
+            self._on_chunk(start, data)
+        end = self.base + len(self.chunk)
+        if start == end and self.base <= self.pos < end:  # an item head across the seam
+            self.chunk, self.base = self.chunk[self.pos - self.base :] + data, self.pos
+        else:
+            self.chunk, self.base = data, start
+        self._fill()  # the window just taken makes room for the next one
 
+    def close(self) -> None:
+        """Stop fetching ahead (windows in flight are dropped)."""
+        self._pending.clear()
+        if self._pool is not None:
+            self._pool.shutdown(wait=False, cancel_futures=True)
+            self._pool = None
+
+    # -- walking -----------------------------------------------------------------------
     def step(self) -> None:
         """Walk one item (fetching a round of windows when needed)."""
         size, path, pos = self.parsed.size, self.parsed.path, self.pos
         if pos + 8 > size:
             if pos == size:  # no Sequence Delimitation Item: tolerated, as pydicom does
                 self.done, self.delimited = True, False
+                self.close()
                 return
             raise TruncatedDicomError(
                 "fragment item header cut off by the end of the object",
@@ -130,14 +172,15 @@ class ItemScanner:
                 offset=pos,
                 tag=_PIXEL_TAG,
             )
-        if min(pos + 10, size) > self.base + len(self.chunk):  # item header + 2 marker bytes
-            self._fetch_round()
+        while min(pos + 10, size) > self.base + len(self.chunk):  # item header + 2 marker bytes
+            self._take()
         rel = pos - self.base
         tag, length = item_header(
             self.chunk, rel, pos, size, path=path, error=FrameIndexError, what="scan"
         )
         if tag == SEQUENCE_DELIMITER:
             self.done = True
+            self.close()
             return
         head = bytes(self.chunk[rel : rel + 8 + min(length, 2)])
         if self.mode == "one" or not self.offsets or head[8:10] in START_MARKERS:
@@ -190,6 +233,9 @@ class ItemScanner:
         ``ahead`` asks rounds to reach at least that many bytes past the walk (a
         sequential reader's batch), instead of just the frames asked for.
         """
+        opts = self.options
+        round_ = min(_MIN_ROUND, opts.scan_window * opts.scan_concurrency)
+        self._floor = self.base + len(self.chunk) + round_
         try:
             while not self.done:
                 count = self.complete
@@ -202,11 +248,14 @@ class ItemScanner:
                 goal = self._estimate(frames, offset)
                 self._goal = None if goal is None else max(goal, self.pos + ahead)
                 self.step()
+        except BaseException:
+            self.close()  # a failed walk fetches nothing more
+            raise
         finally:
             self._goal = None
 
     def _estimate(self, frames: int | None, offset: int | None) -> int | None:
-        """Where a walk to ``frames`` must get to, from the mean frame size so far (+5 %).
+        """Where a walk to ``frames`` must get to, from the mean frame size so far (+2 %).
 
         Walks driven by byte reads (``offset``) keep full rounds: a reader walking the
         items one by one would otherwise make many small ones.
@@ -215,7 +264,7 @@ class ItemScanner:
         if offset is not None or frames is None or started < 2 or self.mode is None:
             return None
         per_frame = (self.pos - self.parsed.header_end) / started
-        return self.pos + int((frames - started + 2) * per_frame * 1.05)
+        return self.pos + int((frames - started + 2) * per_frame * _MARGIN)
 
     def result(self) -> ItemScan:
         """The whole walk (walking to the end first)."""

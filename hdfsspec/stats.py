@@ -17,6 +17,7 @@ class PhaseStats:
     requests: int = 0
     bytes: int = 0
     hits: int = 0
+    seconds: float = 0.0
 
 
 @dataclass
@@ -25,7 +26,9 @@ class CacheStats:
 
     ``requests`` counts byte ranges asked of the backend (a concurrent batch of
     ``n`` ranges counts ``n``), ``rounds`` the batches, ``bytes`` the bytes
-    fetched, ``hits`` the reads served without a request.
+    fetched, ``hits`` the reads served without a request, ``seconds`` the wall
+    time spent waiting for them (for a scan: the walk, windows fetched ahead
+    included).
     """
 
     phases: dict[str, PhaseStats] = field(
@@ -34,12 +37,18 @@ class CacheStats:
     rounds: int = 0
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
 
-    def record(self, phase: str, requests: int, nbytes: int) -> None:
-        """Count one round of ``requests`` ranges totalling ``nbytes``."""
+    def record(self, phase: str, requests: int, nbytes: int, seconds: float = 0.0) -> None:
+        """Count one round of ``requests`` ranges totalling ``nbytes``, taking ``seconds``."""
         with self._lock:
             self.phases[phase].requests += requests
             self.phases[phase].bytes += nbytes
+            self.phases[phase].seconds += seconds
             self.rounds += 1
+
+    def spent(self, phase: str, seconds: float) -> None:
+        """Add wall time to a phase whose requests were counted untimed (a scan's)."""
+        with self._lock:
+            self.phases[phase].seconds += seconds
 
     def hit(self, phase: str, count: int = 1) -> None:
         """Count reads served from memory."""

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import itertools
+
 import fsspec
 import pytest
 from hypothesis import given, settings
@@ -157,3 +159,47 @@ def test_sequential_reading_rebuilds_the_partial_index_per_round_not_per_frame(m
         assert sum(1 for _ in f.iter_frames(batch_bytes=200_000)) == 2000
     assert len(builds) <= counting.rounds + 2  # one per scan round (and the final index)
     assert counting.bytes <= len(BLOB) + 4096
+
+
+def test_a_whole_scan_fetches_contiguous_windows_once_each():
+    f, counting = open_counted(BLOB, "windows.dcm")
+    with f:
+        assert f.index.number_of_frames == 2000
+        assert f.read_frames([0, 999, 1999]) == [FRAMES[0], FRAMES[999], FRAMES[1999]]
+        windows = sorted((a, b) for _, a, b in counting.ranges[1:])  # after the first request
+        assert all(b - a <= WINDOW for a, b in windows)
+        assert windows[0][0] == 4096  # the first request's bytes are not fetched again
+        assert all(b0 == a1 for (_, b0), (a1, _) in itertools.pairwise(windows))
+        assert windows[-1][1] == len(BLOB)
+        assert counting.bytes == len(BLOB)  # every byte once; the frames came with the scan
+        index = f.stats.phases["index"]
+        assert index.requests == len(windows) and index.bytes == len(BLOB) - 4096
+        assert index.seconds > 0
+
+
+def test_a_partial_scan_fetches_ahead_no_further_than_its_goal():
+    f, counting = open_counted(BLOB, "goal.dcm")
+    with f:
+        assert f.read_frames([300]) == [FRAMES[300]]
+        reached = int(f.cache.view(frames=301).stops[300])
+        # the walk aims 2 % past the mean frame size so far, never a pipeline beyond it
+        assert counting.bytes <= reached * 1.03 + 2 * 1100
+        assert f.cache._index is None
+        scanner = f.cache._scanner
+    assert scanner._pool is None and not scanner._pending  # closing stops the read-ahead
+
+
+def test_a_truncated_object_stops_the_scan_with_a_typed_error():
+    from hdfsspec import ObjectChangedError, TruncatedDicomError
+
+    cut = BLOB[: len(BLOB) // 2]
+    target = fsspec.filesystem("memory")
+    target.pipe("/partial/cut.dcm", cut)
+    fs = fsspec.filesystem(
+        "dicom", fs=target, skip_instance_cache=True, index_cache=False, scan_window=WINDOW
+    )
+    with fs.open("/partial/cut.dcm", size=len(BLOB)) as f:  # the size of the whole object
+        with pytest.raises((TruncatedDicomError, ObjectChangedError)) as err:
+            f.index  # noqa: B018
+        assert "cut.dcm" in str(err.value)
+        assert f.cache._scanner._pool is None  # no windows left in flight
