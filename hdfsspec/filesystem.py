@@ -176,7 +176,11 @@ class DicomFileSystem(ChainedFileSystem):
         size = kwargs.pop("size", None)
         identity = None
         if size is None:  # the size, and the version that keys the index store
-            got = first_read(self.fs, path, self.options.first_request)
+            store = self.index_store
+            known = store is not None and store.latest(self.target_protocol, path) is not None
+            # with an entry for this path, the object's identity is all the open needs: a
+            # byte (the entry has the header); it is used only if the identity still matches
+            got = first_read(self.fs, path, 1 if known else self.options.first_request)
             if got is None:
                 info = self.fs.info(path)  # a HEAD, then the header's first GET
             else:  # one GET gave the info and the header's first request

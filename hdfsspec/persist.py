@@ -8,6 +8,11 @@ a replaced object never matches an old entry. Entries are written atomically
 (temporary file, then rename) and validated on load: a damaged entry is deleted
 and rebuilt, never trusted. Objects without any version are not persisted.
 
+Beside each entry the store remembers the identity last saved for the object's
+protocol and path (:meth:`IndexStore.latest`): an open that finds one only needs
+the object's current identity to use the entry, so on S3 it asks for one byte
+instead of the header (one tiny GET gives the size and the ETag).
+
 The directory is ``$HDFSSPEC_INDEX_CACHE`` if set (``off`` disables the store),
 else ``~/.cache/hdfsspec/index``.
 """
@@ -72,6 +77,26 @@ class IndexStore:
         digest = hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()
         return self.directory / digest[:2] / f"{digest}.idx"
 
+    def _pointer(self, protocol: str, path: str) -> Path:
+        key = json.dumps([protocol, path]).encode()
+        return self.directory / "latest" / f"{hashlib.sha256(key).hexdigest()}.json"
+
+    def latest(self, protocol: str, path: str) -> dict[str, Any] | None:
+        """The identity last saved for ``protocol`` and ``path``, if its entry exists.
+
+        A hint only: the caller compares it with the object's current identity and
+        loads the entry only when they are equal.
+        """
+        try:
+            identity = json.loads(self._pointer(protocol, path).read_text())
+        except (OSError, ValueError):
+            return None
+        if not isinstance(identity, dict) or not self._file(identity).exists():
+            return None
+        if identity.get("protocol") != protocol or identity.get("path") != path:
+            return None
+        return identity
+
     def load(self, identity: Mapping[str, Any]) -> tuple[FrameIndex, bytes] | None:
         """Return ``(index, header bytes)`` of ``identity`` or None; damaged entries go."""
         path = self._file(identity)
@@ -110,15 +135,26 @@ class IndexStore:
                 "prefix_sha256": hashlib.sha256(prefix).hexdigest(),
             }
         ).encode()
-        path = self._file(identity)
-        try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
-            with os.fdopen(fd, "wb") as fh:
-                fh.write(_MAGIC + struct.pack("<Q", len(meta)) + meta + prefix)
-            os.replace(tmp, path)
-        except OSError:
-            Path(locals().get("tmp", path.with_suffix(".tmp"))).unlink(missing_ok=True)
+        entry = _MAGIC + struct.pack("<Q", len(meta)) + meta + prefix
+        if _write_atomically(self._file(identity), entry):
+            pointer = self._pointer(str(identity["protocol"]), str(identity["path"]))
+            _write_atomically(pointer, json.dumps(dict(identity)).encode())
+
+
+def _write_atomically(path: Path, data: bytes) -> bool:
+    """Write ``data`` to ``path`` through a temporary file and a rename; False on error."""
+    tmp = None
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+        os.replace(tmp, path)
+        return True
+    except OSError:  # the store is a cache: a failed write costs a rebuild, nothing more
+        if tmp is not None:
+            Path(tmp).unlink(missing_ok=True)
+        return False
 
 
 def default_store(directory: str | os.PathLike[str] | bool | None = None) -> IndexStore | None:

@@ -99,3 +99,45 @@ def test_store_can_be_disabled(tmp_path, monkeypatch):
     with fs.open("/off/x.dcm") as f:
         f.index  # noqa: B018
     assert not list(tmp_path.rglob("*.idx"))
+
+
+def test_s3_reopen_with_a_persisted_index_costs_one_byte(s3_endpoint, tmp_path):
+    from conftest import BUCKET, _s3_options
+
+    from hdfsspec.testing import ShapingProxy
+
+    target = fsspec.filesystem("s3", **_s3_options(s3_endpoint))
+    key = f"{BUCKET}/reopened.dcm"
+    target.pipe_file(key, BLOB)
+    with ShapingProxy(s3_endpoint) as proxy:
+
+        def dicom():
+            return fsspec.filesystem(
+                "dicom",
+                target_protocol="s3",
+                target_options=_s3_options(proxy.url),
+                skip_instance_cache=True,
+                index_cache=str(tmp_path),
+            )
+
+        with dicom().open(key) as f:
+            assert f.read_frames([350]) == [FRAMES[350]]
+            f.index  # noqa: B018  (walked to the end and saved)
+        proxy.log.clear()
+        with dicom().open(key) as f:
+            # one GET of one byte: the object's size and ETag match the saved entry
+            assert [(e[0], e[4]) for e in proxy.log.entries] == [("GET", 1)]
+            assert f.read_frames([3, 350]) == [FRAMES[3], FRAMES[350]]
+            assert f.stats.phases["index"].requests == 0
+            assert f.stats.phases["header"].bytes == 1
+            f.seek(0)
+            assert f.read(1000) == BLOB[:1000]  # header bytes from the entry
+        assert len(proxy.log.entries) == 2  # the byte, then the two frames in one round
+        other = build_encapsulated(FRAMES[:20], offset_table="empty")
+        target.pipe_file(key, other)  # replaced: a new ETag and size
+        proxy.log.clear()
+        with dicom().open(key) as f:
+            assert f.read_frames([19]) == [FRAMES[19]]
+            assert f.index.number_of_frames == 20
+        assert proxy.log.entries[0][4] == 1  # the byte, then the new header: no stale entry
+        assert sum(e[4] for e in proxy.log.entries) <= 1 + len(other)
