@@ -17,7 +17,6 @@ reader walking the items (as highdicom does) causes no request.
 
 from __future__ import annotations
 
-import bisect
 import struct
 import threading
 import time
@@ -49,7 +48,7 @@ from hdfsspec.parse import (
     scanned_index,
     tiff_index,
 )
-from hdfsspec.planning import FetchPlan, block_range, plan_frames
+from hdfsspec.planning import FetchPlan, block_range, block_ranges, plan_frames
 from hdfsspec.progress import Progress, ScanProgress
 from hdfsspec.scan import ItemScanner, group_fragments
 from hdfsspec.stats import CacheStats
@@ -424,16 +423,23 @@ class DicomFrameCache(BaseCache):
 
     # -- frame blocks -------------------------------------------------------------------
     def _remember(self, frame: int, start: int, data: bytes) -> None:
+        self._remember_many([(frame, (start, data))])
+
+    def _remember_many(self, blocks: Iterable[tuple[int, tuple[int, bytes]]]) -> None:
+        """Put frame blocks in the LRU (most recent last), evicting beyond the bound."""
+        bound = self.options.max_cache_bytes
         with self._lock:
-            old = self._blocks.pop(frame, None)
-            if old is not None:
-                self._block_bytes -= len(old[1])
-            if len(data) > self.options.max_cache_bytes:
-                return
-            self._blocks[frame] = (start, data)
-            self._block_bytes += len(data)
-            while self._block_bytes > self.options.max_cache_bytes:
-                _, (_, evicted) = self._blocks.popitem(last=False)
+            cached = self._blocks
+            for frame, block in blocks:
+                old = cached.pop(frame, None)
+                if old is not None:
+                    self._block_bytes -= len(old[1])
+                if len(block[1]) > bound:
+                    continue
+                cached[frame] = block
+                self._block_bytes += len(block[1])
+            while self._block_bytes > bound:
+                _, (_, evicted) = cached.popitem(last=False)
                 self._block_bytes -= len(evicted)
 
     def _cached(self, frame: int) -> tuple[int, bytes] | None:
@@ -445,17 +451,20 @@ class DicomFrameCache(BaseCache):
 
     def _load(self, frames: Iterable[int]) -> dict[int, tuple[int, bytes]]:
         """Return the blocks of ``frames``, fetching the missing ones in one round."""
-        frames = sorted(set(frames))
-        if not frames:
+        wanted = np.unique(np.fromiter((int(f) for f in frames), dtype=np.int64))
+        if not wanted.size:
             return {}
-        index = self.view(frames=frames[-1] + 1)
-        if frames[-1] == index.number_of_frames - 1 and int(index.stops[-1]) == UNKNOWN:
+        last = int(wanted[-1])
+        index = self.view(frames=last + 1)
+        if last == index.number_of_frames - 1 and int(index.stops[-1]) == UNKNOWN:
             index = self._resolve_last()
         prefix = self.parsed.prefix
+        held = len(prefix)
+        _, stops = block_ranges(index, wanted)
         out: dict[int, tuple[int, bytes]] = {}
         missing = []
-        for f in frames:
-            block = (0, prefix) if block_range(index, f)[1] <= len(prefix) else self._cached(f)
+        for f, stop in zip(wanted.tolist(), stops.tolist(), strict=True):
+            block = (0, prefix) if stop <= held else self._cached(f)
             if block is None:
                 missing.append(f)
             else:
@@ -465,15 +474,26 @@ class DicomFrameCache(BaseCache):
         if missing:
             plan = self._plan(index, missing)
             datas = self._get(plan.ranges, "frames")
-            fetched = list(zip((a for a, _ in plan.ranges), datas, strict=True))
+            bases = [a for a, _ in plan.ranges]
+            fetched = list(zip(bases, datas, strict=True))
             self._keep_extra(index, fetched, set(missing))
-            held, bases = len(prefix), [a for a, _ in fetched]
-            for f in missing:
-                s, e = block_range(index, f)
-                a, data = fetched[bisect.bisect_right(bases, max(s, held)) - 1]
+            m_starts, m_stops = block_ranges(index, np.asarray(missing, dtype=np.int64))
+            lows = np.maximum(m_starts, held)
+            which = np.searchsorted(np.asarray(bases, dtype=np.int64), lows, side="right") - 1
+            blocks = []
+            for f, s, e, lo, k in zip(
+                missing,
+                m_starts.tolist(),
+                m_stops.tolist(),
+                lows.tolist(),
+                which.tolist(),
+                strict=True,
+            ):
+                a, data = fetched[k]
                 head = prefix[s:held] if s < held else b""
-                out[f] = (s, head + data[max(s, held) - a : e - a])
-                self._remember(f, *out[f])
+                out[f] = (s, head + data[lo - a : e - a])
+                blocks.append((f, out[f]))
+            self._remember_many(blocks)
         return out
 
     def _plan(self, index: FrameIndex, frames: Iterable[int]) -> FetchPlan:
@@ -521,7 +541,19 @@ class DicomFrameCache(BaseCache):
     def read_frames(self, frames: Sequence[int]) -> list[bytes]:
         """Return the encoded bytes of ``frames`` (0-based), fetched in one round."""
         blocks = self._load(frames)
-        return [self.frame_payload(f, blocks[f]) for f in frames]
+        if not frames:
+            return []
+        index = self.view(frames=max(frames) + 1)
+        if not index.encapsulated:
+            return [self.frame_payload(f, blocks[f]) for f in frames]
+        chosen = np.asarray(frames, dtype=np.int64)
+        starts, stops = index.starts[chosen].tolist(), index.stops[chosen].tolist()
+        path = self.path
+        out = []
+        for f, start, stop in zip(frames, starts, stops, strict=True):
+            base, data = blocks[f]
+            out.append(join_fragments(data, base, start, stop, frame=f, path=path))
+        return out
 
     def plan(self, frames: Iterable[int]) -> FetchPlan:
         """Dry run: the :class:`~hdfsspec.planning.FetchPlan` of the frames not cached.
