@@ -31,6 +31,10 @@ class Cell:
     seconds: float
     capped: bool = False
     note: str = ""
+    rounds: int | None = None
+    """Batches of requests (hdfsspec's ``stats.rounds``; the open's GET is one)."""
+    scan_rate: float | None = None
+    """Bytes per second of hdfsspec's scan of Pixel Data without offset table, if any."""
 
 
 @dataclass

@@ -75,6 +75,7 @@ def persisted_cell(proxy: Any, t: Target, workload: str, expected: str, cap: flo
         out = measured_child(proxy, spec, cap, cell)
     if out is not None:
         cell.seconds = out["seconds"]
+        cell.rounds = out["stats"]["rounds"]
         if out["digest"] != expected:
             cell.note = "DIFFERENT VALUES"
         elif out["stats"]["index"]["requests"] or out["stats"]["header"]["requests"] > 1:
