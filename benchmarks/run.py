@@ -271,6 +271,7 @@ README_METHODS = (
     "lower bound",
     "local copy (highdicom, no network)",
     "hdfsspec",
+    "hdfsspec, persisted index (new process)",
     "highdicom + s3fs defaults",
     "highdicom + s3fs 500 kB readahead",
     "one whole-object GET (s3fs cat_file)",

@@ -332,7 +332,19 @@ class DicomFrameCache(BaseCache):
     def _built(self, index: FrameIndex) -> None:
         self._index = index
         if self._on_index is not None:
-            self._on_index(index, self.parsed.prefix)
+            self._on_index(index, self._header_bytes())
+
+    def _header_bytes(self) -> bytes:
+        """The header bytes with the offset tables read after them, where contiguous.
+
+        A Basic Offset Table beyond the first request is read with the index: the
+        persisted entry must hold it too, or the entry would not cover its header.
+        """
+        data = self.parsed.prefix
+        for base, piece in sorted(self._tables):
+            if base <= len(data) < base + len(piece):
+                data += piece[len(data) - base :]
+        return data
 
     def _scanned(self, base: int, data: bytes) -> None:
         """Keep the rounds a scan fetched (a contiguous run, bounded by the cache size)."""
@@ -415,7 +427,7 @@ class DicomFrameCache(BaseCache):
         fetch = lambda a, b: self._get([(a, b)], "frames")[0]  # noqa: E731
         pos, data = find_items_end(fetch, start, self.size, held, guess, path=self.path)
         with self._lock:
-            self._index = index.with_last_stop(pos)
+            self._built(index.with_last_stop(pos))  # saved again, now with the last stop
             _, bstop = block_range(self._index, index.number_of_frames - 1)
             if bstop <= start + len(data):
                 self._remember(index.number_of_frames - 1, start, data[: bstop - start])
@@ -612,6 +624,8 @@ class DicomFrameCache(BaseCache):
 
     def _fetch_known(self, start: int, stop: int) -> bytes:
         prefix = self.parsed.prefix
+        if len(self._known_prefix) > len(prefix):  # a persisted entry's header and tables
+            prefix = self._known_prefix
         if stop <= len(prefix):
             self.hit_count += 1
             self.stats.hit("header")

@@ -141,3 +141,23 @@ def test_s3_reopen_with_a_persisted_index_costs_one_byte(s3_endpoint, tmp_path):
             assert f.index.number_of_frames == 20
         assert proxy.log.entries[0][4] == 1  # the byte, then the new header: no stale entry
         assert sum(e[4] for e in proxy.log.entries) <= 1 + len(other)
+
+
+def test_a_basic_offset_table_beyond_the_first_request_is_persisted_with_the_header(tmp_path):
+    frames = fake_jpeg_frames(3000, seed=3, min_size=200, max_size=300)
+    blob = build_encapsulated(frames, offset_table="bot")  # a 12 KB table
+    target = fsspec.filesystem("memory")
+    target.pipe("/bot/x.dcm", blob)
+    fs, counting = dicom_fs(target, tmp_path, first_request=4096)
+    with fs.open("/bot/x.dcm") as f:
+        assert f.read_frames([2999]) == [frames[2999]]
+        assert f.index.offset_table == "bot" and f.index.header_end > 4096
+    fs2, counting2 = dicom_fs(target, tmp_path, first_request=4096)
+    with fs2.open("/bot/x.dcm") as f:
+        assert f.read_frames([7, 2999]) == [frames[7], frames[2999]]
+        assert f.stats.phases["header"].requests == 0 and f.stats.phases["index"].requests == 0
+        assert counting2.requests == 1  # the two frames; the entry held header and table
+        f.seek(0)
+        assert f.read(f.index.header_end) == blob[: f.index.header_end]
+        assert counting2.requests == 1
+    assert len(list(tmp_path.rglob("*.idx"))) == 1
