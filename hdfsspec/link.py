@@ -35,6 +35,9 @@ DEFAULT_OVERHEAD = 0.0001
 
 WHOLE_FRACTION = 0.75
 """A plan reading this fraction of a span reads all of it."""
+OVERHEAD_BRIDGE = 0.05
+"""Gap bytes bridged only to save per-request overhead (no wave saved): at most this
+fraction of the exact bytes. Saving a whole wave of requests is not capped."""
 
 _SMALL = 256 * 1024  # a request this small times the round trip
 _LARGE = 4 * 1024 * 1024  # a batch this large times the bandwidth
@@ -148,7 +151,8 @@ def cheapest_ranges(
 
     Gaps are bridged smallest first as long as the estimated time of the batch
     falls (a bridged gap saves a request, and a wave of requests once the batch
-    exceeds the link's concurrency, at the price of its bytes). When ``span``
+    exceeds the link's concurrency, at the price of its bytes); gaps bridged only
+    for per-request overhead add at most ``OVERHEAD_BRIDGE`` of the exact bytes. When ``span``
     (for instance the Pixel Data) is given and reading all of it is estimated
     to cost no more, or the plan reads at least ``WHOLE_FRACTION`` of it anyway,
     the span is returned instead, cut in ``max_block`` pieces.
@@ -182,7 +186,11 @@ def cheapest_ranges(
     requests = len(ranges) - k
     waves = np.ceil(requests / link.concurrency)
     cost = waves * link.rtt + requests * link.overhead + (nbytes + added) / link.bandwidth
-    best = int(np.argmin(cost))  # the first minimum: the fewest bytes among equals
+    # within one count of waves, bridging saves only per-request overhead: its bytes
+    # are capped, so a plan stays close to the exact bytes of its frames
+    level = np.maximum.accumulate(np.where(np.r_[True, waves[1:] != waves[:-1]], k, 0))
+    capped = added - added[level] > OVERHEAD_BRIDGE * nbytes
+    best = int(np.argmin(np.where(capped, np.inf, cost)))  # first minimum: fewest bytes
     if span is not None and span[1] > span[0]:
         whole = _pieces(span[0], span[1], max_block)
         whole_cost = link.seconds(len(whole), span[1] - span[0])
