@@ -37,12 +37,30 @@ def target_concurrency(fs: fsspec.AbstractFileSystem) -> int:
 
 
 def _with_pool(protocol: str | None, options: dict[str, Any]) -> dict[str, Any]:
-    """S3 targets get a pool large enough for a batch of frames, unless configured."""
+    """S3 targets get a pool large enough for a batch of frames, unless configured.
+
+    They also validate response checksums only when the operation requires it:
+    a ranged GET carries no checksum of its range (every frame read is one), and
+    the validation machinery costs about a fifth of botocore's CPU per request.
+    Lengths are still checked on every response. Either can be set in
+    ``config_kwargs``.
+    """
     if protocol not in ("s3", "s3a"):
         return options
     config = dict(options.get("config_kwargs") or {})
     config.setdefault("max_pool_connections", S3_POOL)
+    if _botocore_knows("response_checksum_validation"):
+        config.setdefault("response_checksum_validation", "when_required")
     return {**options, "config_kwargs": config}
+
+
+def _botocore_knows(option: str) -> bool:
+    """Whether the installed botocore's ``Config`` takes ``option`` (newer ones do)."""
+    try:
+        from botocore.config import Config
+    except ImportError:  # pragma: no cover - the s3 extra is not installed
+        return False
+    return option in getattr(Config, "OPTION_DEFAULTS", {})
 
 
 class DicomFileSystem(ChainedFileSystem):

@@ -161,6 +161,7 @@ def test_target_concurrency_and_s3_pool(tmp_path):
         rtt=None,  # conftest fixes the link of the other tests
     )
     assert dicom.fs.config_kwargs["max_pool_connections"] == S3_POOL
+    assert dicom.fs.config_kwargs["response_checksum_validation"] == "when_required"
     assert dicom.link.estimate.concurrency == S3_POOL
     assert dicom.link.learn  # no rtt / bandwidth given
     mine = fsspec.filesystem(
