@@ -241,8 +241,8 @@ class DicomFrameCache(BaseCache):
         Without offset table the items are walked only as far as needed (every item
         already fetched is walked too): the index returned then holds the frames found
         so far. With neither argument, or once the walk has reached the end, it is the
-        complete index. ``ahead`` makes a walk fetch at least that many bytes further
-        (for sequential readers).
+        complete index. ``ahead`` (a sequential reader's batch, bytes) keeps a walk's
+        windows in flight past the frames asked for.
         """
         if self._index is not None:
             return self._index
@@ -426,12 +426,13 @@ class DicomFrameCache(BaseCache):
         held = self.parsed.prefix[start:]  # the first request may already hold it
         fetch = lambda a, b: self._get([(a, b)], "frames")[0]  # noqa: E731
         pos, data = find_items_end(fetch, start, self.size, held, guess, path=self.path)
+        resolved = index.with_last_stop(pos)
         with self._lock:
-            self._built(index.with_last_stop(pos))  # saved again, now with the last stop
-            _, bstop = block_range(self._index, index.number_of_frames - 1)
+            self._built(resolved)  # saved again, now with the last stop
+            _, bstop = block_range(resolved, index.number_of_frames - 1)
             if bstop <= start + len(data):
                 self._remember(index.number_of_frames - 1, start, data[: bstop - start])
-        return self._index
+        return resolved
 
     # -- frame blocks -------------------------------------------------------------------
     def _remember(self, frame: int, start: int, data: bytes) -> None:

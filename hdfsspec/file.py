@@ -7,6 +7,7 @@ from collections.abc import Iterable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
 from fsspec.spec import AbstractBufferedFile
 
 from hdfsspec._types import MiB
@@ -136,15 +137,16 @@ class DicomFile(AbstractBufferedFile):
         self,
         frames: Iterable[int] | None = None,
         batch_bytes: int | None = None,
-        ahead: int = 2,
+        ahead: int = 8,
     ) -> Iterator[tuple[int, bytes]]:
         """Yield ``(frame, encoded bytes)`` in order, fetching batches ahead.
 
-        Frames go in batches of about ``batch_bytes`` (by default a few round trips'
-        worth of the link's bandwidth, at least 4 MiB and at most an eighth of the
-        cache bound); ``ahead`` batches are fetched while one is consumed, so a pass
-        over every frame runs at the link's pace. Without offset table the items are
-        walked batch by batch, never further ahead than that.
+        Frames go in batches of about ``batch_bytes`` (by default one round trip's
+        worth of the link's bandwidth, at least 2 MiB and at most a sixteenth of the
+        cache bound); ``ahead`` batches are fetched while one is consumed, each over
+        its own connection, so a pass over every frame runs at the link's pace (a
+        single stream is often held back by the client). Without offset table the
+        items are walked batch by batch, never further ahead than that.
         """
         wanted = list(frames) if frames is not None else None
         budget = batch_bytes or self._batch_bytes()
@@ -163,7 +165,9 @@ class DicomFile(AbstractBufferedFile):
     def _batch_bytes(self) -> int:
         link = self._frames.link.estimate
         bound = self._frames.options.max_cache_bytes
-        return int(max(1, min(bound // 8, max(4 * MiB, 4 * link.rtt * link.bandwidth))))
+        # about one round trip's worth of the link each: with ``ahead`` of them in flight
+        # the link stays busy over several connections (one stream is client-bound)
+        return int(max(1, min(bound // 16, max(2 * MiB, link.rtt * link.bandwidth))))
 
     def frame_batches(
         self, frames: list[int] | None, budget: int, walk_ahead: int = 0
@@ -176,22 +180,32 @@ class DicomFile(AbstractBufferedFile):
         cache = self._frames
         parsed = cache.parsed
         total = 0 if parsed.header.pixel_data_offset is None else number_of_frames(parsed)
-        wanted = frames if frames is not None else range(total)
-        batch: list[int] = []
-        nbytes = 0
+        wanted = np.asarray(frames if frames is not None else range(total), dtype=np.int64)
         index = None
         if frames and not walk_ahead:  # a known set: one walk to the furthest frame
-            index = cache.view(frames=max(frames) + 1)
-        for f in wanted:
+            index = cache.view(frames=int(wanted.max()) + 1)
+        batch: list[int] = []
+        nbytes, i = 0, 0
+        while i < wanted.size:
+            f = int(wanted[i])
             if index is None or (f >= index.number_of_frames and index.number_of_frames < total):
                 index = cache.view(frames=f + 1, ahead=walk_ahead)  # walks on without a table
-            start, stop = index.frame_range(f) if f < index.number_of_frames else (0, 0)
-            size = stop - start if stop >= 0 else 0
-            if batch and nbytes + size > budget:
-                yield batch
-                batch, nbytes = [], 0
-            batch.append(f)
-            nbytes += size
+            # the run of wanted frames this index holds, sized at once
+            run = wanted[i:]
+            beyond = np.flatnonzero(run >= index.number_of_frames)
+            run = run[: beyond[0]] if beyond.size else run
+            if not run.size:  # not a frame of the index: no bytes of its own
+                run, sizes = wanted[i : i + 1], [0]
+            else:
+                sizes = (index.stops[run] - index.starts[run]).tolist()
+            for frame, size in zip(run.tolist(), sizes, strict=True):
+                size = max(size, 0)  # the end of the last frame may not be known yet
+                if batch and nbytes + size > budget:
+                    yield batch
+                    batch, nbytes = [], 0
+                batch.append(frame)
+                nbytes += size
+            i += run.size
         if batch:
             yield batch
 

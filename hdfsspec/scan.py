@@ -230,8 +230,9 @@ class ItemScanner:
     ) -> None:
         """Walk until ``frames`` frames are complete, or they cover ``offset``, or the end.
 
-        ``ahead`` asks rounds to reach at least that many bytes past the walk (a
-        sequential reader's batch), instead of just the frames asked for.
+        ``ahead`` (bytes, a sequential reader's batch) keeps the pipeline of windows
+        full past the frames asked for (``scan_concurrency`` windows in flight), where
+        a walk aimed at given frames fetches no further than them.
         """
         opts = self.options
         round_ = min(_MIN_ROUND, opts.scan_window * opts.scan_concurrency)
@@ -246,7 +247,7 @@ class ItemScanner:
                     if self.offsets[last] + 8 + self.lengths[last] > offset:
                         return
                 goal = self._estimate(frames, offset)
-                self._goal = None if goal is None else max(goal, self.pos + ahead)
+                self._goal = None if goal is None or ahead else goal
                 self.step()
         except BaseException:
             self.close()  # a failed walk fetches nothing more

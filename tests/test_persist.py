@@ -148,7 +148,7 @@ def test_a_basic_offset_table_beyond_the_first_request_is_persisted_with_the_hea
     blob = build_encapsulated(frames, offset_table="bot")  # a 12 KB table
     target = fsspec.filesystem("memory")
     target.pipe("/bot/x.dcm", blob)
-    fs, counting = dicom_fs(target, tmp_path, first_request=4096)
+    fs, _ = dicom_fs(target, tmp_path, first_request=4096)
     with fs.open("/bot/x.dcm") as f:
         assert f.read_frames([2999]) == [frames[2999]]
         assert f.index.offset_table == "bot" and f.index.header_end > 4096
