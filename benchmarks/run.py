@@ -223,7 +223,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rtt", type=float, default=0.020, help="round trip, s (default 0.020)")
     parser.add_argument("--bandwidth", type=float, default=200e6, help="bytes/s (default 200e6)")
     parser.add_argument(
-        "--repeat", type=int, default=3, help=f"runs of {', '.join(REPEATED)} (median kept)"
+        "--repeat", type=int, default=5, help=f"runs of {', '.join(REPEATED)} (median kept)"
     )
     parser.add_argument("--out", type=Path, default=HERE / "RESULTS.md")
     parser.add_argument(

@@ -98,12 +98,10 @@ def check_targets(
                     _timed(c, local, 1.1, 3, rtt),
                 ]
             elif w == REGION and name == "slide_tiff":
-                bot = cs.get("slide_bot", w, HDFSSPEC)
-                base_r, base_t = (bot.requests, bot.rounds or 0) if bot else (4, 2)
                 parts += [
-                    _at_most("requests (BOT's + 3)", c.requests, base_r + 3),
-                    _at_most("round trips (BOT's + 2)", c.rounds or 0, base_t + 2),
-                    _at_most("bytes, no scan (1.2 x LB)", c.nbytes, 1.2 * lb.nbytes, "MB"),
+                    _at_most("requests (BOT's 4 + 3)", c.requests, 4 + 3),
+                    _at_most("round trips (BOT's 2 + 2)", c.rounds or 0, 2 + 2),
+                    ("never a scan", "scan" if c.scan_rate else "no scan", not c.scan_rate),
                 ]
             elif w == REGION and name == "slide_empty":
                 need = max(t.index.frame_range(f)[1] for f in region_frames(t)) + 10
@@ -116,7 +114,7 @@ def check_targets(
                         rate >= 0.7 * bandwidth,
                     ),
                 ]
-            elif w == RANDOM:
+            elif w == RANDOM and name in ("slide_bot", "slide_eot"):
                 parts += [
                     _at_most("round trips after the open", (c.rounds or 1) - 1, 2),
                     _at_most("bytes (1.1 x LB)", c.nbytes, 1.1 * lb.nbytes, "MB"),
@@ -155,21 +153,33 @@ def check_targets(
 
 
 def _persisted(cs: _Cells, name: str, lower: dict[tuple[str, str], Cell], rtt: float) -> list:
-    """Second open in a new process with the persisted index: the BOT figures."""
+    """Second open in a new process with the persisted index: the BOT figures.
+
+    Its seconds are the child's (open and work, see benchmarks/README.md), held
+    against the local copy of the BOT slide.
+    """
     if name != "slide_empty":
         return []
     out = []
-    for w in (OPEN, REGION):
+    for w in (OPEN, REGION, RANDOM):
         c = cs.get(name, w, PERSISTED)
         if c is None:
             continue
         local = cs.get("slide_bot", w, LOCAL)
         lb = lower[(name, w)]
-        parts = [_at_most("requests", c.requests, 2 if w == OPEN else 4)]
-        if w == REGION:
-            parts += [
+        if w == OPEN:
+            parts = [_at_most("requests", c.requests, 2)]
+        elif w == REGION:
+            parts = [
+                _at_most("requests", c.requests, 4),
                 _at_most("round trips", c.rounds or 0, 2),
                 _at_most("bytes (1.2 x LB)", c.nbytes, 1.2 * lb.nbytes, "MB"),
+                _timed(c, local, 1.1, 3, rtt),
+            ]
+        else:
+            parts = [
+                _at_most("round trips after the open", (c.rounds or 1) - 1, 2),
+                _at_most("bytes (1.1 x LB)", c.nbytes, 1.1 * lb.nbytes, "MB"),
                 _timed(c, local, 1.1, 3, rtt),
             ]
         out += _checks(c, name, w, parts, note=" (persisted index, new process)")
@@ -185,7 +195,9 @@ def targets_section(checks: list[Check]) -> list[str]:
         f"{passed} of {len(checks)} checks pass. Seconds of hdfsspec, the local copy and the "
         "whole-object GET are the median of `--repeat` runs; round trips are hdfsspec's "
         "`stats.rounds` (the open's GET is one); the scan rate is the bytes of the index "
-        "phase over its wall time.",
+        "phase over its wall time. The 200-random-frames targets are checked where an "
+        "offset table exists (a cold open of an object without one must scan first; the "
+        "persisted-index rows hold it to the BOT figures).",
         "",
         "| object | workload | target | measured | |",
         "| --- | --- | --- | --- | --- |",
