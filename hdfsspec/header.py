@@ -86,11 +86,14 @@ class PrefixBuffer:
         what: str = "element",
         at: int | None = None,
         fetch: bool = True,
+        margin: int | None = None,
     ) -> None:
         """Make sure ``[0, stop)`` is buffered; raise if ``stop`` is past the end.
 
         ``at`` is the offset of the element being read, for the error message.
-        With ``fetch=False`` only the bound is checked.
+        With ``fetch=False`` only the bound is checked. A fetch reads ``margin``
+        bytes past ``stop`` when the caller knows what follows (by default one
+        first request, or double the buffer).
         """
         if stop > self.size:
             raise TruncatedDicomError(
@@ -104,7 +107,10 @@ class PrefixBuffer:
             return
         # the needed end plus one first-request of margin (what follows a large value is
         # usually small: the next elements, the Pixel Data and BOT headers), or double
-        grown = max(stop + self.first_request, 2 * have) if have else self.first_request
+        if margin is not None:
+            grown = stop + margin
+        else:
+            grown = max(stop + self.first_request, 2 * have) if have else self.first_request
         want = min(self.size, max(stop, grown))
         chunk = self._fetch(have, want)
         self.requests += 1
@@ -315,8 +321,11 @@ def read_header(buf: PrefixBuffer) -> Header:
         if tag == EXTENDED_OFFSET_TABLE:
             eot = (value, length)
             # its Lengths (same size) follow at once: fetch both, and the BOT item, together
-            # (12 bytes of Lengths element header, 12 + 8 of Pixel Data and BOT item headers)
-            buf.ensure(min(buf.size, value + 2 * length + 32), tag=tag, at=pos)
+            # (12 bytes of Lengths element header, 20 of Encapsulated Pixel Data Value
+            # Total Length, 12 + 8 of Pixel Data and BOT item headers), and nothing more:
+            # the frames after them are fetched when asked for
+            stop = min(buf.size, value + 2 * length + 52)
+            buf.ensure(stop, tag=tag, at=pos, margin=0)
         elif tag == EXTENDED_OFFSET_TABLE_LENGTHS:
             eot_lengths = (value, length)
         buf.ensure(value + length, tag=tag, at=pos)

@@ -74,6 +74,9 @@ def test_header_larger_than_first_guess_grows_in_few_requests(counting_fetch):
     assert index.offset_table == "eot" and index.number_of_frames == 3000
     assert len(log) == 2, log  # first guess, then the rest of the EOT value at once
     assert log[0] == (0, 8 * KIB) and log[1][0] == 8 * KIB
+    # ... and nothing past the Pixel Data and BOT item headers: no frame is fetched yet
+    assert index.header_end <= log[1][1] <= index.header_end + 52
+    assert log[1][1] < int(index.stops[0])
 
 
 def test_empty_bot_scan_uses_large_windows(counting_fetch):
