@@ -137,19 +137,22 @@ class DicomFile(AbstractBufferedFile):
         self,
         frames: Iterable[int] | None = None,
         batch_bytes: int | None = None,
-        ahead: int = 8,
+        ahead: int | None = None,
     ) -> Iterator[tuple[int, bytes]]:
         """Yield ``(frame, encoded bytes)`` in order, fetching batches ahead.
 
         Frames go in batches of about ``batch_bytes`` (by default one round trip's
         worth of the link's bandwidth, at least 2 MiB and at most a sixteenth of the
-        cache bound); ``ahead`` batches are fetched while one is consumed, each over
-        its own connection, so a pass over every frame runs at the link's pace (a
-        single stream is often held back by the client). Without offset table the
-        items are walked batch by batch, never further ahead than that.
+        cache bound); ``ahead`` batches (by default up to 8, holding at most a quarter
+        of the cache bound) are fetched while one is consumed, each over its own
+        connection, so a pass over every frame runs at the link's pace (a single
+        stream is often held back by the client). Without offset table the items are
+        walked batch by batch, never further ahead than that.
         """
         wanted = list(frames) if frames is not None else None
         budget = batch_bytes or self._batch_bytes()
+        if ahead is None:  # up to 8 in flight, holding at most a quarter of the cache bound
+            ahead = max(2, min(8, self._frames.options.max_cache_bytes // (4 * budget)))
         batches = self.frame_batches(wanted, budget, walk_ahead=budget)
         with ThreadPoolExecutor(max(1, ahead), thread_name_prefix="hdfsspec-read-ahead") as pool:
             queue: deque[tuple[list[int], Future[list[bytes]]]] = deque()
