@@ -390,19 +390,31 @@ class DicomFrameCache(BaseCache):
             return
         held, run_end = len(pieces[0][1]), pieces[-1][0] + len(pieces[-1][1])
         first = max(0, int(np.searchsorted(index.starts, pieces[1][0], side="right")) - 1)
-        for f in range(first, index.number_of_frames):
-            start, stop = block_range(index, f)
-            if start >= run_end:
-                break  # beyond the run
-            if stop <= held or f in self._blocks:
+        last = int(np.searchsorted(index.starts, run_end, side="left"))  # start in the run
+        frames = np.arange(first, last, dtype=np.int64)
+        frames = frames[index.stops[frames] != UNKNOWN]
+        starts, stops = block_ranges(index, frames)
+        bases = np.array([b for b, _ in pieces], dtype=np.int64)
+        ends = bases + np.array([len(d) for _, d in pieces], dtype=np.int64)
+        k = np.searchsorted(bases, starts, side="right") - 1  # the piece holding the start
+        keep = (stops > held) & (k >= 0) & (starts < ends[np.maximum(k, 0)])
+        blocks = []
+        chosen = (frames[keep], starts[keep], stops[keep], k[keep])
+        for f, start, stop, piece in zip(*(a.tolist() for a in chosen), strict=True):
+            if f in self._blocks:
                 continue
-            data = slice_run(pieces, start, stop)
-            if data is not None:
-                self._remember(f, start, data)
+            base, data = pieces[piece]
+            if stop <= base + len(data):
+                blocks.append((f, (start, data[start - base : stop - base])))
+            else:  # across the seam of two rounds
+                joined = slice_run(pieces, start, stop)
+                if joined is not None:
+                    blocks.append((f, (start, joined)))
+        self._remember_many(blocks)
         if len(self._run) > 1:
-            last = self._run[-1]
+            last_round = self._run[-1]
             self._run.clear()
-            self._run.append(last)
+            self._run.append(last_round)
 
     def set_index(self, index: FrameIndex) -> None:
         """Use a known index (e.g. a persisted one) instead of building it."""
