@@ -13,6 +13,7 @@ Every cell is stopped after ``--cap`` seconds and reported as "> cap".
 from __future__ import annotations
 
 import argparse
+import gc
 import logging
 import os
 import sys
@@ -64,6 +65,7 @@ def run_cell(
     proxy: ServerProcess, opener: Any, work: Any, t: Target, cap: float
 ) -> tuple[Cell, Any]:
     """Open ``t`` and run ``work`` on it, stopped after ``cap`` s; count the proxy's log."""
+    gc.collect()  # no collection of an earlier cell's garbage inside this one's time
     proxy.log.clear()
     proxy.deadline = time.monotonic() + cap
     result, note, capped, image = None, "", False, None

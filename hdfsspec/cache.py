@@ -485,15 +485,16 @@ class DicomFrameCache(BaseCache):
             index = self._resolve_last()
         prefix = self.parsed.prefix
         held = len(prefix)
-        _, stops = block_ranges(index, wanted)
+        starts, stops = block_ranges(index, wanted)
         out: dict[int, tuple[int, bytes]] = {}
-        missing = []
-        for f, stop in zip(wanted.tolist(), stops.tolist(), strict=True):
+        absent = np.zeros(wanted.size, dtype=bool)
+        for k, (f, stop) in enumerate(zip(wanted.tolist(), stops.tolist(), strict=True)):
             block = (0, prefix) if stop <= held else self._cached(f)
             if block is None:
-                missing.append(f)
+                absent[k] = True
             else:
                 out[f] = block
+        missing = wanted[absent].tolist()
         self.hit_count += len(out)
         self.stats.hit("frames", len(out))
         if missing:
@@ -502,7 +503,7 @@ class DicomFrameCache(BaseCache):
             bases = [a for a, _ in plan.ranges]
             fetched = list(zip(bases, datas, strict=True))
             self._keep_extra(index, fetched, set(missing))
-            m_starts, m_stops = block_ranges(index, np.asarray(missing, dtype=np.int64))
+            m_starts, m_stops = starts[absent], stops[absent]
             lows = np.maximum(m_starts, held)
             which = np.searchsorted(np.asarray(bases, dtype=np.int64), lows, side="right") - 1
             blocks = []
