@@ -17,10 +17,8 @@ reader walking the items (as highdicom does) causes no request.
 
 from __future__ import annotations
 
-import struct
 import threading
 import time
-from collections import OrderedDict, deque
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
@@ -28,6 +26,7 @@ import numpy as np
 from fsspec.caching import BaseCache, register_cache
 
 from hdfsspec._types import DEFAULT_OPTIONS, Fetch, FetchRanges, ReadOptions
+from hdfsspec.blocks import FrameBlocks
 from hdfsspec.errors import (
     FrameIndexError,
     NotDicomError,
@@ -37,28 +36,24 @@ from hdfsspec.errors import (
     UnsupportedTransferSyntaxError,
 )
 from hdfsspec.index import UNKNOWN, FrameIndex
-from hdfsspec.items import find_items_end, join_fragments, slice_run
+from hdfsspec.items import find_items_end, join_fragments
 from hdfsspec.link import LinkModel
 from hdfsspec.parse import (
     ParsedHeader,
     held_bot_index,
     index_from_tables,
-    number_of_frames,
     parse_header,
-    scanned_index,
     tiff_index,
 )
+from hdfsspec.partial import PartialScan
 from hdfsspec.planning import FetchPlan, block_range, block_ranges, plan_frames
-from hdfsspec.progress import Progress, ScanProgress
-from hdfsspec.scan import ItemScanner, group_fragments
+from hdfsspec.progress import Progress
 from hdfsspec.stats import CacheStats
 
 __all__ = ["DicomFrameCache"]
 
-_PIXEL_TAG = 0x7FE00010
 _TAIL_BLOCK = 1024 * 1024
 _HEAD = 10  # item tag, length and two marker bytes, kept per item by a scan
-_DELIMITER = struct.pack("<HHL", 0xFFFE, 0xE0DD, 0)
 _LAYOUT_ERRORS = (
     NotDicomError,
     TruncatedDicomError,
@@ -66,17 +61,7 @@ _LAYOUT_ERRORS = (
     FrameIndexError,
     UnsupportedTransferSyntaxError,
 )
-_TRANSIENT = (
-    "_lock",
-    "_scanner",
-    "_on_index",
-    "_blocks",
-    "_run",
-    "_partial",
-    "_fetch_ranges",
-    "_progress",
-    "progress",
-)
+_TRANSIENT = ("_lock", "_scan", "_on_index", "_blocks", "_fetch_ranges", "progress")
 
 
 class DicomFrameCache(BaseCache):
@@ -137,23 +122,17 @@ class DicomFrameCache(BaseCache):
         self._fetch_ranges = fetch_ranges
         self.link = link if link is not None else LinkModel()
         self.progress = progress
-        self._progress: ScanProgress | None = None  # of the scan call under way
         self.stats = CacheStats()
         self._lock = threading.RLock()
         self._parsed: ParsedHeader | None = None
         self._index: FrameIndex | None = None
-        self._heads: dict[int, bytes] = {}
-        self._blocks: OrderedDict[int, tuple[int, bytes]] = OrderedDict()
-        self._block_bytes = 0
+        self._heads: dict[int, bytes] = {}  # first bytes of the items a scan walked
+        self._blocks = FrameBlocks(self.options.max_cache_bytes)
         self._tail: tuple[int, bytes] | None = None
         self._tables: list[tuple[int, bytes]] = []  # offset tables read after the header
         self._held: FrameIndex | None = None  # index from the BOT entries held
         self._held_known = False
-        self._scanner: ItemScanner | None = None
-        self._partial: FrameIndex | None = None  # frames found so far by a partial scan
-        self._served = 0  # frames read before the scan ended, checked when it ends
-        self._run: deque[tuple[int, bytes]] = deque()
-        self._heads_synced = 0  # item heads of the scanner already in _heads
+        self._scan: PartialScan | None = None  # the walk, without offset table
         self._layout_error: Exception | None = None  # byte reads go straight through after it
         self._known_prefix = known[1] if known is not None else prefix
         if prefix:  # fetched for this file, with its info: one request
@@ -248,59 +227,37 @@ class DicomFrameCache(BaseCache):
             return self._index
         parsed = self.parsed
         with self._lock:
-            if self._index is None and self._scanner is None and parsed.bot is None:
+            if self._index is None and self._scan is None and parsed.bot is None:
                 held = self._held_bot()  # the table's first entries, held by the header
                 if held is not None and (frames, offset) != (None, None):
                     if held.covers(frames, offset):
                         return held
-            if self._index is None and self._scanner is None:
-                fetch = lambda r: self._get(r, "index", timed=False)  # noqa: E731
+            if self._index is None and self._scan is None:
                 index = index_from_tables(parsed, self._fetch_table)
                 if index is None:
                     index = tiff_index(parsed, self._fetch_table, self._fetch_tables)
                 if index is None:
-                    self._scanner = ItemScanner(
-                        parsed, fetch, number_of_frames(parsed), self.options, self._scanned
+                    fetch = lambda r: self._get(r, "index", timed=False)  # noqa: E731
+                    self._scan = PartialScan(
+                        parsed,
+                        fetch,
+                        self.options,
+                        self._blocks,
+                        self._heads,
+                        self.stats,
+                        self.link,
+                        self.progress,
                     )
                 else:
                     self._built(index)
             if self._index is not None:
                 return self._index
-            partial, whole = self._partial, frames is None and offset is None
-            if partial is not None and not whole and partial.covers(frames, offset):
-                return partial
-            scanner = self._scanner
-            assert scanner is not None
-            self._progress = ScanProgress(
-                parsed.header_end, self.size, f"indexing {self.path}", self.progress
-            )
-            began, fetched = time.perf_counter(), scanner.fetched
-            try:
-                if whole:
-                    scanner.advance()
-                else:
-                    scanner.advance(frames, offset, ahead)
-                    scanner.walk_buffered()
-            finally:
-                self._progress.close()
-                self._progress = None
-                self._timed_scan(scanner.fetched - fetched, time.perf_counter() - began)
-            synced = self._heads_synced
-            self._heads.update(zip(scanner.offsets[synced:], scanner.heads[synced:], strict=True))
-            self._heads_synced = len(scanner.offsets)
-            if scanner.done:
-                return self._finish_scan(scanner)
-            count = scanner.complete
-            self._served = max(self._served, count)
-            self._partial = scanned_index(parsed, *scanner.frame_ranges(count))
-            self._keep_frames(self._partial)
-            return self._partial
-
-    def _timed_scan(self, nbytes: int, seconds: float) -> None:
-        """Count a walk's wall time; a long one is a sample of the link's bandwidth."""
-        self.stats.spent("index", seconds)
-        if nbytes:  # windows pipelined: about one round trip, then the bytes at the link's pace
-            self.link.observe([nbytes], seconds)
+            assert self._scan is not None
+            index, complete = self._scan.view(frames, offset, ahead)
+            if complete:
+                self._scan = None
+                self._built(index)
+            return index
 
     def _held_bot(self) -> FrameIndex | None:
         if not self._held_known:
@@ -346,76 +303,6 @@ class DicomFrameCache(BaseCache):
                 data += piece[len(data) - base :]
         return data
 
-    def _scanned(self, base: int, data: bytes) -> None:
-        """Keep the rounds a scan fetched (a contiguous run, bounded by the cache size)."""
-        if self._progress is not None:
-            self._progress.update(base + len(data))
-        run = self._run
-        if run and base > run[-1][0] + len(run[-1][1]):
-            run.clear()  # not contiguous: a new run
-        run.append((base, data))
-        while len(run) > 1 and sum(len(d) for _, d in run) > self.options.max_cache_bytes:
-            run.popleft()
-
-    def _finish_scan(self, scanner: ItemScanner) -> FrameIndex:
-        """Group all the fragments; check the frames served meanwhile were grouped the same."""
-        parsed, result = self.parsed, scanner.result()
-        starts, stops = group_fragments(result, number_of_frames(parsed), parsed)
-        served = self._served
-        if served:
-            early_starts, early_stops = scanner.frame_ranges(served)
-            if not (
-                np.array_equal(starts[:served], early_starts)
-                and np.array_equal(stops[:served], early_stops)
-            ):
-                raise FrameIndexError(
-                    "the frames found while scanning differ from the final grouping of the "
-                    "fragments; frames read before the scan ended may be wrong",
-                    path=self.path,
-                    offset=parsed.header_end,
-                    tag=_PIXEL_TAG,
-                )
-        if result.delimited:
-            self._heads[result.end - 8] = _DELIMITER
-        index = scanned_index(parsed, starts, stops)
-        self._scanner, self._partial = None, None
-        self._keep_frames(index)
-        self._built(index)
-        return index
-
-    def _keep_frames(self, index: FrameIndex) -> None:
-        """Remember the blocks of the frames wholly inside the run of scanned rounds."""
-        pieces = [(0, self.parsed.prefix), *self._run]
-        if len(pieces) < 2:
-            return
-        held, run_end = len(pieces[0][1]), pieces[-1][0] + len(pieces[-1][1])
-        first = max(0, int(np.searchsorted(index.starts, pieces[1][0], side="right")) - 1)
-        last = int(np.searchsorted(index.starts, run_end, side="left"))  # start in the run
-        frames = np.arange(first, last, dtype=np.int64)
-        frames = frames[index.stops[frames] != UNKNOWN]
-        starts, stops = block_ranges(index, frames)
-        bases = np.array([b for b, _ in pieces], dtype=np.int64)
-        ends = bases + np.array([len(d) for _, d in pieces], dtype=np.int64)
-        k = np.searchsorted(bases, starts, side="right") - 1  # the piece holding the start
-        keep = (stops > held) & (k >= 0) & (starts < ends[np.maximum(k, 0)])
-        blocks = []
-        chosen = (frames[keep], starts[keep], stops[keep], k[keep])
-        for f, start, stop, piece in zip(*(a.tolist() for a in chosen), strict=True):
-            if f in self._blocks:
-                continue
-            base, data = pieces[piece]
-            if stop <= base + len(data):
-                blocks.append((f, (start, data[start - base : stop - base])))
-            else:  # across the seam of two rounds
-                joined = slice_run(pieces, start, stop)
-                if joined is not None:
-                    blocks.append((f, (start, joined)))
-        self._remember_many(blocks)
-        if len(self._run) > 1:
-            last_round = self._run[-1]
-            self._run.clear()
-            self._run.append(last_round)
-
     def set_index(self, index: FrameIndex) -> None:
         """Use a known index (e.g. a persisted one) instead of building it."""
         if index.size != self.size:
@@ -448,31 +335,7 @@ class DicomFrameCache(BaseCache):
 
     # -- frame blocks -------------------------------------------------------------------
     def _remember(self, frame: int, start: int, data: bytes) -> None:
-        self._remember_many([(frame, (start, data))])
-
-    def _remember_many(self, blocks: Iterable[tuple[int, tuple[int, bytes]]]) -> None:
-        """Put frame blocks in the LRU (most recent last), evicting beyond the bound."""
-        bound = self.options.max_cache_bytes
-        with self._lock:
-            cached = self._blocks
-            for frame, block in blocks:
-                old = cached.pop(frame, None)
-                if old is not None:
-                    self._block_bytes -= len(old[1])
-                if len(block[1]) > bound:
-                    continue
-                cached[frame] = block
-                self._block_bytes += len(block[1])
-            while self._block_bytes > bound:
-                _, (_, evicted) = cached.popitem(last=False)
-                self._block_bytes -= len(evicted)
-
-    def _cached(self, frame: int) -> tuple[int, bytes] | None:
-        with self._lock:
-            block = self._blocks.get(frame)
-            if block is not None:
-                self._blocks.move_to_end(frame)
-            return block
+        self._blocks.put([(frame, (start, data))])
 
     def _load(self, frames: Iterable[int]) -> dict[int, tuple[int, bytes]]:
         """Return the blocks of ``frames``, fetching the missing ones in one round."""
@@ -489,7 +352,7 @@ class DicomFrameCache(BaseCache):
         out: dict[int, tuple[int, bytes]] = {}
         absent = np.zeros(wanted.size, dtype=bool)
         for k, (f, stop) in enumerate(zip(wanted.tolist(), stops.tolist(), strict=True)):
-            block = (0, prefix) if stop <= held else self._cached(f)
+            block = (0, prefix) if stop <= held else self._blocks.get(f)
             if block is None:
                 absent[k] = True
             else:
@@ -519,7 +382,7 @@ class DicomFrameCache(BaseCache):
                 head = prefix[s:held] if s < held else b""
                 out[f] = (s, head + data[lo - a : e - a])
                 blocks.append((f, out[f]))
-            self._remember_many(blocks)
+            self._blocks.put(blocks)
         return out
 
     def _plan(self, index: FrameIndex, frames: Iterable[int]) -> FetchPlan:
@@ -599,26 +462,22 @@ class DicomFrameCache(BaseCache):
         with self._lock:
             state = {k: v for k, v in self.__dict__.items() if k not in _TRANSIENT}
             if self._index is None:  # a partial scan restarts after unpickling
-                state["_heads"], state["_heads_synced"], state["_served"] = {}, 0, 0
-        state["_block_bytes"] = 0
+                state["_heads"] = {}
         return state
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.__dict__.update(state)
         self._lock = threading.RLock()
-        self._scanner, self._partial, self._on_index, self._fetch_ranges = None, None, None, None
-        self._progress, self.progress = None, None
-        self._blocks = OrderedDict()
-        self._run = deque()
+        self._scan, self._on_index, self._fetch_ranges, self.progress = None, None, None, None
+        self._blocks = FrameBlocks(self.options.max_cache_bytes)
 
     def close(self) -> None:
         """Release the frame blocks (fsspec calls this when the file closes)."""
-        if self._scanner is not None:
-            self._scanner.close()  # no more windows fetched ahead
+        if self._scan is not None:
+            self._scan.close()  # no more windows fetched ahead
         with self._lock:
             self._blocks.clear()
-            self._block_bytes = 0
-            self._heads = {}
+            self._heads.clear()
             self._tail = None
 
     # -- byte reads -----------------------------------------------------------------------
@@ -672,7 +531,7 @@ class DicomFrameCache(BaseCache):
         frame = index.frame_at(pos)
         if frame >= 0:
             for f in (frame - 1, frame):
-                block = local.get(f) or (self._cached(f) if f >= 0 else None)
+                block = local.get(f) or (self._blocks.get(f) if f >= 0 else None)
                 if block is not None and block[0] <= pos < block[0] + len(block[1]):
                     local[f] = block
                     return block[1][pos - block[0] : stop - block[0]]

@@ -144,16 +144,16 @@ def test_iter_frames_walks_a_scan_batch_by_batch():
 
 
 def test_sequential_reading_rebuilds_the_partial_index_per_round_not_per_frame(monkeypatch):
-    import hdfsspec.cache
+    import hdfsspec.partial
 
     builds = []
-    real = hdfsspec.cache.scanned_index
+    real = hdfsspec.partial.scanned_index
 
     def counted(*args):
         builds.append(1)
         return real(*args)
 
-    monkeypatch.setattr(hdfsspec.cache, "scanned_index", counted)
+    monkeypatch.setattr(hdfsspec.partial, "scanned_index", counted)
     f, counting = open_counted(BLOB, "seq.dcm")
     with f:
         assert sum(1 for _ in f.iter_frames(batch_bytes=200_000)) == 2000
@@ -185,7 +185,7 @@ def test_a_partial_scan_fetches_ahead_no_further_than_its_goal():
         # the walk aims 2 % past the mean frame size so far, never a pipeline beyond it
         assert counting.bytes <= reached * 1.03 + 2 * 1100
         assert f.cache._index is None
-        scanner = f.cache._scanner
+        scanner = f.cache._scan.scanner
     assert scanner._pool is None and not scanner._pending  # closing stops the read-ahead
 
 
@@ -202,4 +202,4 @@ def test_a_truncated_object_stops_the_scan_with_a_typed_error():
         with pytest.raises((TruncatedDicomError, ObjectChangedError)) as err:
             f.index  # noqa: B018
         assert "cut.dcm" in str(err.value)
-        assert f.cache._scanner._pool is None  # no windows left in flight
+        assert f.cache._scan.scanner._pool is None  # no windows left in flight

@@ -1,0 +1,75 @@
+"""Frame blocks in an LRU bounded in bytes: what the frame-aware cache holds of the frames.
+
+A block is ``(start, bytes)``: the absolute offset of a frame's first byte and the
+bytes of its items (plus the next item's header, see :mod:`hdfsspec.planning`).
+Pure: no I/O. Thread-safe.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import OrderedDict
+from collections.abc import Iterable
+
+__all__ = ["Block", "FrameBlocks"]
+
+Block = tuple[int, bytes]
+"""``(start, bytes)`` of one frame."""
+
+
+class FrameBlocks:
+    """Blocks by frame number, least recently used first out, at most ``bound`` bytes.
+
+    Parameters
+    ----------
+    bound : int
+        Largest sum of the lengths of the blocks held; a block larger than it is
+        not kept.
+    """
+
+    def __init__(self, bound: int) -> None:
+        self.bound = bound
+        self.nbytes = 0
+        self._items: OrderedDict[int, Block] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def get(self, frame: int) -> Block | None:
+        """The block of ``frame`` (now the most recently used), or None."""
+        with self._lock:
+            block = self._items.get(frame)
+            if block is not None:
+                self._items.move_to_end(frame)
+            return block
+
+    def __contains__(self, frame: object) -> bool:
+        return frame in self._items
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    def values(self) -> list[Block]:
+        """The blocks held, least recently used first."""
+        with self._lock:
+            return list(self._items.values())
+
+    def put(self, blocks: Iterable[tuple[int, Block]]) -> None:
+        """Hold ``(frame, block)`` pairs (most recent last), evicting beyond the bound."""
+        with self._lock:
+            items = self._items
+            for frame, block in blocks:
+                old = items.pop(frame, None)
+                if old is not None:
+                    self.nbytes -= len(old[1])
+                if len(block[1]) > self.bound:
+                    continue
+                items[frame] = block
+                self.nbytes += len(block[1])
+            while self.nbytes > self.bound:
+                _, (_, evicted) = items.popitem(last=False)
+                self.nbytes -= len(evicted)
+
+    def clear(self) -> None:
+        """Drop every block."""
+        with self._lock:
+            self._items.clear()
+            self.nbytes = 0

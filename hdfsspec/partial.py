@@ -1,0 +1,193 @@
+"""The walk of Pixel Data without offset table, as far as the reads ask: one object per file.
+
+:class:`PartialScan` drives an :class:`~hdfsspec.scan.ItemScanner` for the frame-aware
+cache. It hands out the index of the frames found so far, keeps the rounds the walk
+fetched (a contiguous run, bounded by the cache size) and puts the frames wholly
+inside them in the cache's frame blocks, so that reading a frame the walk has passed
+costs no request. It records the first bytes of every item it saw (the cache serves
+highdicom's own item walk from them), the wall time of each walk, and a sample of the
+link's bandwidth. When the walk ends it checks the frames it served against the final
+grouping of the fragments.
+"""
+
+from __future__ import annotations
+
+import struct
+import time
+from collections import deque
+
+import numpy as np
+
+from hdfsspec._types import FetchRanges, ReadOptions
+from hdfsspec.blocks import Block, FrameBlocks
+from hdfsspec.errors import FrameIndexError
+from hdfsspec.index import UNKNOWN, FrameIndex
+from hdfsspec.items import slice_run
+from hdfsspec.link import LinkModel
+from hdfsspec.parse import ParsedHeader, number_of_frames, scanned_index
+from hdfsspec.planning import block_ranges
+from hdfsspec.progress import Progress, ScanProgress
+from hdfsspec.scan import ItemScanner, group_fragments
+from hdfsspec.stats import CacheStats
+
+__all__ = ["PartialScan"]
+
+_PIXEL_TAG = 0x7FE00010
+_DELIMITER = struct.pack("<HHL", 0xFFFE, 0xE0DD, 0)
+
+
+class PartialScan:
+    """A resumable scan of one object's fragment items, feeding the cache it belongs to.
+
+    Parameters
+    ----------
+    parsed : ParsedHeader
+        The object's header.
+    fetch : callable
+        Fetches a list of ranges for the walk (counted in the index phase).
+    options : ReadOptions
+        Scan window and concurrency; the cache bound bounds the rounds kept.
+    blocks : FrameBlocks
+        The cache's frame blocks: frames the walk passed are put there.
+    heads : dict
+        The cache's item heads (offset -> first bytes), filled as items are walked.
+    stats : CacheStats
+        The cache's counters (the wall time of each walk goes to the index phase).
+    link : LinkModel
+        The cost model, given one bandwidth sample per walk.
+    progress : bool, fsspec Callback or None
+        Progress of the walks (see :mod:`hdfsspec.progress`).
+    """
+
+    def __init__(
+        self,
+        parsed: ParsedHeader,
+        fetch: FetchRanges,
+        options: ReadOptions,
+        blocks: FrameBlocks,
+        heads: dict[int, bytes],
+        stats: CacheStats,
+        link: LinkModel,
+        progress: Progress = None,
+    ) -> None:
+        self.parsed, self.options = parsed, options
+        self._blocks, self._heads, self._stats, self._link = blocks, heads, stats, link
+        self._progress_option = progress
+        self._progress: ScanProgress | None = None  # of the walk under way
+        self._run: deque[tuple[int, bytes]] = deque()
+        self.scanner = ItemScanner(parsed, fetch, number_of_frames(parsed), options, self._scanned)
+        self.partial: FrameIndex | None = None  # the frames found so far
+        self._served = 0  # frames handed out before the walk ended, checked when it ends
+        self._synced = 0  # item heads of the scanner already in ``heads``
+
+    def view(
+        self, frames: int | None = None, offset: int | None = None, ahead: int = 0
+    ) -> tuple[FrameIndex, bool]:
+        """Walk as far as asked (see :meth:`DicomFrameCache.view`); ``(index, complete)``."""
+        whole = frames is None and offset is None
+        if self.partial is not None and not whole and self.partial.covers(frames, offset):
+            return self.partial, False
+        parsed, scanner = self.parsed, self.scanner
+        self._progress = ScanProgress(
+            parsed.header_end, parsed.size, f"indexing {parsed.path}", self._progress_option
+        )
+        began, fetched = time.perf_counter(), scanner.fetched
+        try:
+            if whole:
+                scanner.advance()
+            else:
+                scanner.advance(frames, offset, ahead)
+                scanner.walk_buffered()
+        finally:
+            self._progress.close()
+            self._progress = None
+            self._timed(scanner.fetched - fetched, time.perf_counter() - began)
+        synced = self._synced
+        self._heads.update(zip(scanner.offsets[synced:], scanner.heads[synced:], strict=True))
+        self._synced = len(scanner.offsets)
+        if scanner.done:
+            return self._finish(), True
+        count = scanner.complete
+        self._served = max(self._served, count)
+        self.partial = scanned_index(parsed, *scanner.frame_ranges(count))
+        self._keep_frames(self.partial)
+        return self.partial, False
+
+    def close(self) -> None:
+        """Stop fetching ahead."""
+        self.scanner.close()
+
+    def _timed(self, nbytes: int, seconds: float) -> None:
+        """Count a walk's wall time; a long one is a sample of the link's bandwidth."""
+        self._stats.spent("index", seconds)
+        if nbytes:  # windows pipelined: about one round trip, then the bytes at the link's pace
+            self._link.observe([nbytes], seconds)
+
+    def _scanned(self, base: int, data: bytes) -> None:
+        """Keep the rounds the walk fetched (a contiguous run, bounded by the cache size)."""
+        if self._progress is not None:
+            self._progress.update(base + len(data))
+        run = self._run
+        if run and base > run[-1][0] + len(run[-1][1]):
+            run.clear()  # not contiguous: a new run
+        run.append((base, data))
+        while len(run) > 1 and sum(len(d) for _, d in run) > self.options.max_cache_bytes:
+            run.popleft()
+
+    def _finish(self) -> FrameIndex:
+        """Group all the fragments; check the frames served meanwhile were grouped the same."""
+        parsed, scanner = self.parsed, self.scanner
+        result = scanner.result()
+        starts, stops = group_fragments(result, number_of_frames(parsed), parsed)
+        served = self._served
+        if served:
+            early_starts, early_stops = scanner.frame_ranges(served)
+            if not (
+                np.array_equal(starts[:served], early_starts)
+                and np.array_equal(stops[:served], early_stops)
+            ):
+                raise FrameIndexError(
+                    "the frames found while scanning differ from the final grouping of the "
+                    "fragments; frames read before the scan ended may be wrong",
+                    path=parsed.path,
+                    offset=parsed.header_end,
+                    tag=_PIXEL_TAG,
+                )
+        if result.delimited:
+            self._heads[result.end - 8] = _DELIMITER
+        index = scanned_index(parsed, starts, stops)
+        self._keep_frames(index)
+        return index
+
+    def _keep_frames(self, index: FrameIndex) -> None:
+        """Put the blocks of the frames wholly inside the run of rounds in the cache."""
+        pieces = [(0, self.parsed.prefix), *self._run]
+        if len(pieces) < 2:
+            return
+        held, run_end = len(pieces[0][1]), pieces[-1][0] + len(pieces[-1][1])
+        first = max(0, int(np.searchsorted(index.starts, pieces[1][0], side="right")) - 1)
+        last = int(np.searchsorted(index.starts, run_end, side="left"))  # start in the run
+        frames = np.arange(first, last, dtype=np.int64)
+        frames = frames[index.stops[frames] != UNKNOWN]
+        starts, stops = block_ranges(index, frames)
+        bases = np.array([b for b, _ in pieces], dtype=np.int64)
+        ends = bases + np.array([len(d) for _, d in pieces], dtype=np.int64)
+        k = np.searchsorted(bases, starts, side="right") - 1  # the piece holding the start
+        keep = (stops > held) & (k >= 0) & (starts < ends[np.maximum(k, 0)])
+        blocks: list[tuple[int, Block]] = []
+        chosen = (frames[keep], starts[keep], stops[keep], k[keep])
+        for f, start, stop, piece in zip(*(a.tolist() for a in chosen), strict=True):
+            if f in self._blocks:
+                continue
+            base, data = pieces[piece]
+            if stop <= base + len(data):
+                blocks.append((f, (start, data[start - base : stop - base])))
+            else:  # across the seam of two rounds
+                joined = slice_run(pieces, start, stop)
+                if joined is not None:
+                    blocks.append((f, (start, joined)))
+        self._blocks.put(blocks)
+        if len(self._run) > 1:  # the last round may hold the start of the next frames
+            last_round = self._run[-1]
+            self._run.clear()
+            self._run.append(last_round)
