@@ -35,6 +35,8 @@ class Cell:
     """Batches of requests (hdfsspec's ``stats.rounds``; the open's GET is one)."""
     scan_rate: float | None = None
     """Bytes per second of hdfsspec's scan of Pixel Data without offset table, if any."""
+    local_seconds: float | None = None
+    """The same workload on the local copy, measured in the same (child) process."""
 
 
 @dataclass
@@ -45,6 +47,8 @@ class Target:
     key: str
     local: bytes
     is_seg: bool
+    path: str = ""
+    """The local file (what the proxy serves, and the local copy of child processes)."""
 
     def __post_init__(self) -> None:
         fetch = lambda a, b: self.local[a:b]  # noqa: E731
@@ -198,7 +202,7 @@ def load_targets(files: dict[str, Any], bucket: str) -> list[Target]:
     out = []
     for name, path in files.items():
         blob = path.read_bytes()
-        out.append(Target(name, f"{bucket}/{path.name}", blob, name == "seg"))
+        out.append(Target(name, f"{bucket}/{path.name}", blob, name == "seg", str(path)))
     return out
 
 
