@@ -55,8 +55,12 @@ def _plain(url: str, window: dict[str, Any], block_size: int | None) -> np.ndarr
         return hd.imread(f, lazy_frame_retrieval=True).get_total_pixel_matrix(**window)
 
 
-def demo(size: int = 8192, tile: int = 256, out: Any = sys.stdout) -> int:
-    """Run the demo; return 0 when every method read the same pixels."""
+def demo(size: int = 8192, tile: int = 256, out: Any = None) -> int:
+    """Run the demo; return 0 when every method read the same pixels.
+
+    It prints to ``out`` (by default ``sys.stdout`` at the time of the call).
+    """
+    out = sys.stdout if out is None else out
     import logging
 
     from hdfsspec.testing import RangeHTTPServer, build_slide, jpeg_tiles
@@ -89,6 +93,8 @@ def demo(size: int = 8192, tile: int = 256, out: Any = sys.stdout) -> int:
     with RangeHTTPServer(
         slides_by_name := {k.replace(" ", "_") + ".dcm": v for k, v in slides.items()}
     ) as server:
+        for _, read in methods:  # unmeasured: imports, decoders, highdicom's tables
+            read(server.url(next(iter(slides_by_name))))
         for layout, name in zip(slides, slides_by_name, strict=True):
             url = server.url(name)
             reference = None
