@@ -44,9 +44,6 @@ class FrameBlocks:
     def __contains__(self, frame: object) -> bool:
         return frame in self._items
 
-    def __len__(self) -> int:
-        return len(self._items)
-
     def values(self) -> list[Block]:
         """The blocks held, least recently used first."""
         with self._lock:

@@ -220,8 +220,8 @@ class DicomFrameCache(BaseCache):
         Without offset table the items are walked only as far as needed (every item
         already fetched is walked too): the index returned then holds the frames found
         so far. With neither argument, or once the walk has reached the end, it is the
-        complete index. ``ahead`` (a sequential reader's batch, bytes) keeps a walk's
-        windows in flight past the frames asked for.
+        complete index. A non-zero ``ahead`` (a sequential reader passes its batch size)
+        keeps a walk's windows in flight past the frames asked for.
         """
         if self._index is not None:
             return self._index
@@ -404,6 +404,7 @@ class DicomFrameCache(BaseCache):
         if index.number_of_frames and int(index.stops[-1]) == UNKNOWN:
             starts = starts[:-1]  # the end of the last frame is not known yet
         held = len(self.parsed.prefix)
+        blocks = []
         for a, data in fetched:
             first = int(np.searchsorted(starts, a, side="left"))
             last = int(np.searchsorted(starts, a + len(data), side="left"))
@@ -412,7 +413,8 @@ class DicomFrameCache(BaseCache):
                     continue
                 s, e = block_range(index, f)
                 if held <= s and e <= a + len(data):
-                    self._remember(f, s, data[s - a : e - a])
+                    blocks.append((f, (s, data[s - a : e - a])))
+        self._blocks.put(blocks)  # one LRU update, not one per frame
 
     def prefetch(self, frames: Iterable[int]) -> None:
         """Fetch the blocks of ``frames`` (0-based) into the cache in one round."""

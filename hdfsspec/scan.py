@@ -230,9 +230,10 @@ class ItemScanner:
     ) -> None:
         """Walk until ``frames`` frames are complete, or they cover ``offset``, or the end.
 
-        ``ahead`` (bytes, a sequential reader's batch) keeps the pipeline of windows
-        full past the frames asked for (``scan_concurrency`` windows in flight), where
-        a walk aimed at given frames fetches no further than them.
+        A non-zero ``ahead`` (a sequential reader passes its batch size; only whether it
+        is zero matters) keeps the pipeline of windows full past the frames asked for
+        (``scan_concurrency`` windows in flight), where a walk aimed at given frames
+        fetches no further than them.
         """
         opts = self.options
         round_ = min(_MIN_ROUND, opts.scan_window * opts.scan_concurrency)
