@@ -72,6 +72,25 @@ def _timed(c: Cell, local: Cell | None, factor: float, rtts: int, rtt: float) ->
     return (asked, f"{c.seconds:.2f} s", c.seconds <= limit)
 
 
+def _bot_region(c: Cell, lb: Cell, local: Cell | None, rtt: float) -> list[tuple]:
+    """A cold 512 x 512 region of a slide with BOT or EOT (or a persisted index)."""
+    return [
+        _at_most("requests", c.requests, 4),
+        _at_most("round trips", c.rounds or 0, 2),
+        _at_most("bytes (1.2 x LB)", c.nbytes, 1.2 * lb.nbytes, "MB"),
+        _timed(c, local, 1.1, 3, rtt),
+    ]
+
+
+def _random_frames(c: Cell, lb: Cell, local: Cell | None, rtt: float) -> list[tuple]:
+    """200 random frames: one batch after the open, close to the exact bytes."""
+    return [
+        _at_most("round trips after the open", (c.rounds or 1) - 1, 2),
+        _at_most("bytes (1.1 x LB)", c.nbytes, 1.1 * lb.nbytes, "MB"),
+        _timed(c, local, 1.1, 3, rtt),
+    ]
+
+
 def check_targets(
     cells: list[Cell], targets: list[Target], memory: list[Any], rtt: float, bandwidth: float
 ) -> list[Check]:
@@ -93,12 +112,7 @@ def check_targets(
                     _timed(c, local, 1.0, 2, rtt),
                 ]
             elif w == REGION and name in ("slide_bot", "slide_eot"):
-                parts += [
-                    _at_most("requests", c.requests, 4),
-                    _at_most("round trips", c.rounds or 0, 2),
-                    _at_most("bytes (1.2 x LB)", c.nbytes, 1.2 * lb.nbytes, "MB"),
-                    _timed(c, local, 1.1, 3, rtt),
-                ]
+                parts += _bot_region(c, lb, local, rtt)
             elif w == REGION and name == "slide_tiff":
                 parts += [
                     _at_most("requests (BOT's 4 + 3)", c.requests, 4 + 3),
@@ -117,11 +131,7 @@ def check_targets(
                     ),
                 ]
             elif w == RANDOM and name in ("slide_bot", "slide_eot"):
-                parts += [
-                    _at_most("round trips after the open", (c.rounds or 1) - 1, 2),
-                    _at_most("bytes (1.1 x LB)", c.nbytes, 1.1 * lb.nbytes, "MB"),
-                    _timed(c, local, 1.1, 3, rtt),
-                ]
+                parts += _random_frames(c, lb, local, rtt)
             elif w == EVERY:
                 whole = cs.get(name, w, WHOLE_GET)
                 limit = 1.2 * whole.seconds if whole else 0.0
@@ -172,18 +182,9 @@ def _persisted(cs: _Cells, name: str, lower: dict[tuple[str, str], Cell], rtt: f
         if w == OPEN:
             parts = [_at_most("requests", c.requests, 2)]
         elif w == REGION:
-            parts = [
-                _at_most("requests", c.requests, 4),
-                _at_most("round trips", c.rounds or 0, 2),
-                _at_most("bytes (1.2 x LB)", c.nbytes, 1.2 * lb.nbytes, "MB"),
-                _timed(c, local, 1.1, 3, rtt),
-            ]
+            parts = _bot_region(c, lb, local, rtt)
         else:
-            parts = [
-                _at_most("round trips after the open", (c.rounds or 1) - 1, 2),
-                _at_most("bytes (1.1 x LB)", c.nbytes, 1.1 * lb.nbytes, "MB"),
-                _timed(c, local, 1.1, 3, rtt),
-            ]
+            parts = _random_frames(c, lb, local, rtt)
         out += _checks(c, name, w, parts, note=" (persisted index, new process)")
     return out
 
