@@ -46,6 +46,8 @@ class DicomFile(AbstractBufferedFile):
     identity : dict, optional
         Identity of the object (see :func:`hdfsspec.persist.object_identity`); with
         the filesystem's index store, known indexes are reused and new ones saved.
+    etag : str, optional
+        The object's ETag when opened: signed S3 reads send it as ``If-Match``.
     """
 
     def __init__(
@@ -57,6 +59,7 @@ class DicomFile(AbstractBufferedFile):
         cache_options: dict[str, Any] | None = None,
         size: int | None = None,
         identity: dict[str, Any] | None = None,
+        etag: str | None = None,
         **kwargs: Any,
     ) -> None:
         if mode != "rb":
@@ -64,6 +67,7 @@ class DicomFile(AbstractBufferedFile):
                 f"the dicom filesystem is read-only: cannot open {path!r} in mode {mode!r}"
             )
         kwargs.pop("cache_type", None)
+        self._signed = fs.signed_reader(path, etag, self._target_ranges)
         options = dict(cache_options or {})
         options.setdefault("fetch_ranges", self._fetch_ranges)
         options.setdefault("path", fs.fs.unstrip_protocol(path))
@@ -91,16 +95,22 @@ class DicomFile(AbstractBufferedFile):
 
     # -- backend -----------------------------------------------------------------------
     def _fetch_range(self, start: int, end: int) -> bytes:
+        if self._signed is not None:
+            return self._fetch_ranges([(start, end)])[0]
         return self.fs.fs.cat_file(self.path, start=start, end=end)
 
     def _fetch_ranges(self, ranges: Sequence[tuple[int, int]]) -> list[bytes]:
-        out = self.fs.fs.cat_ranges(
-            [self.path] * len(ranges), [a for a, _ in ranges], [b for _, b in ranges]
-        )
+        out = self._signed(ranges) if self._signed is not None else self._target_ranges(ranges)
         for item in out:
             if isinstance(item, BaseException):
                 raise item
         return out
+
+    def _target_ranges(self, ranges: Sequence[tuple[int, int]]) -> list[bytes]:
+        """Ranges through the target filesystem's own ``cat_ranges``."""
+        return self.fs.fs.cat_ranges(
+            [self.path] * len(ranges), [a for a, _ in ranges], [b for _, b in ranges]
+        )
 
     # -- frames -------------------------------------------------------------------------
     @property

@@ -14,6 +14,7 @@ from hdfsspec.firstread import first_read
 from hdfsspec.link import DEFAULT_BANDWIDTH, DEFAULT_RTT, LinkModel
 from hdfsspec.persist import default_store, object_identity
 from hdfsspec.progress import Progress
+from hdfsspec.signed import Fallback, SignedRanges, signed_ranges
 
 __all__ = ["DicomFileSystem"]
 
@@ -131,6 +132,7 @@ class DicomFileSystem(ChainedFileSystem):
         bandwidth: float | None = None,
         concurrency: int | None = None,
         progress: Progress = None,
+        signed_urls: bool = True,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
@@ -142,6 +144,8 @@ class DicomFileSystem(ChainedFileSystem):
             fs = fsspec.filesystem(target_protocol or "file", **options)
         self.fs = fs
         self.progress = progress
+        self.signed_urls = signed_urls
+        self._http: fsspec.AbstractFileSystem | None = None
         self.link = LinkModel(
             concurrency or target_concurrency(fs),
             rtt=DEFAULT_RTT if rtt is None else rtt,
@@ -192,7 +196,7 @@ class DicomFileSystem(ChainedFileSystem):
                 f"the dicom filesystem is read-only: cannot open {path!r} in mode {mode!r}"
             )
         size = kwargs.pop("size", None)
-        identity = None
+        identity = info = None
         if size is None:  # the size, and the version that keys the index store
             store = self.index_store
             known = store is not None and store.latest(self.target_protocol, path) is not None
@@ -213,8 +217,27 @@ class DicomFileSystem(ChainedFileSystem):
             cache_options=cache_options,
             size=size,
             identity=identity,
+            etag=None if info is None else info.get("ETag"),
             **kwargs,
         )
+
+    def signed_reader(
+        self, path: str, etag: str | None, fallback: Fallback
+    ) -> SignedRanges | None:
+        """Ranged reads of ``path`` through a signed URL, or None (see ``signed_urls``)."""
+        if not self.signed_urls:
+            return None
+        return signed_ranges(self.fs, path, etag, self._http_fs, fallback)
+
+    def _http_fs(self) -> fsspec.AbstractFileSystem:
+        """The HTTP filesystem of signed reads (one session for every file, made once)."""
+        if self._http is None:
+            self._http = fsspec.filesystem(
+                "http",
+                encoded=True,  # a presigned URL is used exactly as signed
+                skip_instance_cache=True,
+            )
+        return self._http
 
     def read_frames(self, path: str, frames: list[int]) -> list[bytes]:
         """Return the encoded bytes of ``frames`` (0-based) of one object, in one round."""

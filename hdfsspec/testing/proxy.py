@@ -80,6 +80,8 @@ class ShapingProxy(LoopbackHTTPServer):
         self.lifetime = lifetime
         self.deadline: float | None = None
         """``time.monotonic()`` after which requests get 403 (ends a benchmark cell)."""
+        self.refuse = 0
+        """Requests still to refuse with 403, one each, from the next on (tests of retries)."""
         self.log = RequestLog()
         self._link_free_at = 0.0
         self._link_lock = threading.Lock()
@@ -127,6 +129,13 @@ class ShapingProxy(LoopbackHTTPServer):
                     raise
         raise AssertionError("unreachable")
 
+    def _refused(self) -> bool:
+        with self._link_lock:
+            if self.refuse > 0:
+                self.refuse -= 1
+                return True
+            return False
+
     # -- server -------------------------------------------------------------------------
     def _handler(self) -> type[BaseHTTPRequestHandler]:
         proxy = self
@@ -165,8 +174,11 @@ class ShapingProxy(LoopbackHTTPServer):
                 proxy._send(self.wfile, body)
 
             def _proxy(self) -> None:
-                if proxy.deadline is not None and time.monotonic() > proxy.deadline:
-                    self.send_response(403, "deadline passed")
+                if proxy._refused() or (
+                    proxy.deadline is not None and time.monotonic() > proxy.deadline
+                ):
+                    proxy.log.add(self.command, self.path, None, None, 0)
+                    self.send_response(403, "refused")
                     self.send_header("Content-Length", "0")
                     self.end_headers()
                     return

@@ -1,0 +1,160 @@
+"""S3 reads through a URL signed once (hdfsspec.signed), against moto's server behind a proxy.
+
+The proxy (no delay) logs every request on the wire: its path says whether a GET was
+s3fs's (no query) or one of a presigned URL (a signature in the query). Each test
+asserts the values, the requests and the bytes.
+"""
+
+from __future__ import annotations
+
+import fsspec
+import pytest
+from conftest import _s3_options
+from oracle import reference_frames
+
+import hdfsspec
+from hdfsspec.signed import _proxied
+from hdfsspec.testing import ShapingProxy, build_slide, jpeg_tiles
+
+TILES = jpeg_tiles(4, 64, 3)
+SLIDE = build_slide(512, 512, tile=64, tiles=TILES)  # 8 x 8 tiles of a few KB
+FRAMES = [3, 17, 40, 63]
+
+
+@pytest.fixture
+def proxy(s3_endpoint):
+    with ShapingProxy(s3_endpoint, lifetime=300) as p:
+        yield p
+
+
+def _put(s3_endpoint: str, name: str, data: bytes, **kwargs) -> str:
+    fs = fsspec.filesystem("s3", **_s3_options(s3_endpoint))
+    path = f"hdfsspec-test/signed/{name}"
+    fs.pipe_file(path, data, **kwargs)
+    return path
+
+
+def _dicom(proxy: ShapingProxy, **options) -> fsspec.AbstractFileSystem:
+    target = {**_s3_options(proxy.url), **options.pop("target", {})}
+    return fsspec.filesystem(
+        "dicom",
+        target_protocol="s3",
+        target_options=target,
+        skip_instance_cache=True,
+        index_cache=False,
+        first_request=4096,  # the header and table: frames are requests of their own
+        **options,
+    )
+
+
+def _signed(entry) -> bool:
+    return "Signature=" in entry[1]  # SigV2 ``Signature=`` or SigV4 ``X-Amz-Signature=``
+
+
+def test_frames_after_the_open_are_read_by_a_signed_url(s3_endpoint, proxy):
+    path = _put(s3_endpoint, "a.dcm", SLIDE)
+    expected = reference_frames(SLIDE)
+    with _dicom(proxy).open(path) as f:
+        assert f.read_frames(FRAMES) == [expected[i] for i in FRAMES]
+        gets = proxy.log.gets()
+        # the open is s3fs's GetObject (size and ETag); the table and the frames are signed
+        assert not _signed(gets[0])
+        assert all(_signed(e) for e in gets[1:]) and len(gets) > 1
+        assert proxy.log.requests == len(gets) == f.stats.requests
+        assert proxy.log.bytes == f.stats.bytes
+        assert f._signed is not None and f._signed.active
+
+
+def test_signed_urls_false_reads_every_range_through_s3fs(s3_endpoint, proxy):
+    path = _put(s3_endpoint, "b.dcm", SLIDE)
+    with _dicom(proxy, signed_urls=False).open(path) as f:
+        assert f.read_frames(FRAMES) == [reference_frames(SLIDE)[i] for i in FRAMES]
+        assert f._signed is None
+        assert not any(_signed(e) for e in proxy.log.gets())
+        assert proxy.log.requests == f.stats.requests and proxy.log.bytes == f.stats.bytes
+
+
+def test_an_object_replaced_while_open_raises_object_changed(s3_endpoint, proxy):
+    path = _put(s3_endpoint, "c.dcm", SLIDE)
+    changed = bytearray(SLIDE)
+    changed[-100] ^= 0xFF  # a byte of the last tile: same size, only the ETag tells
+    other = bytes(changed)
+    with _dicom(proxy).open(path) as f:
+        f.index  # noqa: B018
+        requests = proxy.log.requests
+        _put(s3_endpoint, "c.dcm", other)
+        with pytest.raises(hdfsspec.ObjectChangedError, match="ETag") as err:
+            f.read_frames([20])
+        assert err.value.path is not None and path in err.value.path
+        assert err.value.offset == f.index.frame_range(20)[0]
+        assert proxy.log.requests == requests + 1  # one GET, answered 412
+
+
+def test_a_refused_url_is_signed_again_once(s3_endpoint, proxy):
+    path = _put(s3_endpoint, "d.dcm", SLIDE)
+    with _dicom(proxy).open(path) as f:
+        f.index  # noqa: B018
+        before = proxy.log.requests
+        proxy.refuse = 1  # an expired URL: 403
+        assert f.read_frames([9]) == [reference_frames(SLIDE)[9]]
+        gets = proxy.log.gets()[before:]
+        assert len(gets) == 2 and all(_signed(e) for e in gets)  # refused, then signed again
+        assert f._signed.active
+
+
+def test_refused_again_goes_back_to_s3fs_and_its_error(s3_endpoint, proxy):
+    path = _put(s3_endpoint, "e.dcm", SLIDE)
+    with _dicom(proxy).open(path) as f:
+        f.index  # noqa: B018
+        before = proxy.log.requests
+        proxy.refuse = 3  # the URL, the URL signed again, then s3fs's own GET
+        with pytest.raises(PermissionError):
+            f.read_frames([9])
+        gets = proxy.log.gets()[before:]
+        assert [_signed(e) for e in gets][:2] == [True, True] and not _signed(gets[2])
+        assert not f._signed.active
+        # from now on s3fs reads, and the object is still read right
+        assert f.read_frames([10]) == [reference_frames(SLIDE)[10]]
+        assert not _signed(proxy.log.gets()[-1])
+
+
+def test_anonymous_clients_read_the_plain_url(s3_endpoint, proxy):
+    path = _put(s3_endpoint, "f.dcm", SLIDE, ACL="public-read")
+    target = {"anon": True, "key": None, "secret": None}
+    with _dicom(proxy, target=target).open(path) as f:
+        assert f.read_frames(FRAMES) == [reference_frames(SLIDE)[i] for i in FRAMES]
+        url = f._signed.url()
+        assert "Signature" not in url and url.endswith(path)
+        assert proxy.log.requests == f.stats.requests and proxy.log.bytes == f.stats.bytes
+
+
+@pytest.mark.parametrize(
+    "target",
+    [{"requester_pays": True}, {"s3_additional_kwargs": {"ServerSideEncryption": "AES256"}}],
+)
+def test_requests_a_presigned_url_cannot_carry_stay_with_s3fs(s3_endpoint, proxy, target):
+    path = _put(s3_endpoint, "g.dcm", SLIDE)
+    with _dicom(proxy, target=target).open(path) as f:
+        assert f._signed is None
+        assert f.read_frames([5]) == [reference_frames(SLIDE)[5]]
+        assert not any(_signed(e) for e in proxy.log.gets())
+
+
+def test_only_s3_targets_are_signed(tmp_path):
+    (tmp_path / "x.dcm").write_bytes(SLIDE)
+    with fsspec.filesystem("dicom", index_cache=False).open(str(tmp_path / "x.dcm")) as f:
+        assert f._signed is None
+        assert f.read_frames([5]) == [reference_frames(SLIDE)[5]]
+
+
+def test_a_proxy_in_the_environment_sends_reads_to_s3fs(monkeypatch):
+    for name in ("http_proxy", "https_proxy", "all_proxy", "no_proxy"):
+        monkeypatch.delenv(name, raising=False)
+        monkeypatch.delenv(name.upper(), raising=False)
+    url = "https://bucket.s3.amazonaws.com/x.dcm?X-Amz-Signature=1"
+    assert not _proxied(url)
+    monkeypatch.setenv("HTTPS_PROXY", "http://127.0.0.1:9")
+    assert _proxied(url)
+    assert not _proxied("http://127.0.0.1:5000/b/x.dcm")  # http: not proxied
+    monkeypatch.setenv("NO_PROXY", "amazonaws.com")
+    assert not _proxied(url)
