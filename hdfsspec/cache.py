@@ -26,6 +26,7 @@ import numpy as np
 from fsspec.caching import BaseCache, register_cache
 
 from hdfsspec._types import DEFAULT_OPTIONS, Fetch, FetchRanges, ReadOptions
+from hdfsspec.ahead import Ahead
 from hdfsspec.blocks import FrameBlocks
 from hdfsspec.errors import (
     FrameIndexError,
@@ -40,6 +41,7 @@ from hdfsspec.items import find_items_end, join_fragments
 from hdfsspec.link import LinkModel
 from hdfsspec.parse import (
     ParsedHeader,
+    bot_beyond,
     held_bot_index,
     index_from_tables,
     parse_header,
@@ -61,7 +63,7 @@ _LAYOUT_ERRORS = (
     FrameIndexError,
     UnsupportedTransferSyntaxError,
 )
-_TRANSIENT = ("_lock", "_scan", "_on_index", "_blocks", "_fetch_ranges", "progress")
+_TRANSIENT = ("_lock", "_scan", "_on_index", "_blocks", "_fetch_ranges", "progress", "_ahead")
 
 
 class DicomFrameCache(BaseCache):
@@ -130,13 +132,14 @@ class DicomFrameCache(BaseCache):
         self._blocks = FrameBlocks(self.options.max_cache_bytes)
         self._tail: tuple[int, bytes] | None = None
         self._tables: list[tuple[int, bytes]] = []  # offset tables read after the header
+        self._ahead: Ahead | None = None  # the rest of the BOT, read as soon as it is seen
         self._held: FrameIndex | None = None  # index from the BOT entries held
         self._held_known = False
         self._scan: PartialScan | None = None  # the walk, without offset table
         self._layout_error: Exception | None = None  # byte reads go straight through after it
         self._known_prefix = known[1] if known is not None else prefix
         if prefix:  # fetched for this file, with its info: one request
-            self.stats.record("header", 1, len(prefix))
+            self.stats.record("header", 1, len(prefix), rounds=1)
             self.miss_count += 1
             self.total_requested_bytes += len(prefix)
         if known is not None:
@@ -156,15 +159,20 @@ class DicomFrameCache(BaseCache):
         A server that ignores Range answers with the whole object: it is sliced,
         or returned whole when ``keep_whole`` (the header buffer then keeps it).
         ``timed=False`` is for requests that overlap others (a scan's windows,
-        fetched ahead): their time says nothing of the link on its own.
+        fetched ahead): their time says nothing of the link on its own (nor does that
+        of any batch that overlapped another).
         """
         began = time.perf_counter()
-        if self._fetch_ranges is not None and len(ranges) > 1:
-            out = self._fetch_ranges(list(ranges))
-        else:
-            out = [self.fetcher(a, b) for a, b in ranges]
+        flight = self.stats.begin()
+        try:
+            if self._fetch_ranges is not None and len(ranges) > 1:
+                out = self._fetch_ranges(list(ranges))
+            else:
+                out = [self.fetcher(a, b) for a, b in ranges]
+        finally:
+            alone = self.stats.end(flight)
         seconds = time.perf_counter() - began if timed else 0.0
-        if timed:
+        if timed and alone:  # overlapping batches share the link: their time is no sample
             self.link.observe([b - a for a, b in ranges], seconds)
         received = 0
         for k, ((a, b), data) in enumerate(zip(ranges, out, strict=True)):
@@ -205,6 +213,9 @@ class DicomFrameCache(BaseCache):
                     self._parsed = parse_header(
                         self._fetch_one, self.size, path=self.path, options=self.options
                     )
+                    span = None if self._index is not None else bot_beyond(self._parsed)
+                    if span is not None:  # wanted by the first frame beyond those it holds
+                        self._ahead = Ahead(span, self._fetch_table_now)
         return self._parsed
 
     @property
@@ -266,6 +277,15 @@ class DicomFrameCache(BaseCache):
 
     def _fetch_table(self, start: int, stop: int) -> bytes:
         """Read part of an offset table; fetched bytes stay to serve byte reads of it."""
+        ahead = self._ahead
+        if ahead is not None and ahead.span == (start, stop):
+            data = ahead.result()  # read since the header was parsed (None: it failed)
+            if data is not None:
+                self.stats.hit("index")
+                return data
+        return self._fetch_table_now(start, stop)
+
+    def _fetch_table_now(self, start: int, stop: int) -> bytes:
         return self._fetch_tables([(start, stop)])[0]
 
     def _fetch_tables(self, ranges: Sequence[tuple[int, int]]) -> list[bytes]:
@@ -471,6 +491,7 @@ class DicomFrameCache(BaseCache):
         self.__dict__.update(state)
         self._lock = threading.RLock()
         self._scan, self._on_index, self._fetch_ranges, self.progress = None, None, None, None
+        self._ahead = None
         self._blocks = FrameBlocks(self.options.max_cache_bytes)
 
     def close(self) -> None:

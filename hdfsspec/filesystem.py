@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from typing import Any, ClassVar
 
 import fsspec
@@ -14,7 +15,7 @@ from hdfsspec.firstread import first_read
 from hdfsspec.link import DEFAULT_BANDWIDTH, DEFAULT_RTT, LinkModel
 from hdfsspec.persist import default_store, object_identity
 from hdfsspec.progress import Progress
-from hdfsspec.signed import Fallback, SignedRanges, signed_ranges
+from hdfsspec.signed import POOL, Fallback, SignedRanges, http_client, signable, signed_ranges
 
 __all__ = ["DicomFileSystem"]
 
@@ -103,7 +104,8 @@ class DicomFileSystem(ChainedFileSystem):
     concurrency : int, optional
         Requests the target runs at once; by default its connection pool. An S3
         target created by this filesystem gets ``max_pool_connections=100`` unless
-        ``config_kwargs`` says otherwise.
+        ``config_kwargs`` says otherwise; signed reads have 256 connections, or as
+        many as ``max_pool_connections`` when it is set.
     progress : bool or fsspec.callbacks.Callback, optional
         Progress of the scan of files without offset table: by default a bar on
         stderr once a scan has run for two seconds; ``True`` always, ``False`` never,
@@ -141,13 +143,20 @@ class DicomFileSystem(ChainedFileSystem):
             raise ValueError("give either fs or target_protocol, not both")
         if fs is None:
             options = _with_pool(target_protocol, dict(target_options or {}))
+            pool = (target_options or {}).get("config_kwargs", {}).get("max_pool_connections")
             fs = fsspec.filesystem(target_protocol or "file", **options)
+        else:
+            pool = (getattr(fs, "config_kwargs", None) or {}).get("max_pool_connections")
         self.fs = fs
+        self._signed_pool = int(pool or POOL)  # the user's pool, if they set one
         self.progress = progress
         self.signed_urls = signed_urls
         self._http: fsspec.AbstractFileSystem | None = None
+        if concurrency is None:  # signed reads have a pool of their own
+            signs = signed_urls and signable(fs)
+            concurrency = self._signed_pool if signs else target_concurrency(fs)
         self.link = LinkModel(
-            concurrency or target_concurrency(fs),
+            concurrency,
             rtt=DEFAULT_RTT if rtt is None else rtt,
             bandwidth=bandwidth or DEFAULT_BANDWIDTH,
             learn=rtt is None or bandwidth is None,
@@ -235,6 +244,7 @@ class DicomFileSystem(ChainedFileSystem):
             self._http = fsspec.filesystem(
                 "http",
                 encoded=True,  # a presigned URL is used exactly as signed
+                get_client=functools.partial(http_client, limit=self._signed_pool),
                 skip_instance_cache=True,
             )
         return self._http

@@ -44,6 +44,7 @@ from hdfsspec.tiff import read_tile_table, tiff_ifd_offset, tile_table_frames
 
 __all__ = [
     "ParsedHeader",
+    "bot_beyond",
     "build_index",
     "held_bot_index",
     "index_from_tables",
@@ -390,6 +391,23 @@ def held_bot_index(parsed: ParsedHeader) -> FrameIndex | None:
         return None
     starts = parsed.header_end + offsets
     return _index(parsed, "bot", starts[:-1], starts[1:])
+
+
+def bot_beyond(parsed: ParsedHeader) -> tuple[int, int] | None:
+    """The bytes of the Basic Offset Table beyond the header bytes, when it will be the index.
+
+    None when the header bytes hold the whole table, when an Extended Offset Table
+    is there, or when the table is not one entry a frame (a scan then decides).
+    """
+    start, stop = parsed.bot_span
+    hdr = parsed.header
+    if parsed.bot is not None or hdr.eot is not None or not hdr.encapsulated:
+        return None
+    n = number_of_frames(parsed)
+    held = len(parsed.prefix)
+    if n == 0 or (stop - start) // 4 != n or not start <= held < stop:
+        return None
+    return held, stop
 
 
 def _read_bot(parsed: ParsedHeader, fetch: Fetch | None) -> tuple[int, ...]:

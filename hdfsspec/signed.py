@@ -7,9 +7,9 @@ fsspec's HTTP filesystem. A batch of 200 scattered frames then spends more time 
 the client than on the wire. :class:`SignedRanges` signs the object's URL once with
 the target's own client (``S3FileSystem.url``: a presigned URL, or the plain URL of
 an anonymous client) and reads ranges of it with fsspec's
-:class:`~fsspec.implementations.http.HTTPFileSystem`, sending ``If-Match`` with the ETag of the open so that a
-replaced object answers 412 (:class:`~hdfsspec.errors.ObjectChangedError`) instead
-of other bytes.
+:class:`~fsspec.implementations.http.HTTPFileSystem`, sending ``If-Match`` with the
+ETag of the open so that a replaced object answers 412
+(:class:`~hdfsspec.errors.ObjectChangedError`) instead of other bytes.
 
 It is used only where a presigned GET means the same request as s3fs's: no
 requester-pays, no SSE-C or other extra request arguments, no proxies or TLS
@@ -33,10 +33,13 @@ import fsspec
 
 from hdfsspec.errors import ObjectChangedError
 
-__all__ = ["SignedRanges", "signed_ranges"]
+__all__ = ["POOL", "SignedRanges", "http_client", "signable", "signed_ranges"]
 
 EXPIRES = 3600
 """Seconds a presigned URL is asked to stay valid; it is signed again after half."""
+POOL = 256
+"""Connections of the HTTP session of signed reads (aiohttp's default is 100): a batch
+of 200 scattered frames goes out as one wave of requests, not two."""
 _UNSAFE_CONFIG = ("proxies", "proxies_config", "client_cert")
 _UNSAFE_CLIENT = ("verify", "config", "use_ssl", "aws_session_token")
 
@@ -65,13 +68,25 @@ def signed_ranges(
     fallback : callable
         Reads ranges through the target filesystem (when signing cannot serve).
     """
+    if not signable(fs):
+        return None
+    return SignedRanges(fs, path, etag, http, fallback)
+
+
+def signable(fs: fsspec.AbstractFileSystem) -> bool:
+    """Whether ranged reads of ``fs`` can go through signed URLs (an s3fs target, plain)."""
     try:
         import s3fs
     except ImportError:  # pragma: no cover - the s3 extra is not installed
-        return None
-    if not isinstance(fs, s3fs.S3FileSystem) or not _plain_requests(fs):
-        return None
-    return SignedRanges(fs, path, etag, http, fallback)
+        return False
+    return isinstance(fs, s3fs.S3FileSystem) and _plain_requests(fs)
+
+
+async def http_client(limit: int = POOL, **kwargs: Any) -> Any:
+    """The aiohttp session of signed reads (fsspec's ``get_client``): ``limit`` connections."""
+    import aiohttp
+
+    return aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=limit), **kwargs)
 
 
 def _plain_requests(fs: Any) -> bool:

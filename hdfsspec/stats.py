@@ -25,7 +25,8 @@ class CacheStats:
     """Counters of a :class:`~hdfsspec.cache.DicomFrameCache`, per phase.
 
     ``requests`` counts byte ranges asked of the backend (a concurrent batch of
-    ``n`` ranges counts ``n``), ``rounds`` the batches, ``bytes`` the bytes
+    ``n`` ranges counts ``n``), ``rounds`` the round trips: batches started while
+    no other was in flight (batches fetched together count once), ``bytes`` the bytes
     fetched, ``hits`` the reads served without a request, ``seconds`` the wall
     time spent waiting for them (for a scan: the walk, windows fetched ahead
     included).
@@ -36,14 +37,44 @@ class CacheStats:
     )
     rounds: int = 0
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
+    _in_flight: int = field(default=0, repr=False, compare=False)
+    _started: int = field(default=0, repr=False, compare=False)
 
-    def record(self, phase: str, requests: int, nbytes: int, seconds: float = 0.0) -> None:
-        """Count one round of ``requests`` ranges totalling ``nbytes``, taking ``seconds``."""
+    def begin(self) -> tuple[bool, int]:
+        """A batch of requests starts: a new round unless another is in flight.
+
+        Returns ``(alone, ticket)`` for :meth:`end`.
+        """
+        with self._lock:
+            alone = self._in_flight == 0
+            self.rounds += alone
+            self._in_flight += 1
+            self._started += 1
+            return alone, self._started
+
+    def end(self, began: tuple[bool, int]) -> bool:
+        """The batch :meth:`begin` returned ``began`` for is done: whether it ran alone.
+
+        Alone means no other batch was in flight at any time during it: only then
+        does its wall time say something of the link.
+        """
+        with self._lock:
+            self._in_flight -= 1
+            return began[0] and self._started == began[1]
+
+    def record(
+        self, phase: str, requests: int, nbytes: int, seconds: float = 0.0, rounds: int = 0
+    ) -> None:
+        """Count ``requests`` ranges totalling ``nbytes``, taking ``seconds``.
+
+        Rounds are counted by :meth:`begin`; ``rounds`` adds to them (a request made
+        before the cache existed, such as the open's).
+        """
         with self._lock:
             self.phases[phase].requests += requests
             self.phases[phase].bytes += nbytes
             self.phases[phase].seconds += seconds
-            self.rounds += 1
+            self.rounds += rounds
 
     def spent(self, phase: str, seconds: float) -> None:
         """Add wall time to a phase whose requests were counted untimed (a scan's)."""
@@ -86,3 +117,4 @@ class CacheStats:
     def __setstate__(self, state: dict[str, object]) -> None:
         self.__dict__.update(state)
         self._lock = threading.Lock()
+        self._in_flight = self._started = 0

@@ -15,6 +15,7 @@ from hdfsspec.filesystem import S3_POOL, target_concurrency
 from hdfsspec.index import FrameIndex
 from hdfsspec.link import LinkEstimate, LinkModel, cheapest_ranges
 from hdfsspec.planning import plan_frames
+from hdfsspec.signed import POOL
 from hdfsspec.testing import build_encapsulated, fake_jpeg_frames
 
 MB = 1_000_000
@@ -162,8 +163,16 @@ def test_target_concurrency_and_s3_pool(tmp_path):
     )
     assert dicom.fs.config_kwargs["max_pool_connections"] == S3_POOL
     assert dicom.fs.config_kwargs["response_checksum_validation"] == "when_required"
-    assert dicom.link.estimate.concurrency == S3_POOL
+    assert dicom.link.estimate.concurrency == POOL  # reads go by signed URLs
     assert dicom.link.learn  # no rtt / bandwidth given
+    unsigned = fsspec.filesystem(
+        "dicom",
+        target_protocol="s3",
+        target_options={"anon": True, "skip_instance_cache": True},
+        skip_instance_cache=True,
+        signed_urls=False,
+    )
+    assert unsigned.link.estimate.concurrency == S3_POOL
     mine = fsspec.filesystem(
         "dicom",
         target_protocol="s3",
@@ -172,4 +181,5 @@ def test_target_concurrency_and_s3_pool(tmp_path):
         bandwidth=5e7,
         skip_instance_cache=True,
     )
-    assert mine.link.estimate.concurrency == 7 and not mine.link.learn
+    assert mine.link.estimate.concurrency == 7 and not mine.link.learn  # signed reads too
+    assert mine._signed_pool == 7

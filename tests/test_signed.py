@@ -8,6 +8,7 @@ asserts the values, the requests and the bytes.
 from __future__ import annotations
 
 import fsspec
+import numpy as np
 import pytest
 from conftest import _s3_options
 from oracle import reference_frames
@@ -158,3 +159,24 @@ def test_a_proxy_in_the_environment_sends_reads_to_s3fs(monkeypatch):
     assert not _proxied("http://127.0.0.1:5000/b/x.dcm")  # http: not proxied
     monkeypatch.setenv("NO_PROXY", "amazonaws.com")
     assert not _proxied(url)
+
+
+def test_a_region_over_s3_is_one_round_trip_of_one_range_per_row(s3_endpoint, proxy):
+    """The parts of a batch go out together (one round), one range per row of tiles."""
+    path = _put(s3_endpoint, "h.dcm", SLIDE)
+    region = {"row_start": 100, "row_end": 228, "column_start": 40, "column_end": 168}
+    with hdfsspec.imread(_dicom(proxy).open(path)) as im:
+        im.file.index  # noqa: B018  (the table: not part of the region's cost)
+        rounds, before = im.file.stats.rounds, proxy.log.requests
+        got = im.get_total_pixel_matrix(**region)
+        assert im.file.stats.rounds == rounds + 1
+        assert proxy.log.requests - before == 3  # rows 1-3 of tiles 0-2, one range each
+        assert im.file.stats.requests == proxy.log.requests
+    local = hdfsspec.imread(_local(SLIDE))
+    np.testing.assert_array_equal(got, local.get_total_pixel_matrix(**region))
+
+
+def _local(blob: bytes):
+    fs = fsspec.filesystem("memory")
+    fs.pipe("/signed-local.dcm", blob)
+    return fs.unstrip_protocol("/signed-local.dcm")

@@ -1,0 +1,47 @@
+"""One range read in the background, for a reader that will want it soon.
+
+The Basic Offset Table of a large slide (4 bytes a frame: 400 KB for 100,000
+tiles) is often longer than the first request. The open does not need it (the
+index is built when a frame is first wanted), but the first frames beyond the
+entries the header holds do, and would wait one round trip for it. Read as soon
+as the header shows it, it arrives while highdicom builds its frame tables.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from concurrent.futures import Future
+
+__all__ = ["Ahead"]
+
+
+class Ahead:
+    """Read ``span`` with ``fetch`` in a daemon thread, started at once.
+
+    Parameters
+    ----------
+    span : tuple of int
+        ``(start, stop)`` of the bytes.
+    fetch : callable
+        ``fetch(start, stop) -> bytes``; its own accounting applies.
+    """
+
+    def __init__(self, span: tuple[int, int], fetch: Callable[[int, int], bytes]) -> None:
+        self.span = span
+        self._future: Future[bytes] = Future()
+        self._fetch = fetch
+        threading.Thread(target=self._run, name="hdfsspec-ahead", daemon=True).start()
+
+    def _run(self) -> None:
+        try:
+            self._future.set_result(self._fetch(*self.span))
+        except BaseException as exc:  # handed to the reader, who reads again
+            self._future.set_exception(exc)
+
+    def result(self) -> bytes | None:
+        """The bytes, waiting for them if needed; None if the read failed (read again)."""
+        try:
+            return self._future.result()
+        except Exception:
+            return None
