@@ -2,9 +2,10 @@
 
 The Basic Offset Table of a large slide (4 bytes a frame: 400 KB for 100,000
 tiles) is often longer than the first request. The open does not need it (the
-index is built when a frame is first wanted), but the first frames beyond the
-entries the header holds do, and would wait one round trip for it. Read as soon
-as the header shows it, it arrives while highdicom builds its frame tables.
+index is built when a frame is first wanted), but frames beyond the entries the
+header holds do, and would wait one round trip for it. When those are most of the
+frames (see :func:`hdfsspec.parse.bot_beyond`), the rest of the table is read as
+soon as the header shows it, and arrives while highdicom builds its frame tables.
 """
 
 from __future__ import annotations

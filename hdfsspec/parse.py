@@ -394,10 +394,14 @@ def held_bot_index(parsed: ParsedHeader) -> FrameIndex | None:
 
 
 def bot_beyond(parsed: ParsedHeader) -> tuple[int, int] | None:
-    """The bytes of the Basic Offset Table beyond the header bytes, when it will be the index.
+    """The bytes of the Basic Offset Table worth reading before a frame asks for them.
 
-    None when the header bytes hold the whole table, when an Extended Offset Table
-    is there, or when the table is not one entry a frame (a scan then decides).
+    When the table will be the index and the header bytes hold fewer than half of its
+    entries, most frames need the rest of it: reading it at once saves their first
+    read a round trip. When they hold most entries, most frames need no more of it,
+    and it is read (one request) only if a frame beyond them is asked for. None also
+    when the header bytes hold the whole table, when an Extended Offset Table is
+    there, or when the table is not one entry a frame (a scan then decides).
     """
     start, stop = parsed.bot_span
     hdr = parsed.header
@@ -407,7 +411,7 @@ def bot_beyond(parsed: ParsedHeader) -> tuple[int, int] | None:
     held = len(parsed.prefix)
     if n == 0 or (stop - start) // 4 != n or not start <= held < stop:
         return None
-    return held, stop
+    return (held, stop) if (held - start) // 4 < n / 2 else None
 
 
 def _read_bot(parsed: ParsedHeader, fetch: Fetch | None) -> tuple[int, ...]:

@@ -166,28 +166,41 @@ LARGE_BOT = build_encapsulated(
 )
 
 
-def test_metadata_costs_one_request_and_a_large_bot_is_read_behind_the_open(backend):
+def test_metadata_costs_one_request_and_a_large_bot_is_read_with_the_index(backend):
     path = backend.put("large_bot.dcm", LARGE_BOT)
     fs, counting = backend.counted()
     with fs.open(path) as f:
         header = f.header
         assert header.dataset.NumberOfFrames == 20_000
         assert header.bot is None and header.bot_span[1] - header.bot_span[0] == 80_000
-        # the open waits for one request; the rest of the BOT is read behind it, exactly
-        assert f.cache._ahead is not None and f.cache._ahead.result() is not None
-        assert counting.ranges[:2] == [(path, 0, 64 * 1024), (path, 64 * 1024, header.bot_span[1])]
-        assert counting.bytes == header.bot_span[1]
+        assert (counting.requests, counting.bytes) == (1, 64 * 1024)  # BOT not read yet
+        assert f.cache._ahead is None  # most entries are held: read only if needed
         # the first ~16,000 entries are held: their frames need no table request
         start, stop = block_range(f.cache.view(frames=101), 100)
         assert f.read_frames([100]) == [reference_frames(LARGE_BOT)[100]]
-        assert counting.requests == 3 and counting.ranges[-1][1:] == (start, stop)
+        assert counting.requests == 2 and counting.ranges[-1][1:] == (start, stop)
         frame = f.read_frames([19_000])[0]
         assert frame == reference_frames(LARGE_BOT)[19_000]
-        # the table was in: the frame alone
-        start, stop = block_range(f.index, 19_000)
-        assert counting.requests == 4 and counting.ranges[-1][1:] == (start, stop)
-        assert f.index.number_of_frames == 20_000
-        assert f.stats.phases["index"].requests == 1
+        # the rest of the BOT (exactly), then the frame
+        assert counting.ranges[2][1:] == (64 * 1024, header.bot_span[1])
+        assert counting.requests == 4 and f.index.number_of_frames == 20_000
         f.seek(header.bot_span[0])  # byte reads of the table are served from memory
         assert f.read(80_000) == LARGE_BOT[header.bot_span[0] : header.bot_span[1]]
         assert counting.requests == 4
+
+
+def test_a_bot_mostly_beyond_the_first_request_is_read_behind_the_open(backend):
+    path = backend.put("large_bot.dcm", LARGE_BOT)
+    fs, counting = backend.counted(first_request=16 * 1024)  # ~4,000 of 20,000 entries held
+    with fs.open(path) as f:
+        header = f.header
+        assert header.bot is None and header.bot_span[1] - header.bot_span[0] == 80_000
+        # the open waits for one request; the rest of the BOT is read behind it, exactly
+        assert f.cache._ahead is not None and f.cache._ahead.result() is not None
+        assert counting.ranges[:2] == [(path, 0, 16 * 1024), (path, 16 * 1024, header.bot_span[1])]
+        assert counting.bytes == header.bot_span[1]
+        frame = f.read_frames([19_000])[0]
+        assert frame == reference_frames(LARGE_BOT)[19_000]
+        start, stop = block_range(f.index, 19_000)  # the table was in: the frame alone
+        assert counting.requests == 3 and counting.ranges[-1][1:] == (start, stop)
+        assert f.stats.phases["index"].requests == 1 and f.stats.phases["index"].hits == 1
