@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import threading
 from typing import Any, ClassVar
 
 import fsspec
@@ -152,6 +153,7 @@ class DicomFileSystem(ChainedFileSystem):
         self.progress = progress
         self.signed_urls = signed_urls
         self._http: fsspec.AbstractFileSystem | None = None
+        self._http_lock = threading.Lock()
         if concurrency is None:  # signed reads have a pool of their own
             signs = signed_urls and signable(fs)
             concurrency = self._signed_pool if signs else target_concurrency(fs)
@@ -240,14 +242,15 @@ class DicomFileSystem(ChainedFileSystem):
 
     def _http_fs(self) -> fsspec.AbstractFileSystem:
         """The HTTP filesystem of signed reads (one session for every file, made once)."""
-        if self._http is None:
-            self._http = fsspec.filesystem(
-                "http",
-                encoded=True,  # a presigned URL is used exactly as signed
-                get_client=functools.partial(http_client, limit=self._signed_pool),
-                skip_instance_cache=True,
-            )
-        return self._http
+        with self._http_lock:
+            if self._http is None:
+                self._http = fsspec.filesystem(
+                    "http",
+                    encoded=True,  # a presigned URL is used exactly as signed
+                    get_client=functools.partial(http_client, limit=self._signed_pool),
+                    skip_instance_cache=True,
+                )
+            return self._http
 
     def read_frames(self, path: str, frames: list[int]) -> list[bytes]:
         """Return the encoded bytes of ``frames`` (0-based) of one object, in one round."""

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import weakref
 from collections.abc import Callable, Iterable, Iterator
-from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import PurePosixPath
 from typing import Any, TypeVar
 
@@ -30,9 +29,6 @@ from hdfsspec.planning import FetchPlan
 __all__ = ["DicomFrameReader", "annread", "imread", "open_dicom", "segread", "srread"]
 
 T = TypeVar("T")
-
-WAVES = 4
-"""Parts of a batch fetched at once, each decoded as soon as it is in (see ``prefetching``)."""
 
 
 def _dicom_url(url: str) -> str:
@@ -114,53 +110,25 @@ class DicomFrameReader(ImageFileReader):
         return self._file.read_frames([index])[0]
 
     def prefetching(self, items: Iterable[T], frame_of: Callable[[T], int]) -> Iterator[T]:
-        """Yield ``items`` once the frames they need are fetched, in cache-sized batches.
+        """Yield ``items`` after fetching the frames they need, in cache-sized batches.
 
-        The frames of a batch are asked for together, in one round trip; over a
-        concurrent target they go as up to :data:`WAVES` calls at once (split where
-        the frames are not adjacent, so the ranges are those of one call), and an
-        item is yielded, to be decoded, as soon as its part is in rather than when
-        the last response of the round has arrived.
+        Each batch is fetched (one round) just before the first item that needs it,
+        so a call larger than the cache decodes a batch before the next one evicts it.
         """
         items = list(items)
-        file = self._file
-        cache = file.cache
+        cache = self._file.cache
         distinct = list(dict.fromkeys(frame_of(item) for item in items))  # first-use order
-        batches = list(file.frame_batches(distinct, max(1, cache.options.max_cache_bytes // 2)))
+        batches = list(
+            self._file.frame_batches(distinct, max(1, cache.options.max_cache_bytes // 2))
+        )
         batch_of = {frame: k for k, batch in enumerate(batches) for frame in batch}
-        parts = WAVES if cache.link.estimate.concurrency > 1 else 1
-        with ThreadPoolExecutor(parts, thread_name_prefix="hdfsspec-wave") as pool:
-            arrived: dict[int, Future[None]] = {}
-            fetched = -1
-            for item in items:
-                frame = frame_of(item)
-                while fetched < batch_of[frame]:  # each batch when its first item is due
-                    fetched += 1
-                    for wave in _waves(batches[fetched], parts):
-                        done = pool.submit(cache.prefetch, wave)
-                        arrived.update(dict.fromkeys(wave, done))
-                arrived[frame].result()
-                yield item
-
-
-def _waves(frames: list[int], parts: int) -> list[list[int]]:
-    """Split ``frames`` into up to ``parts`` runs of about equal length, in order.
-
-    A cut is moved forward to where two neighbours are not adjacent frames, so that
-    no byte range is cut in two (runs of adjacent frames are one range).
-    """
-    if parts <= 1 or len(frames) < 2:
-        return [frames] if frames else []
-    size = -(-len(frames) // parts)
-    out: list[list[int]] = []
-    start = 0
-    while start < len(frames):
-        cut = min(len(frames), start + size)
-        while cut < len(frames) and abs(frames[cut] - frames[cut - 1]) == 1:
-            cut += 1
-        out.append(frames[start:cut])
-        start = cut
-    return out
+        fetched = -1
+        for item in items:
+            needed = batch_of[frame_of(item)]
+            while fetched < needed:  # each batch just before the first item that needs it
+                fetched += 1
+                cache.prefetch(batches[fetched])
+            yield item
 
 
 class _Planned(Exception):

@@ -62,7 +62,10 @@ def test_all_frames_in_cache_sized_batches():
         stats = im.file.stats
         assert stats.rounds >= 10  # many batches: tiles beyond the first request, 3 at a time
         assert stats.phases["frames"].bytes <= len(SLIDE)  # each tile fetched once
+        before = stats.phases["frames"].bytes
         stored = im.get_stored_frames(as_indices=True)
+        # batch by batch, each decoded before the next evicts it: every tile once more
+        assert stats.phases["frames"].bytes - before <= len(SLIDE)
     expected = local(SLIDE)
     assert np.array_equal(matrix, expected.get_total_pixel_matrix())
     assert np.array_equal(stored, expected.get_stored_frames(as_indices=True))

@@ -162,7 +162,7 @@ def test_a_proxy_in_the_environment_sends_reads_to_s3fs(monkeypatch):
 
 
 def test_a_region_over_s3_is_one_round_trip_of_one_range_per_row(s3_endpoint, proxy):
-    """The parts of a batch go out together (one round), one range per row of tiles."""
+    """One round trip, one range per row of tiles."""
     path = _put(s3_endpoint, "h.dcm", SLIDE)
     region = {"row_start": 100, "row_end": 228, "column_start": 40, "column_end": 168}
     with hdfsspec.imread(_dicom(proxy).open(path)) as im:

@@ -1,14 +1,9 @@
-"""Round counting of CacheStats and the parts of a batch (hdfsspec.highdicom_io._waves)."""
+"""Round counting of CacheStats: batches in flight together are one round trip."""
 
 from __future__ import annotations
 
-import itertools
 import threading
 
-from hypothesis import given
-from hypothesis import strategies as st
-
-from hdfsspec.highdicom_io import _waves
 from hdfsspec.stats import CacheStats
 
 
@@ -40,22 +35,3 @@ def test_rounds_from_many_threads():
     for t in threads:
         t.join()
     assert 1 <= stats.rounds <= 8 and stats._in_flight == 0
-
-
-@given(
-    st.lists(st.integers(0, 60), unique=True, max_size=40),
-    st.integers(1, 6),
-)
-def test_waves_keep_runs_of_adjacent_frames_together(frames, parts):
-    waves = _waves(frames, parts)
-    assert [f for w in waves for f in w] == frames
-    assert all(waves) and len(waves) <= max(1, parts)
-    for left, right in itertools.pairwise(waves):
-        assert abs(right[0] - left[-1]) != 1  # a cut never splits a run
-
-
-def test_waves_split_rows_of_a_region():
-    rows = [*range(10, 13), *range(20, 23), *range(30, 33)]
-    assert _waves(rows, 3) == [[10, 11, 12], [20, 21, 22], [30, 31, 32]]
-    assert _waves(rows, 1) == [rows]
-    assert _waves([], 4) == []
