@@ -98,6 +98,9 @@ class DicomFileSystem(ChainedFileSystem):
     index_cache : str, bool or None, optional
         Directory of the persisted frame indexes; ``False`` disables them; by default
         ``$HDFSSPEC_INDEX_CACHE`` (``off`` disables) or ``~/.cache/hdfsspec/index``.
+    index_cache_bytes : int, optional
+        Bound of the persisted indexes (1 GiB by default): the least recently used
+        entries go beyond it.
     rtt, bandwidth : float, optional
         Round-trip time (s) and bandwidth (bytes/s) of the target for the cost model
         that plans frame fetches. When both are given they are used as they are;
@@ -131,6 +134,7 @@ class DicomFileSystem(ChainedFileSystem):
         max_gap: int | None = None,
         max_block: int | None = None,
         index_cache: str | bool | None = None,
+        index_cache_bytes: int | None = None,
         rtt: float | None = None,
         bandwidth: float | None = None,
         concurrency: int | None = None,
@@ -139,7 +143,7 @@ class DicomFileSystem(ChainedFileSystem):
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
-        self.index_store = default_store(index_cache)
+        self.index_store = default_store(index_cache, index_cache_bytes)
         if fs is not None and target_protocol is not None:
             raise ValueError("give either fs or target_protocol, not both")
         if fs is None:

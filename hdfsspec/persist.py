@@ -13,6 +13,11 @@ protocol and path (:meth:`IndexStore.latest`): an open that finds one only needs
 the object's current identity to use the entry, so on S3 it asks for one byte
 instead of the header (one tiny GET gives the size and the ETag).
 
+The store is bounded: once its entries take more than ``max_bytes`` (1 GiB by
+default), the least recently used go (an entry is used when saved or loaded) until
+they take at most nine tenths of it. Saving a new version of an object removes the
+entry of the version it replaces.
+
 The directory is ``$HDFSSPEC_INDEX_CACHE`` if set (``off`` disables the store),
 else ``~/.cache/hdfsspec/index``.
 """
@@ -30,8 +35,10 @@ from typing import Any
 
 from hdfsspec.index import FrameIndex
 
-__all__ = ["IndexStore", "default_store", "object_identity"]
+__all__ = ["MAX_BYTES", "IndexStore", "default_store", "object_identity"]
 
+MAX_BYTES = 2**30
+"""Default bound of a store's entries, in bytes."""
 _MAGIC = b"HDFSIDX1"
 _VERSION_KEYS = (
     "ETag",
@@ -68,10 +75,15 @@ class IndexStore:
     ----------
     directory : str or Path
         Where entries live (created if missing).
+    max_bytes : int, optional
+        Bound of the entries' total size; the least recently used go beyond it.
     """
 
-    def __init__(self, directory: str | os.PathLike[str]) -> None:
+    def __init__(self, directory: str | os.PathLike[str], max_bytes: int = MAX_BYTES) -> None:
+        if max_bytes <= 0:
+            raise ValueError(f"max_bytes must be positive, not {max_bytes}")
         self.directory = Path(directory)
+        self.max_bytes = max_bytes
 
     def _file(self, identity: Mapping[str, Any]) -> Path:
         digest = hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()
@@ -105,10 +117,12 @@ class IndexStore:
         except OSError:
             return None
         try:
-            return self._decode(data, identity)
+            out = self._decode(data, identity)
         except (ValueError, KeyError, TypeError, struct.error):
             path.unlink(missing_ok=True)  # damaged or not ours: rebuild, never trust
             return None
+        _touch(path)  # recently used: evicted last
+        return out
 
     @staticmethod
     def _decode(data: bytes, identity: Mapping[str, Any]) -> tuple[FrameIndex, bytes]:
@@ -136,9 +150,52 @@ class IndexStore:
             }
         ).encode()
         entry = _MAGIC + struct.pack("<Q", len(meta)) + meta + prefix
+        protocol, path = str(identity["protocol"]), str(identity["path"])
+        replaced = self.latest(protocol, path)
         if _write_atomically(self._file(identity), entry):
-            pointer = self._pointer(str(identity["protocol"]), str(identity["path"]))
-            _write_atomically(pointer, json.dumps(dict(identity)).encode())
+            _write_atomically(self._pointer(protocol, path), json.dumps(dict(identity)).encode())
+            if replaced is not None and replaced != dict(identity):
+                self._file(replaced).unlink(missing_ok=True)  # a version no longer there
+            self.evict()
+
+    def entries(self) -> list[tuple[Path, int, float]]:
+        """``(file, size, last use)`` of every entry."""
+        out = []
+        for path in self.directory.glob("??/*.idx"):
+            try:
+                st = path.stat()
+            except OSError:  # removed meanwhile (another process)
+                continue
+            out.append((path, st.st_size, st.st_mtime))
+        return out
+
+    def evict(self) -> int:
+        """Remove the least recently used entries while they take more than ``max_bytes``.
+
+        Down to nine tenths of it, so that the next saves do not evict again at
+        once; pointers (:meth:`latest`) of removed entries go too. Returns the number
+        of entries removed.
+        """
+        entries = self.entries()
+        total = sum(size for _, size, _ in entries)
+        if total <= self.max_bytes:
+            return 0
+        removed = 0
+        for path, size, _ in sorted(entries, key=lambda e: e[2]):
+            if total <= 0.9 * self.max_bytes:
+                break
+            path.unlink(missing_ok=True)
+            total -= size
+            removed += 1
+        for pointer in self.directory.glob("latest/*.json"):
+            try:
+                identity = json.loads(pointer.read_text())
+                gone = not self._file(identity).exists()
+            except (OSError, ValueError, TypeError):
+                gone = True
+            if gone:
+                pointer.unlink(missing_ok=True)
+        return removed
 
 
 def _write_atomically(path: Path, data: bytes) -> bool:
@@ -157,7 +214,16 @@ def _write_atomically(path: Path, data: bytes) -> bool:
         return False
 
 
-def default_store(directory: str | os.PathLike[str] | bool | None = None) -> IndexStore | None:
+def _touch(path: Path) -> None:
+    try:
+        os.utime(path)
+    except OSError:  # read-only store: it still serves
+        pass
+
+
+def default_store(
+    directory: str | os.PathLike[str] | bool | None = None, max_bytes: int | None = None
+) -> IndexStore | None:
     """The store to use: ``directory`` if given (False disables), else the environment's."""
     if directory is False:
         return None
@@ -166,4 +232,4 @@ def default_store(directory: str | os.PathLike[str] | bool | None = None) -> Ind
         if env is not None and env.strip().lower() in _OFF:
             return None
         directory = env or Path.home() / ".cache" / "hdfsspec" / "index"
-    return IndexStore(directory)
+    return IndexStore(directory, max_bytes or MAX_BYTES)

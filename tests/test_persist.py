@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import os
+
 import fsspec
 import pytest
 from oracle import reference_frames
 
+from hdfsspec.parse import build_index, parse_header
 from hdfsspec.persist import IndexStore, default_store, object_identity
 from hdfsspec.testing import CountingFileSystem, build_encapsulated, fake_jpeg_frames
 
@@ -161,3 +164,58 @@ def test_a_basic_offset_table_beyond_the_first_request_is_persisted_with_the_hea
         assert f.read(f.index.header_end) == blob[: f.index.header_end]
         assert counting2.requests == 1
     assert len(list(tmp_path.rglob("*.idx"))) == 1
+
+
+def _index_of(blob: bytes):
+    parsed = parse_header(lambda a, b: blob[a:b], len(blob))
+    return build_index(parsed, lambda r: [blob[a:b] for a, b in r])[0]
+
+
+def _entry(store: IndexStore, name: str, size: int = 10_000):
+    """Save an index of a small object under path ``name``; return its identity and file."""
+    blob = build_encapsulated(fake_jpeg_frames(3, seed=len(name)), offset_table="bot")
+    index = _index_of(blob)
+    identity = {"protocol": "memory", "path": name, "size": len(blob), "version": "v1"}
+    store.save(identity, index, blob[: index.header_end] + b"\0" * size)
+    return identity, store._file(identity)
+
+
+def test_the_store_evicts_the_least_recently_used_beyond_its_bound(tmp_path):
+    store = IndexStore(tmp_path, max_bytes=10**9)
+    saved = [_entry(store, f"/o{i}") for i in range(5)]
+    size = saved[0][1].stat().st_size
+    for k, (_, file) in enumerate(saved):  # last used: o0 oldest ... o4 newest
+        os.utime(file, (1000 + k, 1000 + k))
+    assert store.load(saved[0][0]) is not None  # o0 used now: the newest
+    store.max_bytes = int(4.5 * size)  # room for 4; evicted down to 0.9 x: 4 stay
+    assert store.evict() == 1
+    kept = {str(e[0]) for e in store.entries()}
+    assert str(saved[1][1]) not in kept  # o1: least recently used
+    assert {str(f) for _, f in saved} - kept == {str(saved[1][1])}
+    assert store.latest("memory", "/o1") is None
+    assert not any(p.read_text().count('"/o1"') for p in (tmp_path / "latest").glob("*.json"))
+    assert store.latest("memory", "/o0") == saved[0][0]
+    assert store.evict() == 0  # within the bound now
+    _entry(store, "/o5")  # a save beyond the bound evicts by itself
+    assert sum(e[1] for e in store.entries()) <= 0.9 * store.max_bytes + size
+
+
+def test_a_new_version_replaces_the_old_entry(tmp_path):
+    store = IndexStore(tmp_path)
+    old, old_file = _entry(store, "/v")
+    blob = build_encapsulated(fake_jpeg_frames(4, seed=1), offset_table="bot")
+    index = _index_of(blob)
+    new = {"protocol": "memory", "path": "/v", "size": len(blob), "version": "v2"}
+    store.save(new, index, blob[: index.header_end])
+    assert not old_file.exists() and store.load(old) is None
+    assert store.latest("memory", "/v") == new and store.load(new) is not None
+    assert len(store.entries()) == 1
+
+
+def test_store_bound_from_the_filesystem(tmp_path):
+    fs = fsspec.filesystem(
+        "dicom", index_cache=str(tmp_path), index_cache_bytes=12345, skip_instance_cache=True
+    )
+    assert fs.index_store.max_bytes == 12345
+    with pytest.raises(ValueError, match="positive"):
+        IndexStore(tmp_path, max_bytes=0)
