@@ -16,7 +16,15 @@ from hdfsspec.firstread import first_read
 from hdfsspec.link import DEFAULT_BANDWIDTH, DEFAULT_RTT, LinkModel
 from hdfsspec.persist import default_store, object_identity
 from hdfsspec.progress import Progress
-from hdfsspec.signed import POOL, Fallback, SignedRanges, http_client, signable, signed_ranges
+from hdfsspec.signed import (
+    POOL,
+    Fallback,
+    SignedRanges,
+    http_client,
+    signable,
+    signed_ranges,
+    timeouts,
+)
 
 __all__ = ["DicomFileSystem"]
 
@@ -251,7 +259,9 @@ class DicomFileSystem(ChainedFileSystem):
                 self._http = fsspec.filesystem(
                     "http",
                     encoded=True,  # a presigned URL is used exactly as signed
-                    get_client=functools.partial(http_client, limit=self._signed_pool),
+                    get_client=functools.partial(
+                        http_client, self._signed_pool, *timeouts(self.fs)
+                    ),
                     skip_instance_cache=True,
                 )
             return self._http

@@ -33,7 +33,7 @@ import fsspec
 
 from hdfsspec.errors import ObjectChangedError
 
-__all__ = ["POOL", "SignedRanges", "http_client", "signable", "signed_ranges"]
+__all__ = ["POOL", "SignedRanges", "http_client", "signable", "signed_ranges", "timeouts"]
 
 EXPIRES = 3600
 """Seconds a presigned URL is asked to stay valid; it is signed again after half."""
@@ -82,11 +82,30 @@ def signable(fs: fsspec.AbstractFileSystem) -> bool:
     return isinstance(fs, s3fs.S3FileSystem) and _plain_requests(fs)
 
 
-async def http_client(limit: int = POOL, **kwargs: Any) -> Any:
-    """The aiohttp session of signed reads (fsspec's ``get_client``): ``limit`` connections."""
+def timeouts(fs: Any) -> tuple[float, float]:
+    """``(connect, read)`` timeouts of the target's botocore client, in seconds.
+
+    A signed read waits no longer than s3fs would before it fails (and goes back to
+    s3fs, whose retries then apply); aiohttp's own default is five minutes in all.
+    """
+    config = getattr(fs, "config_kwargs", None) or {}
+    connect = config.get("connect_timeout", getattr(fs, "connect_timeout", 5))
+    read = config.get("read_timeout", getattr(fs, "read_timeout", 15))
+    return float(connect), float(read)
+
+
+async def http_client(
+    limit: int = POOL, connect: float = 5.0, read: float = 15.0, **kwargs: Any
+) -> Any:
+    """The aiohttp session of signed reads (fsspec's ``get_client``).
+
+    ``limit`` connections; ``connect`` and ``read`` are the socket timeouts (s).
+    """
     import aiohttp
 
-    return aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=limit), **kwargs)
+    timeout = aiohttp.ClientTimeout(total=None, sock_connect=connect, sock_read=read)
+    connector = aiohttp.TCPConnector(limit=limit)
+    return aiohttp.ClientSession(connector=connector, timeout=timeout, **kwargs)
 
 
 def _plain_requests(fs: Any) -> bool:

@@ -11,10 +11,11 @@ import fsspec
 import numpy as np
 import pytest
 from conftest import _s3_options
+from fsspec.asyn import sync
 from oracle import reference_frames
 
 import hdfsspec
-from hdfsspec.signed import _proxied
+from hdfsspec.signed import POOL, _proxied, timeouts
 from hdfsspec.testing import ShapingProxy, build_slide, jpeg_tiles
 
 TILES = jpeg_tiles(4, 64, 3)
@@ -180,3 +181,17 @@ def _local(blob: bytes):
     fs = fsspec.filesystem("memory")
     fs.pipe("/signed-local.dcm", blob)
     return fs.unstrip_protocol("/signed-local.dcm")
+
+
+def test_signed_reads_wait_no_longer_than_botocore_would(s3_endpoint):
+    fs = fsspec.filesystem("s3", **_s3_options(s3_endpoint))
+    assert timeouts(fs) == (5.0, 15.0)  # s3fs's defaults
+    tuned = fsspec.filesystem(
+        "s3", **_s3_options(s3_endpoint), config_kwargs={"read_timeout": 2, "connect_timeout": 1}
+    )
+    assert timeouts(tuned) == (1.0, 2.0)
+    dicom = fsspec.filesystem("dicom", fs=tuned, skip_instance_cache=True, index_cache=False)
+    http = dicom._http_fs()
+    session = sync(http.loop, http.set_session)
+    assert session.timeout.sock_read == 2.0 and session.timeout.sock_connect == 1.0
+    assert session.connector.limit == POOL
