@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import re
 import time
 
 import fsspec
 import pytest
-from conftest import BUCKET, _s3_options
+from conftest import BUCKET, _az_options, _s3_options
 from oracle import reference_frames
 
 from hdfsspec.testing import RangeHTTPServer, ShapingProxy, build_encapsulated, fake_jpeg_frames
@@ -60,6 +61,42 @@ def test_proxy_in_front_of_s3(s3_endpoint):
             assert f.read_frames([0, 49]) == [reference_frames(BLOB)[i] for i in (0, 49)]
             assert f.stats.requests == 2  # header (holding frame 0), then frame 49
         assert len(proxy.log.gets()) == len(proxy.log.entries) == 2
+        with pytest.raises(FileNotFoundError):
+            fs.open(f"{BUCKET}/missing.dcm")
+
+
+def test_proxy_in_front_of_azurite(azure_connection, tmp_path):
+    """Azure opens with one ranged download too: its Content-Range gives the size."""
+    target = fsspec.filesystem("az", **_az_options(azure_connection))
+    target.pipe_file(f"{BUCKET}/proxied.dcm", BLOB)
+    endpoint = re.search(r"BlobEndpoint=(http://[^/]+)(/[^;]*);", azure_connection)
+    assert endpoint is not None
+    with ShapingProxy(endpoint.group(1), rtt=0.01) as proxy:
+        connection = azure_connection.replace(endpoint.group(1), proxy.url)
+        fs = fsspec.filesystem(
+            "dicom",
+            target_protocol="az",
+            target_options=_az_options(connection),
+            skip_instance_cache=True,
+            index_cache=str(tmp_path),
+        )
+        with fs.open(f"{BUCKET}/proxied.dcm") as f:
+            # no HEAD (get_blob_properties): one ranged GET gave the size and the ETag
+            assert [e[0] for e in proxy.log.entries] == ["GET"]
+            assert f.size == len(BLOB)
+            assert f.read_frames([0, 49]) == [reference_frames(BLOB)[i] for i in (0, 49)]
+            assert f.stats.requests == 2 == len(proxy.log.entries)
+            assert f.stats.bytes == proxy.log.bytes
+        identity = target.info(f"{BUCKET}/proxied.dcm")  # adlfs's own info: the same identity
+        assert fs.index_store.latest("abfs", f"{BUCKET}/proxied.dcm")["version"] == (
+            f"etag={identity['etag']}"
+        )
+        proxy.log.clear()
+        with fs.open(f"{BUCKET}/proxied.dcm") as f:  # reopen: one byte for the identity
+            assert f.read_frames([49]) == [reference_frames(BLOB)[49]]
+            sizes = [e[4] for e in proxy.log.entries]
+            assert len(sizes) == 2 and sizes[0] == 1  # the byte, then the frame alone
+            assert f.stats.phases["index"].requests == 0
         with pytest.raises(FileNotFoundError):
             fs.open(f"{BUCKET}/missing.dcm")
 
