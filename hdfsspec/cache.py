@@ -63,7 +63,16 @@ _LAYOUT_ERRORS = (
     FrameIndexError,
     UnsupportedTransferSyntaxError,
 )
-_TRANSIENT = ("_lock", "_scan", "_on_index", "_blocks", "_fetch_ranges", "progress", "_ahead")
+_TRANSIENT = (
+    "_lock",
+    "_scan",
+    "_on_index",
+    "_blocks",
+    "_fetch_ranges",
+    "progress",
+    "_ahead",
+    "_header_ahead",
+)
 
 
 class DicomFrameCache(BaseCache):
@@ -133,6 +142,8 @@ class DicomFrameCache(BaseCache):
         self._tail: tuple[int, bytes] | None = None
         self._tables: list[tuple[int, bytes]] = []  # offset tables read after the header
         self._ahead: Ahead | None = None  # the rest of the BOT, read as soon as it is seen
+        self._metadata: ParsedHeader | None = None  # the data set alone (see ``metadata``)
+        self._header_ahead: Ahead | None = None  # the tables the metadata read deferred
         self._held: FrameIndex | None = None  # index from the BOT entries held
         self._held_known = False
         self._scan: PartialScan | None = None  # the walk, without offset table
@@ -199,6 +210,15 @@ class DicomFrameCache(BaseCache):
         if stop <= len(self._known_prefix):  # header bytes fetched with the info, or persisted
             self.stats.hit("header")
             return self._known_prefix[start:stop]
+        ahead = self._header_ahead
+        if ahead is not None and ahead.span == (start, stop):
+            data = ahead.result()  # the tables a metadata read deferred (None: it failed)
+            if data is not None:
+                self.stats.hit("header")
+                return data
+        return self._fetch_header_now(start, stop)
+
+    def _fetch_header_now(self, start: int, stop: int) -> bytes:
         return self._get([(start, stop)], "header", keep_whole=True)[0]
 
     # -- layout --------------------------------------------------------------------------
@@ -210,13 +230,49 @@ class DicomFrameCache(BaseCache):
                 raise self._layout_error  # parsed once already: no second request
             with self._lock:
                 if self._parsed is None:
-                    self._parsed = parse_header(
-                        self._fetch_one, self.size, path=self.path, options=self.options
+                    self._set_parsed(
+                        parse_header(
+                            self._fetch_one, self.size, path=self.path, options=self.options
+                        )
                     )
-                    span = None if self._index is not None else bot_beyond(self._parsed)
-                    if span is not None:  # wanted by the first frame beyond those it holds
-                        self._ahead = Ahead(span, self._fetch_table_now)
+        assert self._parsed is not None
         return self._parsed
+
+    def _set_parsed(self, parsed: ParsedHeader) -> None:
+        self._parsed = parsed
+        span = None if self._index is not None else bot_beyond(parsed)
+        if span is not None:  # wanted by the first frame beyond those it holds
+            self._ahead = Ahead(span, self._fetch_table_now)
+
+    @property
+    def metadata(self) -> ParsedHeader:
+        """The header for its data set: :attr:`parsed`, or the data set alone.
+
+        An Extended Offset Table beyond the first request is not waited for: the
+        result then holds the data set before it (``complete`` False) while the
+        table is read in the background, for :attr:`parsed` to use.
+        """
+        if self._parsed is not None:
+            return self._parsed
+        with self._lock:
+            if self._parsed is None and self._metadata is None:
+                meta = parse_header(
+                    self._fetch_one,
+                    self.size,
+                    path=self.path,
+                    options=self.options,
+                    defer_tables=True,
+                )
+                if meta.complete:  # no table deferred: the header itself
+                    self._set_parsed(meta)
+                    return meta
+                self._metadata = meta
+                if len(meta.prefix) > len(self._known_prefix):  # the full parse starts there
+                    self._known_prefix = meta.prefix
+                assert meta.header.deferred is not None
+                span = meta.header.deferred[1:]
+                self._header_ahead = Ahead(span, self._fetch_header_now)
+            return self._parsed if self._parsed is not None else self._metadata
 
     @property
     def index(self) -> FrameIndex:
@@ -491,7 +547,7 @@ class DicomFrameCache(BaseCache):
         self.__dict__.update(state)
         self._lock = threading.RLock()
         self._scan, self._on_index, self._fetch_ranges, self.progress = None, None, None, None
-        self._ahead = None
+        self._ahead = self._header_ahead = None
         self._blocks = FrameBlocks(self.options.max_cache_bytes)
 
     def close(self) -> None:

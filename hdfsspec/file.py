@@ -125,6 +125,16 @@ class DicomFile(AbstractBufferedFile):
         return self._frames.parsed
 
     @property
+    def metadata(self) -> ParsedHeader:
+        """The header for its data set, not waiting for an Extended Offset Table.
+
+        :attr:`header` when the first request holds the tables; otherwise the data
+        set before the table (``complete`` False) while the table is read in the
+        background for :attr:`header`.
+        """
+        return self._frames.metadata
+
+    @property
     def index(self) -> FrameIndex:
         """The :class:`~hdfsspec.index.FrameIndex` (built on first use)."""
         return self._frames.index

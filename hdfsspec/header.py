@@ -157,6 +157,11 @@ class Header:
         Position of the Extended Offset Table value.
     eot_lengths : tuple of (offset, length) or None
         Position of the Extended Offset Table Lengths value.
+    deferred : tuple of (element, start, stop) or None
+        Set when the walk stopped at an Extended Offset Table beyond the bytes held
+        (``read_header(..., defer_tables=True)``): the offset of the table's element
+        (the data set read so far ends there), and ``[start, stop)``, the bytes still
+        to read up to the first frame item. Nothing after the element is known then.
     """
 
     transfer_syntax_uid: str
@@ -167,6 +172,7 @@ class Header:
     pixel_length: int
     eot: tuple[int, int] | None
     eot_lengths: tuple[int, int] | None
+    deferred: tuple[int, int, int] | None = None
 
     @property
     def is_implicit_vr(self) -> bool:
@@ -287,13 +293,16 @@ def _file_meta(buf: PrefixBuffer) -> tuple[str, int]:
     return syntax, pos
 
 
-def read_header(buf: PrefixBuffer) -> Header:
+def read_header(buf: PrefixBuffer, defer_tables: bool = False) -> Header:
     """Walk the File Meta Information and the top-level data set up to the Pixel Data.
 
     Parameters
     ----------
     buf : PrefixBuffer
         The object, read through its prefix buffer.
+    defer_tables : bool, optional
+        Stop at an Extended Offset Table that lies beyond the bytes held, instead of
+        fetching it (see ``Header.deferred``): the data set before it is complete.
 
     Returns
     -------
@@ -325,6 +334,9 @@ def read_header(buf: PrefixBuffer) -> Header:
             # Total Length, 12 + 8 of Pixel Data and BOT item headers), and nothing more:
             # the frames after them are fetched when asked for
             stop = min(buf.size, value + 2 * length + 52)
+            if defer_tables and stop > len(buf.data) and value + length <= buf.size:
+                deferred = (pos, len(buf.data), stop)
+                return Header(syntax, start, None, None, buf.size, 0, eot, None, deferred)
             buf.ensure(stop, tag=tag, at=pos, margin=0)
         elif tag == EXTENDED_OFFSET_TABLE_LENGTHS:
             eot_lengths = (value, length)

@@ -64,7 +64,9 @@ class DicomFrameReader(ImageFileReader):
     """A highdicom ``ImageFileReader`` served by a :class:`~hdfsspec.file.DicomFile`.
 
     It uses the file's frame index instead of walking the Pixel Data, and reads
-    each frame from the frame-aware cache.
+    each frame from the frame-aware cache. It starts from the data set alone
+    (:attr:`DicomFile.metadata`): an Extended Offset Table beyond the first request
+    is read while highdicom builds its tables, and :meth:`complete` adds it.
     """
 
     def __init__(self, file: DicomFile) -> None:
@@ -73,7 +75,7 @@ class DicomFrameReader(ImageFileReader):
         self._fp = None  # type: ignore[assignment]
         self._should_close = False
         self._enter_depth = 0
-        parsed = file.header
+        parsed = self._start = file.metadata
         dataset = parsed.read_dataset()
         self._file_meta = dataset.file_meta
         del dataset.file_meta
@@ -82,6 +84,23 @@ class DicomFrameReader(ImageFileReader):
         self._pixel_keyword = PixelDataKeywords(parsed.header.pixel_keyword or "PixelData")
         self._color_manager = None
         self._voi_lut = self._palette_color_lut = self._modality_lut = None
+
+    def complete(self, *datasets: Dataset) -> None:
+        """Wait for the whole header; add the elements the data set alone lacked to ``datasets``.
+
+        The Extended Offset Table and its Lengths, when the open deferred them. The
+        header's typed errors (a corrupt table, a truncated object) are raised here.
+        """
+        parsed = self._file.header
+        if self._start.complete:
+            return  # nothing was deferred
+        full = parsed.read_dataset()
+        del full.file_meta
+        targets = {id(d): d for d in (self._dataset, *datasets)}.values()
+        for elem in full:
+            for ds in targets:
+                if elem.tag not in ds:
+                    ds[elem.tag] = elem
 
     def open(self) -> None:
         """The file is already open: nothing to do."""
@@ -258,6 +277,7 @@ def _lazy(
             is_little_endian=reader._file_meta.TransferSyntaxUID.is_little_endian,
         )
         obj = cls.from_dataset(dataset, copy=False)
+        reader.complete(obj)  # a deferred Extended Offset Table came in meanwhile
     except BaseException:
         file.close()
         raise

@@ -88,18 +88,34 @@ class ParsedHeader:
     path: str | None
     bot_span: tuple[int, int] = (0, 0)
 
+    @property
+    def complete(self) -> bool:
+        """False for the data set alone, read before a deferred Extended Offset Table."""
+        return self.header.deferred is None
+
     def read_dataset(self) -> Dataset:
         """Return a new pydicom data set of the header (file meta in ``file_meta``)."""
-        return _read_dataset(self.prefix[: self.header.pixel_data_offset or self.size], self.path)
+        stop = self.header.pixel_data_offset or self.size
+        if self.header.deferred is not None:
+            stop = self.header.deferred[0]
+        return _read_dataset(self.prefix[:stop], self.path)
 
 
 def parse_header(
-    fetch: Fetch, size: int, *, path: str | None = None, options: ReadOptions = DEFAULT_OPTIONS
+    fetch: Fetch,
+    size: int,
+    *,
+    path: str | None = None,
+    options: ReadOptions = DEFAULT_OPTIONS,
+    defer_tables: bool = False,
 ) -> ParsedHeader:
     """Read the header of an object, and its Basic Offset Table if the bytes hold it.
 
     A Basic Offset Table that ends beyond the bytes fetched for the header is read
     with the index (:func:`index_from_tables`): opening costs no request for it.
+    With ``defer_tables``, an Extended Offset Table beyond the bytes fetched is not
+    read either: the result then has only the data set before it (``complete`` is
+    False; ``header.deferred`` says what is left to read) and serves nothing else.
 
     Parameters
     ----------
@@ -117,7 +133,12 @@ def parse_header(
     ParsedHeader
     """
     buf = PrefixBuffer(fetch, size, options.first_request, path)
-    header = read_header(buf)
+    header = read_header(buf, defer_tables)
+    if header.deferred is not None:  # the data set before the Extended Offset Table
+        element = header.deferred[0]
+        dataset = _read_dataset(bytes(buf.data[:element]), path)
+        prefix = bytes(buf.data)
+        return ParsedHeader(header, prefix, element, (), dataset, buf.requests, size, path)
     bot: tuple[int, ...] | None = ()
     bot_span = (0, 0)
     if header.pixel_data_offset is None:

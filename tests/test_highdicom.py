@@ -172,3 +172,45 @@ def test_plan_is_a_dry_run_of_a_pixel_call():
         assert counting_target.ranges[opened:] == [("/planned.dcm", a, b) for a, b in plan.ranges]
         assert im.plan(im.get_frames, [9, 10]).requests == 0  # cached now
         assert np.array_equal(region, local(SLIDE).get_total_pixel_matrix(**REGION))
+
+
+EOT_SLIDE = build_slide(1024, 1024, tile=64, tiles=TILES, offset_table="eot")  # 256 tiles
+
+
+def test_an_eot_beyond_the_first_request_is_read_while_highdicom_builds_its_tables(backend):
+    path = backend.put("eot.dcm", EOT_SLIDE)
+    fs, counting = backend.counted(first_request=2048)  # the header, not the 4 KiB of tables
+    with hdfsspec.imread(fs.open(path)) as im:
+        assert im.file.metadata is im.file.header  # complete once imread returns
+        ranges = counting.ranges
+        eot_at, eot_len = im.file.header.header.eot
+        # the first request, then the tables (and the item headers up to the frames) at once
+        assert len(ranges) == 2 and ranges[0][1:] == (0, 2048)
+        header_end = im.file.header.header_end  # (20 bytes more: room for a Total Length)
+        assert ranges[1][1] == 2048 and header_end <= ranges[1][2] <= header_end + 20
+        assert eot_at + eot_len > 2048  # the table did not fit in the first request
+        assert im.file.stats.phases["header"].hits >= 1  # the tables came from the read ahead
+        expected = local(EOT_SLIDE)
+        # the data set is the whole header's, tables included, as highdicom reads it
+        np.testing.assert_array_equal(
+            np.frombuffer(im.ExtendedOffsetTable, "<u8"),
+            np.frombuffer(expected.ExtendedOffsetTable, "<u8"),
+        )
+        assert im.ExtendedOffsetTableLengths == expected.ExtendedOffsetTableLengths
+        rounds = counting.rounds
+        region = im.get_total_pixel_matrix(**REGION)
+        assert counting.rounds == rounds + 1 and counting.requests - 2 <= 3  # one round
+    np.testing.assert_array_equal(region, expected.get_total_pixel_matrix(**REGION))
+
+
+def test_a_corrupt_deferred_eot_raises_a_typed_error(tmp_path):
+    blob = bytearray(EOT_SLIDE)
+    parsed = hdfsspec.parse.parse_header(lambda a, b: bytes(blob[a:b]), len(blob))
+    pos = parsed.header.eot[0]
+    blob[pos : pos + 8] = (10**12).to_bytes(8, "little")  # frame 0 beyond the object
+    (tmp_path / "bad.dcm").write_bytes(bytes(blob))
+    fs = fsspec.filesystem("dicom", first_request=2048, index_cache=False)
+    with pytest.raises(hdfsspec.OffsetTableError, match="Extended Offset Table") as err:
+        im = hdfsspec.imread(fs.open(str(tmp_path / "bad.dcm")))
+        im.get_frames([1])
+    assert err.value.path is not None and "bad.dcm" in err.value.path
