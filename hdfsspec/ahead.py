@@ -40,6 +40,10 @@ class Ahead:
         except BaseException as exc:  # handed to the reader, who reads again
             self._future.set_exception(exc)
 
+    def serve(self, start: int, stop: int) -> bytes | None:
+        """The bytes when ``(start, stop)`` is this read's span and it succeeded, else None."""
+        return self.result() if self.span == (start, stop) else None
+
     def result(self) -> bytes | None:
         """The bytes, waiting for them if needed; None if the read failed (read again)."""
         try:

@@ -210,13 +210,15 @@ class DicomFrameCache(BaseCache):
         if stop <= len(self._known_prefix):  # header bytes fetched with the info, or persisted
             self.stats.hit("header")
             return self._known_prefix[start:stop]
-        ahead = self._header_ahead
-        if ahead is not None and ahead.span == (start, stop):
-            data = ahead.result()  # the tables a metadata read deferred (None: it failed)
-            if data is not None:
-                self.stats.hit("header")
-                return data
-        return self._fetch_header_now(start, stop)
+        data = self._from_ahead(self._header_ahead, start, stop, "header")  # deferred tables
+        return data if data is not None else self._fetch_header_now(start, stop)
+
+    def _from_ahead(self, ahead: Ahead | None, start: int, stop: int, phase: str) -> bytes | None:
+        """The bytes a read ahead fetched for exactly ``[start, stop)``, counted as a hit."""
+        data = None if ahead is None else ahead.serve(start, stop)
+        if data is not None:
+            self.stats.hit(phase)
+        return data
 
     def _fetch_header_now(self, start: int, stop: int) -> bytes:
         return self._get([(start, stop)], "header", keep_whole=True)[0]
@@ -333,13 +335,8 @@ class DicomFrameCache(BaseCache):
 
     def _fetch_table(self, start: int, stop: int) -> bytes:
         """Read part of an offset table; fetched bytes stay to serve byte reads of it."""
-        ahead = self._ahead
-        if ahead is not None and ahead.span == (start, stop):
-            data = ahead.result()  # read since the header was parsed (None: it failed)
-            if data is not None:
-                self.stats.hit("index")
-                return data
-        return self._fetch_table_now(start, stop)
+        data = self._from_ahead(self._ahead, start, stop, "index")  # read since the header
+        return data if data is not None else self._fetch_table_now(start, stop)
 
     def _fetch_table_now(self, start: int, stop: int) -> bytes:
         return self._fetch_tables([(start, stop)])[0]
