@@ -156,7 +156,8 @@ class DicomFileSystem(ChainedFileSystem):
             raise ValueError("give either fs or target_protocol, not both")
         if fs is None:
             options = _with_pool(target_protocol, dict(target_options or {}))
-            pool = (target_options or {}).get("config_kwargs", {}).get("max_pool_connections")
+            config = (target_options or {}).get("config_kwargs") or {}
+            pool = config.get("max_pool_connections")
             fs = fsspec.filesystem(target_protocol or "file", **options)
         else:
             pool = (getattr(fs, "config_kwargs", None) or {}).get("max_pool_connections")

@@ -183,3 +183,10 @@ def test_target_concurrency_and_s3_pool(tmp_path):
     )
     assert mine.link.estimate.concurrency == 7 and not mine.link.learn  # signed reads too
     assert mine._signed_pool == 7
+    none = fsspec.filesystem(  # config_kwargs=None is no configuration, as s3fs takes it
+        "dicom",
+        target_protocol="s3",
+        target_options={"anon": True, "config_kwargs": None, "skip_instance_cache": True},
+        skip_instance_cache=True,
+    )
+    assert none._signed_pool == POOL and none.fs.config_kwargs["max_pool_connections"] == S3_POOL
