@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import http.client
 import re
 import time
 
@@ -116,3 +117,27 @@ def test_proxy_serves_local_objects_by_range(tmp_path):
 def test_proxy_refuses_non_loopback_upstream():
     with pytest.raises(ValueError, match="loopback"):
         ShapingProxy("http://10.0.0.1:9000")
+
+
+def test_proxy_forwards_a_chunked_request_body_and_keeps_the_connection():
+    with RangeHTTPServer() as server, ShapingProxy(server.url()) as proxy:
+        conn = http.client.HTTPConnection("127.0.0.1", int(proxy.url.rsplit(":", 1)[1]))
+        conn.request("PUT", "/up.bin", body=iter([b"abc", b"defg"]))  # chunked: no length
+        resp = conn.getresponse()
+        assert (resp.status, resp.read()) == (201, b"")
+        conn.request("GET", "/up.bin", headers={"Range": "bytes=2-4"})
+        resp = conn.getresponse()  # on the same connection: it was kept alive
+        assert (resp.status, resp.read()) == (206, b"cde")
+        conn.close()
+        assert server.files["up.bin"] == b"abcdefg"  # forwarded whole, with a length
+        assert [(e[0], e[2], e[4]) for e in proxy.log.entries] == [("PUT", None, 0), ("GET", 2, 3)]
+
+
+def test_proxy_answers_502_when_the_upstream_is_gone():
+    with RangeHTTPServer({"x": b"x"}) as server:
+        upstream = server.url()
+    with ShapingProxy(upstream) as proxy:
+        conn = http.client.HTTPConnection("127.0.0.1", int(proxy.url.rsplit(":", 1)[1]))
+        conn.request("GET", "/x")
+        assert conn.getresponse().status == 502
+        conn.close()

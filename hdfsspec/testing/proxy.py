@@ -11,20 +11,31 @@ and body bytes are counted in :attr:`ShapingProxy.log`.
 itself for GET (with Range), reading only the range asked for; everything else
 goes to the upstream server. Benchmarks use it for objects of hundreds of MB,
 because moto reads the whole object into memory for every ranged GET.
+
+The proxy is one asyncio event loop in a thread of its own: a round of hundreds
+of concurrent ranged GETs costs it a few milliseconds of CPU, as a real store
+answers them in parallel (a thread per connection under ``http.server`` cost
+about 0.4 ms a request, serialized by the GIL, and made such rounds look slower
+than they are). Requests to the upstream server run in a thread pool, each
+client connection on an upstream connection of its own.
 """
 
 from __future__ import annotations
 
+import asyncio
+import concurrent.futures
 import http.client
 import os
 import re
 import threading
 import time
-from http.server import BaseHTTPRequestHandler
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
-from hdfsspec.testing.servers import LoopbackHTTPServer, RequestLog
+from hdfsspec.testing.servers import RequestLog
+
+if TYPE_CHECKING:
+    from typing_extensions import Self
 
 __all__ = ["ShapingProxy"]
 
@@ -40,9 +51,44 @@ _HOP = {
 }
 _RANGE = re.compile(r"bytes=(\d+)-(\d*)$")
 _CHUNK = 256 * 1024
+_BIG_READ = 2**20
+"""Local reads larger than this run in the thread pool, off the event loop."""
+_HEAD_LIMIT = 2**20
+"""Longest request head (request line and headers) accepted, in bytes."""
 
 
-class ShapingProxy(LoopbackHTTPServer):
+class _Request:
+    """One parsed request: method, target (path and query), headers in order, body."""
+
+    __slots__ = ("body", "headers", "method", "target", "version")
+
+    def __init__(self, head: bytes) -> None:
+        line, *fields = head.decode("latin-1").split("\r\n")
+        self.method, self.target, self.version = line.split(" ", 2)
+        self.headers: list[tuple[str, str]] = []
+        for field in fields:
+            if field:
+                name, _, value = field.partition(":")
+                self.headers.append((name.strip(), value.strip()))
+        self.body: bytes | None = None
+
+    def get(self, name: str, default: str = "") -> str:
+        name = name.lower()
+        return next((v for k, v in self.headers if k.lower() == name), default)
+
+    @property
+    def path(self) -> str:
+        return self.target.split("?")[0]
+
+    @property
+    def keep_alive(self) -> bool:
+        connection = self.get("Connection").lower()
+        if self.version == "HTTP/1.0":
+            return "keep-alive" in connection
+        return "close" not in connection
+
+
+class ShapingProxy:
     """Reverse proxy to ``upstream`` with latency, bandwidth and overhead.
 
     Parameters
@@ -84,128 +130,248 @@ class ShapingProxy(LoopbackHTTPServer):
         """Requests still to refuse with 403, one each, from the next on (tests of retries)."""
         self.log = RequestLog()
         self._link_free_at = 0.0
-        self._link_lock = threading.Lock()
+        self._lock = threading.Lock()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._thread: threading.Thread | None = None
+        self._server: asyncio.Server | None = None
+        self._pool: concurrent.futures.ThreadPoolExecutor | None = None
+        self._writers: set[asyncio.StreamWriter] = set()
+        self._port = 0
 
     @property
     def url(self) -> str:
         """Endpoint URL of the proxy."""
-        assert self._server is not None, "proxy not started"
-        return f"http://127.0.0.1:{self._server.server_address[1]}"
+        assert self._loop is not None, "proxy not started"
+        return f"http://127.0.0.1:{self._port}"
 
-    # -- shaping ------------------------------------------------------------------------
-    def _wait_round_trip(self) -> None:
+    # -- life cycle -----------------------------------------------------------------------
+    def __enter__(self) -> Self:
+        self._pool = concurrent.futures.ThreadPoolExecutor(64, thread_name_prefix="proxy-up")
+        self._loop = asyncio.new_event_loop()
+        ready = threading.Event()
+        self._thread = threading.Thread(target=self._run, args=(ready,), daemon=True)
+        self._thread.start()
+        if not ready.wait(30) or self._server is None:
+            self.stop()
+            raise RuntimeError("the shaping proxy did not start")
+        return self
+
+    def _run(self, ready: threading.Event) -> None:
+        loop = self._loop
+        assert loop is not None
+        asyncio.set_event_loop(loop)
+        try:
+            self._server = loop.run_until_complete(
+                asyncio.start_server(
+                    self._connection, "127.0.0.1", 0, backlog=1024, limit=_HEAD_LIMIT
+                )
+            )
+            self._port = self._server.sockets[0].getsockname()[1]
+        finally:
+            ready.set()
+        loop.call_later(self.lifetime, self._halt)
+        loop.run_forever()
+        tasks = asyncio.all_tasks(loop)
+        for task in tasks:
+            task.cancel()
+        loop.run_until_complete(asyncio.gather(*tasks, return_exceptions=True))
+        loop.close()
+
+    def _halt(self) -> None:
+        """In the loop: stop listening, drop the connections, stop the loop."""
+        if self._server is not None:
+            self._server.close()
+        for writer in list(self._writers):
+            writer.close()
+        assert self._loop is not None
+        self._loop.stop()
+
+    def stop(self) -> None:
+        """Stop serving and release the port."""
+        loop, thread = self._loop, self._thread
+        self._thread = None
+        if loop is not None and thread is not None and thread.is_alive():
+            if threading.current_thread() is thread:
+                self._halt()
+                return
+            loop.call_soon_threadsafe(self._halt)
+            thread.join(10)
+        if self._pool is not None:
+            self._pool.shutdown(wait=False, cancel_futures=True)
+            self._pool = None
+
+    def __exit__(self, *exc: Any) -> None:
+        self.stop()
+
+    # -- shaping --------------------------------------------------------------------------
+    async def _wait_round_trip(self) -> None:
         delay = self.rtt + self.overhead
         if delay > 0:
-            time.sleep(delay)
+            await asyncio.sleep(delay)
 
-    def _send(self, wfile: Any, data: bytes) -> None:
+    async def _send(self, writer: asyncio.StreamWriter, data: bytes) -> None:
         """Write ``data`` at the link's pace."""
-        for i in range(0, len(data), _CHUNK):
-            chunk = data[i : i + _CHUNK]
+        view = memoryview(data)
+        for i in range(0, len(view), _CHUNK):
+            chunk = view[i : i + _CHUNK]
             if self.bandwidth:
-                with self._link_lock:
-                    now = time.monotonic()
-                    start = max(now, self._link_free_at)
-                    self._link_free_at = start + len(chunk) / self.bandwidth
-                    wait = self._link_free_at - now
+                now = time.monotonic()
+                start = max(now, self._link_free_at)
+                self._link_free_at = start + len(chunk) / self.bandwidth
+                wait = self._link_free_at - now
                 if wait > 0:
-                    time.sleep(wait)
-            wfile.write(chunk)
+                    await asyncio.sleep(wait)
+            writer.write(chunk)
+            await writer.drain()
+
+    def _refused(self) -> bool:
+        with self._lock:
+            if self.refuse > 0:
+                self.refuse -= 1
+                return True
+        return self.deadline is not None and time.monotonic() > self.deadline
+
+    # -- serving --------------------------------------------------------------------------
+    async def _connection(
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+    ) -> None:
+        """Serve the requests of one client connection, in turn, until it closes."""
+        self._writers.add(writer)
+        upstream: list[http.client.HTTPConnection | None] = [None]
+        try:
+            while True:
+                try:
+                    head = await reader.readuntil(b"\r\n\r\n")
+                except (asyncio.IncompleteReadError, asyncio.LimitOverrunError):
+                    return
+                request = _Request(head[:-4])
+                request.body = await _read_body(reader, request)
+                if not await self._respond(request, writer, upstream):
+                    return
+        except (ConnectionError, asyncio.IncompleteReadError, ValueError):
+            return
+        except asyncio.CancelledError:  # the proxy stops: end quietly (the loop is closing)
+            return
+        finally:
+            self._writers.discard(writer)
+            if upstream[0] is not None:
+                upstream[0].close()
+            writer.close()
+
+    async def _respond(
+        self,
+        request: _Request,
+        writer: asyncio.StreamWriter,
+        upstream: list[http.client.HTTPConnection | None],
+    ) -> bool:
+        """Answer one request; return whether the connection stays open."""
+        if self._refused():
+            self.log.add(request.method, request.target, None, None, 0)
+            writer.write(_head(403, "refused", [("Content-Length", "0")]))
+            await writer.drain()
+            return request.keep_alive
+        filename = self.local_objects.get(request.path)
+        if request.method == "GET" and filename is not None:
+            await self._local_get(request, filename, writer)
+            return request.keep_alive
+        assert self._loop is not None
+        try:
+            status, reason, headers, data = await self._loop.run_in_executor(
+                self._pool, self._forward, upstream, request
+            )
+        except (http.client.HTTPException, OSError):
+            writer.write(_head(502, "Bad Gateway", [("Content-Length", "0")]))
+            await writer.drain()
+            return False
+        await self._wait_round_trip()
+        head = request.method == "HEAD"
+        fields = [
+            (k, v)
+            for k, v in headers
+            if k.lower() not in _HOP and (head or k.lower() != "content-length")
+        ]
+        if not head:
+            fields.append(("Content-Length", str(len(data))))
+        writer.write(_head(status, reason, fields))
+        match = _RANGE.match(request.get("Range"))
+        start = int(match.group(1)) if match else None
+        self.log.add(request.method, request.target, start, None, len(data))
+        if not head:
+            await self._send(writer, data)
+        else:
+            await writer.drain()
+        return request.keep_alive
+
+    async def _local_get(self, request: _Request, filename: str, writer: Any) -> None:
+        """Serve a GET of a local object, reading only the range asked for."""
+        size = os.path.getsize(filename)
+        match = _RANGE.match(request.get("Range"))
+        start, stop = 0, size
+        if match:
+            start = int(match.group(1))
+            stop = min(size, int(match.group(2)) + 1) if match.group(2) else size
+        length = max(0, stop - start)
+        if length > _BIG_READ:
+            assert self._loop is not None
+            body = await self._loop.run_in_executor(self._pool, _pread, filename, start, length)
+        else:
+            body = _pread(filename, start, length)
+        await self._wait_round_trip()
+        fields = [
+            ("Content-Length", str(len(body))),
+            ("Accept-Ranges", "bytes"),
+            ("ETag", f'"{int(os.path.getmtime(filename))}-{size}"'),
+        ]
+        if match:
+            fields.insert(0, ("Content-Range", f"bytes {start}-{stop - 1}/{size}"))
+        writer.write(_head(206 if match else 200, "Partial Content" if match else "OK", fields))
+        self.log.add("GET", request.target, start, stop, len(body))  # before the client has it
+        await self._send(writer, body)
 
     def _forward(
-        self, handler: Any, method: str, path: str, headers: dict[str, str], body: bytes | None
-    ) -> http.client.HTTPResponse:
-        """Send the request upstream on the client connection's own upstream connection."""
+        self, upstream: list[http.client.HTTPConnection | None], request: _Request
+    ) -> tuple[int, str, list[tuple[str, str]], bytes]:
+        """In the pool: send the request upstream on the client connection's own connection."""
+        headers = {k: v for k, v in request.headers if k.lower() not in _HOP}
         for attempt in (0, 1):
-            if handler.upstream_conn is None:
-                handler.upstream_conn = http.client.HTTPConnection(*self.upstream, timeout=120)
+            conn = upstream[0]
+            if conn is None:
+                conn = upstream[0] = http.client.HTTPConnection(*self.upstream, timeout=120)
             try:
-                handler.upstream_conn.request(method, path, body=body, headers=headers)
-                return handler.upstream_conn.getresponse()
+                conn.request(request.method, request.target, body=request.body, headers=headers)
+                resp = conn.getresponse()
+                return resp.status, resp.reason, resp.getheaders(), resp.read()
             except (http.client.HTTPException, OSError):
-                handler.upstream_conn.close()
-                handler.upstream_conn = None
+                conn.close()
+                upstream[0] = None
                 if attempt:
                     raise
         raise AssertionError("unreachable")
 
-    def _refused(self) -> bool:
-        with self._link_lock:
-            if self.refuse > 0:
-                self.refuse -= 1
-                return True
-            return False
 
-    # -- server -------------------------------------------------------------------------
-    def _handler(self) -> type[BaseHTTPRequestHandler]:
-        proxy = self
+async def _read_body(reader: asyncio.StreamReader, request: _Request) -> bytes | None:
+    """The request's body: ``Content-Length`` bytes, or its chunks joined."""
+    if "chunked" in request.get("Transfer-Encoding").lower():
+        parts: list[bytes] = []
+        while True:
+            size = int((await reader.readuntil(b"\r\n")).split(b";")[0], 16)
+            if size == 0:
+                while (await reader.readuntil(b"\r\n")) != b"\r\n":  # trailer fields
+                    pass
+                return b"".join(parts)
+            parts.append(await reader.readexactly(size))
+            await reader.readexactly(2)
+    length = int(request.get("Content-Length") or 0)
+    return await reader.readexactly(length) if length else None
 
-        class Handler(BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
-            upstream_conn: http.client.HTTPConnection | None = None
 
-            def log_message(self, *args: Any) -> None:
-                pass
+def _head(status: int, reason: str, fields: list[tuple[str, str]]) -> bytes:
+    """A response's status line and header fields."""
+    lines = [f"HTTP/1.1 {status} {reason}", *(f"{k}: {v}" for k, v in fields), "", ""]
+    return "\r\n".join(lines).encode("latin-1")
 
-            def finish(self) -> None:
-                super().finish()
-                if self.upstream_conn is not None:
-                    self.upstream_conn.close()
 
-            def _local_get(self, filename: str) -> None:
-                size = os.path.getsize(filename)
-                match = _RANGE.match(self.headers.get("Range", ""))
-                start, stop = 0, size
-                if match:
-                    start = int(match.group(1))
-                    stop = min(size, int(match.group(2)) + 1) if match.group(2) else size
-                with open(filename, "rb") as fh:
-                    fh.seek(start)
-                    body = fh.read(max(0, stop - start))
-                proxy._wait_round_trip()
-                self.send_response(206 if match else 200)
-                if match:
-                    self.send_header("Content-Range", f"bytes {start}-{stop - 1}/{size}")
-                self.send_header("Content-Length", str(len(body)))
-                self.send_header("Accept-Ranges", "bytes")
-                self.send_header("ETag", f'"{int(os.path.getmtime(filename))}-{size}"')
-                self.end_headers()
-                proxy.log.add("GET", self.path, start, stop, len(body))  # before the client has it
-                proxy._send(self.wfile, body)
-
-            def _proxy(self) -> None:
-                if proxy._refused() or (
-                    proxy.deadline is not None and time.monotonic() > proxy.deadline
-                ):
-                    proxy.log.add(self.command, self.path, None, None, 0)
-                    self.send_response(403, "refused")
-                    self.send_header("Content-Length", "0")
-                    self.end_headers()
-                    return
-                path = self.path.split("?")[0]
-                if self.command == "GET" and path in proxy.local_objects:
-                    self._local_get(proxy.local_objects[path])
-                    return
-                length = int(self.headers.get("Content-Length") or 0)
-                body = self.rfile.read(length) if length else None
-                headers = {k: v for k, v in self.headers.items() if k.lower() not in _HOP}
-                resp = proxy._forward(self, self.command, self.path, headers, body)
-                data = resp.read()
-                proxy._wait_round_trip()
-                self.send_response(resp.status, resp.reason)
-                head = self.command == "HEAD"
-                for key, value in resp.getheaders():
-                    if key.lower() not in _HOP and (head or key.lower() != "content-length"):
-                        self.send_header(key, value)
-                if not head:
-                    self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                match = _RANGE.match(self.headers.get("Range", ""))
-                start = int(match.group(1)) if match else None
-                proxy.log.add(self.command, self.path, start, None, len(data))
-                if not head:
-                    proxy._send(self.wfile, data)
-
-            do_GET = do_HEAD = do_PUT = do_POST = do_DELETE = _proxy
-
-        return Handler
+def _pread(filename: str, start: int, length: int) -> bytes:
+    with open(filename, "rb") as fh:
+        fh.seek(start)
+        return fh.read(length)

@@ -104,7 +104,8 @@ class RangeHTTPServer(LoopbackHTTPServer):
     Parameters
     ----------
     files : dict of str to bytes, optional
-        Objects served at ``/<name>``; more can be added with :meth:`put`.
+        Objects served at ``/<name>``; more can be added with :meth:`put`, or by a
+        client's PUT (with ``Content-Length``).
     ignore_range : bool
         If true, answer every GET with the whole object (status 200), as some
         servers do; clients must still read correctly.
@@ -160,6 +161,15 @@ class RangeHTTPServer(LoopbackHTTPServer):
                 self.send_header("Content-Length", str(len(data)))
                 self.send_header("Accept-Ranges", "none" if server.ignore_range else "bytes")
                 self.send_header("ETag", f'"{hash(data) & 0xFFFFFFFF:x}"')
+                self.end_headers()
+
+            def do_PUT(self) -> None:
+                length = int(self.headers.get("Content-Length") or 0)
+                body = self.rfile.read(length)
+                server.files[self.path.split("?")[0].lstrip("/")] = body
+                server.log.add("PUT", self.path, None, None, 0)
+                self.send_response(201)
+                self.send_header("Content-Length", "0")
                 self.end_headers()
 
             def do_GET(self) -> None:
