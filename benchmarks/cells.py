@@ -14,7 +14,8 @@ import numpy as np
 import pydicom
 
 import hdfsspec
-from hdfsspec.parse import build_index, parse_header
+from hdfsspec.locate import build_index
+from hdfsspec.parse import parse_header
 
 RANDOM_FRAMES = 200
 

@@ -24,7 +24,8 @@ from hdfsspec.errors import FrameIndexError
 from hdfsspec.index import UNKNOWN, FrameIndex
 from hdfsspec.items import slice_run
 from hdfsspec.link import LinkModel
-from hdfsspec.parse import ParsedHeader, number_of_frames, scanned_index
+from hdfsspec.locate import scanned_index
+from hdfsspec.parse import ParsedHeader, number_of_frames
 from hdfsspec.planning import block_ranges
 from hdfsspec.progress import Progress, ScanProgress
 from hdfsspec.scan import ItemScanner, group_fragments

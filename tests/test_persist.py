@@ -8,7 +8,8 @@ import fsspec
 import pytest
 from oracle import reference_frames
 
-from hdfsspec.parse import build_index, parse_header
+from hdfsspec.locate import build_index
+from hdfsspec.parse import parse_header
 from hdfsspec.persist import IndexStore, default_store, object_identity
 from hdfsspec.testing import CountingFileSystem, build_encapsulated, fake_jpeg_frames
 

@@ -1,0 +1,337 @@
+"""What the frame-aware cache learns of an object: its header, offset tables and frame index.
+
+:class:`LayoutCache` is the base of :class:`~hdfsspec.cache.DicomFrameCache`, which
+serves frames and bytes from what it learns. It holds the cache's state, makes every
+request (:meth:`LayoutCache._get` checks each length, counts it per phase and teaches
+the link model), parses the header on first use (or only the data set before a large
+Extended Offset Table, for highdicom's open: :attr:`LayoutCache.metadata`), reads the
+offset tables, and builds the frame index: from the tables, from a dual DICOM-TIFF
+file's tile table, or by walking the items (:class:`~hdfsspec.partial.PartialScan`),
+only as far as the frames asked for.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from fsspec.caching import BaseCache
+
+from hdfsspec._types import DEFAULT_OPTIONS, Fetch, FetchRanges, ReadOptions
+from hdfsspec.ahead import Ahead
+from hdfsspec.blocks import FrameBlocks
+from hdfsspec.errors import NotDicomError, ObjectChangedError
+from hdfsspec.index import UNKNOWN, FrameIndex
+from hdfsspec.items import find_items_end
+from hdfsspec.link import LinkModel
+from hdfsspec.locate import bot_beyond, held_bot_index, index_from_tables, tiff_index
+from hdfsspec.parse import ParsedHeader, parse_header
+from hdfsspec.partial import PartialScan
+from hdfsspec.planning import block_range
+from hdfsspec.progress import Progress
+from hdfsspec.stats import CacheStats
+
+__all__ = ["LayoutCache"]
+
+
+class LayoutCache(BaseCache):
+    """The part of :class:`~hdfsspec.cache.DicomFrameCache` that learns the layout.
+
+    Parameters are those of :class:`~hdfsspec.cache.DicomFrameCache`.
+    """
+
+    def __init__(
+        self,
+        blocksize: int,
+        fetcher: Fetch,
+        size: int,
+        fetch_ranges: FetchRanges | None = None,
+        path: str | None = None,
+        options: ReadOptions | None = None,
+        known: tuple[FrameIndex, bytes] | None = None,
+        on_index: Callable[[FrameIndex, bytes], None] | None = None,
+        link: LinkModel | None = None,
+        progress: Progress = None,
+        prefix: bytes = b"",
+        **overrides: Any,
+    ) -> None:
+        super().__init__(blocksize, fetcher, size)
+        self.options = (options or DEFAULT_OPTIONS).updated(**overrides)
+        self.path = path or getattr(getattr(fetcher, "__self__", None), "path", None)
+        self._fetch_ranges = fetch_ranges
+        self.link = link if link is not None else LinkModel()
+        self.progress = progress
+        self.stats = CacheStats()
+        self._lock = threading.RLock()
+        self._parsed: ParsedHeader | None = None
+        self._index: FrameIndex | None = None
+        self._heads: dict[int, bytes] = {}  # first bytes of the items a scan walked
+        self._blocks = FrameBlocks(self.options.max_cache_bytes)
+        self._tail: tuple[int, bytes] | None = None
+        self._tables: list[tuple[int, bytes]] = []  # offset tables read after the header
+        self._ahead: Ahead | None = None  # the rest of the BOT, read as soon as it is seen
+        self._metadata: ParsedHeader | None = None  # the data set alone (see ``metadata``)
+        self._header_ahead: Ahead | None = None  # the tables the metadata read deferred
+        self._held: FrameIndex | None = None  # index from the BOT entries held
+        self._held_known = False
+        self._scan: PartialScan | None = None  # the walk, without offset table
+        self._layout_error: Exception | None = None  # byte reads go straight through after it
+        self._known_prefix = known[1] if known is not None else prefix
+        if prefix:  # fetched for this file, with its info: one request
+            self.stats.record("header", 1, len(prefix), rounds=1)
+            self.miss_count += 1
+            self.total_requested_bytes += len(prefix)
+        if known is not None:
+            self.set_index(known[0])
+        self._on_index = on_index
+
+    # -- network -----------------------------------------------------------------------
+    def _get(
+        self,
+        ranges: Sequence[tuple[int, int]],
+        phase: str,
+        keep_whole: bool = False,
+        timed: bool = True,
+    ) -> list[bytes]:
+        """Fetch ranges (concurrently when possible), checking every length.
+
+        A server that ignores Range answers with the whole object: it is sliced,
+        or returned whole when ``keep_whole`` (the header buffer then keeps it).
+        ``timed=False`` is for requests that overlap others (a scan's windows,
+        fetched ahead): their time says nothing of the link on its own (nor does that
+        of any batch that overlapped another).
+        """
+        began = time.perf_counter()
+        flight = self.stats.begin()
+        try:
+            if self._fetch_ranges is not None and len(ranges) > 1:
+                out = self._fetch_ranges(list(ranges))
+            else:
+                out = [self.fetcher(a, b) for a, b in ranges]
+        finally:
+            alone = self.stats.end(flight)
+        seconds = time.perf_counter() - began if timed else 0.0
+        if timed and alone:  # overlapping batches share the link: their time is no sample
+            self.link.observe([b - a for a, b in ranges], seconds)
+        received = 0
+        for k, ((a, b), data) in enumerate(zip(ranges, out, strict=True)):
+            if isinstance(data, BaseException):
+                raise data
+            received += len(data)
+            if len(data) == self.size != b - a:  # the server ignored Range: whole object
+                if keep_whole:
+                    continue
+                out[k] = data = data[a:b]
+            if len(data) != b - a:
+                raise ObjectChangedError(
+                    f"asked for bytes {a}-{b} and received {len(data)}: the object is shorter "
+                    "than its reported size, or was replaced while being read",
+                    path=self.path,
+                    offset=a + len(data),
+                )
+        self.stats.record(phase, len(ranges), received, seconds)
+        self.miss_count += len(ranges)
+        self.total_requested_bytes += received
+        return out
+
+    def _fetch_one(self, start: int, stop: int) -> bytes:
+        if stop <= len(self._known_prefix):  # header bytes fetched with the info, or persisted
+            self.stats.hit("header")
+            return self._known_prefix[start:stop]
+        data = self._from_ahead(self._header_ahead, start, stop, "header")  # deferred tables
+        return data if data is not None else self._fetch_header_now(start, stop)
+
+    def _from_ahead(self, ahead: Ahead | None, start: int, stop: int, phase: str) -> bytes | None:
+        """The bytes a read ahead fetched for exactly ``[start, stop)``, counted as a hit."""
+        data = None if ahead is None else ahead.serve(start, stop)
+        if data is not None:
+            self.stats.hit(phase)
+        return data
+
+    def _fetch_header_now(self, start: int, stop: int) -> bytes:
+        return self._get([(start, stop)], "header", keep_whole=True)[0]
+
+    # -- layout --------------------------------------------------------------------------
+    @property
+    def parsed(self) -> ParsedHeader:
+        """The parsed header (fetched on first use)."""
+        if self._parsed is None:
+            if isinstance(self._layout_error, NotDicomError):
+                raise self._layout_error  # parsed once already: no second request
+            with self._lock:
+                if self._parsed is None:
+                    self._set_parsed(
+                        parse_header(
+                            self._fetch_one, self.size, path=self.path, options=self.options
+                        )
+                    )
+        assert self._parsed is not None
+        return self._parsed
+
+    def _set_parsed(self, parsed: ParsedHeader) -> None:
+        self._parsed = parsed
+        span = None if self._index is not None else bot_beyond(parsed)
+        if span is not None:  # wanted by the first frame beyond those it holds
+            self._ahead = Ahead(span, self._fetch_table_now)
+
+    @property
+    def metadata(self) -> ParsedHeader:
+        """The header for its data set: :attr:`parsed`, or the data set alone.
+
+        An Extended Offset Table beyond the first request is not waited for: the
+        result then holds the data set before it (``complete`` False) while the
+        table is read in the background, for :attr:`parsed` to use.
+        """
+        if self._parsed is not None:
+            return self._parsed
+        with self._lock:
+            if self._parsed is None and self._metadata is None:
+                meta = parse_header(
+                    self._fetch_one,
+                    self.size,
+                    path=self.path,
+                    options=self.options,
+                    defer_tables=True,
+                )
+                if meta.complete:  # no table deferred: the header itself
+                    self._set_parsed(meta)
+                    return meta
+                self._metadata = meta
+                if len(meta.prefix) > len(self._known_prefix):  # the full parse starts there
+                    self._known_prefix = meta.prefix
+                assert meta.header.deferred is not None
+                span = meta.header.deferred[1:]
+                self._header_ahead = Ahead(span, self._fetch_header_now)
+            return self._parsed if self._parsed is not None else self._metadata
+
+    @property
+    def index(self) -> FrameIndex:
+        """The complete frame index (built on first use; a scan is walked to the end)."""
+        return self.view()
+
+    def view(
+        self, frames: int | None = None, offset: int | None = None, ahead: int = 0
+    ) -> FrameIndex:
+        """An index of at least the first ``frames`` frames, or of the frames up to ``offset``.
+
+        Without offset table the items are walked only as far as needed (every item
+        already fetched is walked too): the index returned then holds the frames found
+        so far. With neither argument, or once the walk has reached the end, it is the
+        complete index. A non-zero ``ahead`` (a sequential reader passes its batch size)
+        keeps a walk's windows in flight past the frames asked for.
+        """
+        if self._index is not None:
+            return self._index
+        parsed = self.parsed
+        with self._lock:
+            if self._index is None and self._scan is None and parsed.bot is None:
+                held = self._held_bot()  # the table's first entries, held by the header
+                if held is not None and (frames, offset) != (None, None):
+                    if held.covers(frames, offset):
+                        return held
+            if self._index is None and self._scan is None:
+                index = index_from_tables(parsed, self._fetch_table)
+                if index is None:
+                    index = tiff_index(parsed, self._fetch_table, self._fetch_tables)
+                if index is None:
+                    fetch = lambda r: self._get(r, "index", timed=False)  # noqa: E731
+                    self._scan = PartialScan(
+                        parsed,
+                        fetch,
+                        self.options,
+                        self._blocks,
+                        self._heads,
+                        self.stats,
+                        self.link,
+                        self.progress,
+                    )
+                else:
+                    self._built(index)
+            if self._index is not None:
+                return self._index
+            assert self._scan is not None
+            index, complete = self._scan.view(frames, offset, ahead)
+            if complete:
+                self._scan = None
+                self._built(index)
+            return index
+
+    def _held_bot(self) -> FrameIndex | None:
+        if not self._held_known:
+            self._held, self._held_known = held_bot_index(self.parsed), True
+        return self._held
+
+    def _fetch_table(self, start: int, stop: int) -> bytes:
+        """Read part of an offset table; fetched bytes stay to serve byte reads of it."""
+        data = self._from_ahead(self._ahead, start, stop, "index")  # read since the header
+        return data if data is not None else self._fetch_table_now(start, stop)
+
+    def _fetch_table_now(self, start: int, stop: int) -> bytes:
+        return self._fetch_tables([(start, stop)])[0]
+
+    def _fetch_tables(self, ranges: Sequence[tuple[int, int]]) -> list[bytes]:
+        """Read ranges of offset tables, from the header bytes where they hold them."""
+        prefix = self.parsed.prefix
+        held = len(prefix)
+        wanted = [(max(a, held), b) for a, b in ranges if b > held]
+        fetched = iter(self._get(wanted, "index") if wanted else [])
+        out = []
+        for a, b in ranges:
+            data = prefix[a:b]
+            if b > held:
+                rest = next(fetched)
+                self._tables.append((max(a, held), rest))
+                data += rest
+            out.append(data)
+        if not wanted:
+            self.stats.hit("index", len(ranges))
+        return out
+
+    def _built(self, index: FrameIndex) -> None:
+        self._index = index
+        if self._on_index is not None:
+            self._on_index(index, self._header_bytes())
+
+    def _header_bytes(self) -> bytes:
+        """The header bytes with the offset tables read after them, where contiguous.
+
+        A Basic Offset Table beyond the first request is read with the index: the
+        persisted entry must hold it too, or the entry would not cover its header.
+        """
+        data = self.parsed.prefix
+        for base, piece in sorted(self._tables):
+            if base <= len(data) < base + len(piece):
+                data += piece[len(data) - base :]
+        return data
+
+    def set_index(self, index: FrameIndex) -> None:
+        """Use a known index (e.g. a persisted one) instead of building it."""
+        if index.size != self.size:
+            raise ObjectChangedError(
+                f"the index is for an object of {index.size} bytes, this one has {self.size}",
+                path=self.path,
+                offset=0,
+            )
+        with self._lock:
+            self._index = index
+
+    def _resolve_last(self) -> FrameIndex:
+        """Find the end of the last frame by walking its items from its start."""
+        index = self.index
+        if index.number_of_frames == 0 or int(index.stops[-1]) != UNKNOWN:
+            return index
+        start = int(index.starts[-1])
+        known = index.starts[1:] - index.starts[:-1] if index.number_of_frames > 1 else []
+        guess = max(64 * 1024, 2 * int(max(known, default=0)) + 16)
+        held = self.parsed.prefix[start:]  # the first request may already hold it
+        fetch = lambda a, b: self._get([(a, b)], "frames")[0]  # noqa: E731
+        pos, data = find_items_end(fetch, start, self.size, held, guess, path=self.path)
+        resolved = index.with_last_stop(pos)
+        with self._lock:
+            self._built(resolved)  # saved again, now with the last stop
+            _, bstop = block_range(resolved, index.number_of_frames - 1)
+            if bstop <= start + len(data):
+                self._blocks.put([(index.number_of_frames - 1, (start, data[: bstop - start]))])
+        return resolved
