@@ -48,12 +48,16 @@ def run_child(spec: dict[str, Any], timeout: float) -> dict[str, Any]:
 
 
 # -- persisted index, second open in a new process ----------------------------------------
-def persisted_cell(proxy: Any, t: Target, workload: str, expected: str, cap: float) -> Cell:
+def persisted_cell(
+    proxy: Any, t: Target, workload: str, expected: str, cap: float, repeat: int = 3
+) -> Cell:
     """Requests, bytes and seconds of a second cold process reusing a persisted index.
 
     In a fresh index store, a first child runs the workload and completes the index
-    (not recorded); a second child runs it again, measured. Its result's digest must
-    equal ``expected`` (the digest of the reference result).
+    (not recorded); then ``repeat`` children run it again, each measured, each timing
+    the local copy too. The row is the child of median seconds, held against the median
+    of the local times. Every result's digest must equal ``expected`` (the digest of
+    the reference result).
     """
     spec = {
         "mode": "workload",
@@ -71,18 +75,35 @@ def persisted_cell(proxy: Any, t: Target, workload: str, expected: str, cap: flo
         except (ChildError, subprocess.TimeoutExpired) as exc:
             cell.note = f"error building the index: {exc}"[:120]
             return cell
-        if not any(Path(store).rglob("*.idx")):
-            cell.note = "no index saved"
-        out = measured_child(proxy, {**measured, "index_cache": store}, cap, cell)
-    if out is not None:
-        cell.seconds = out["seconds"]
-        cell.rounds = out["stats"]["rounds"]
-        cell.local_seconds = out.get("local_seconds")
-        if out["digest"] != expected:
-            cell.note = "DIFFERENT VALUES"
-        elif out["stats"]["index"]["requests"] or out["stats"]["header"]["requests"] > 1:
-            # the open's one GET (size, ETag and the first bytes) is all the header may cost
-            cell.note = "header or index fetched again: the persisted index was not used"
+        saved = any(Path(store).rglob("*.idx"))
+        runs = []
+        for _ in range(max(1, repeat)):
+            run = Cell(t.name, workload, PERSISTED, 0, 0, 0.0)
+            out = measured_child(proxy, {**measured, "index_cache": store}, cap, run)
+            runs.append(_persisted_run(run, out, expected))
+            if run.note or run.capped:
+                break
+    runs.sort(key=lambda c: (bool(c.note) or c.capped, c.seconds))
+    cell = runs[len(runs) // 2] if not any(c.note or c.capped for c in runs) else runs[-1]
+    locals_ = sorted(c.local_seconds for c in runs if c.local_seconds is not None)
+    cell.local_seconds = locals_[len(locals_) // 2] if locals_ else None
+    if not saved and not cell.note:
+        cell.note = "no index saved"
+    return cell
+
+
+def _persisted_run(cell: Cell, out: Any, expected: str) -> Cell:
+    """Fill one measured run of a persisted-index row from the child's output."""
+    if out is None:
+        return cell
+    cell.seconds = out["seconds"]
+    cell.rounds = out["stats"]["rounds"]
+    cell.local_seconds = out.get("local_seconds")
+    if out["digest"] != expected:
+        cell.note = "DIFFERENT VALUES"
+    elif out["stats"]["index"]["requests"] or out["stats"]["header"]["requests"] > 1:
+        # the open's one GET (size, ETag and the first bytes) is all the header may cost
+        cell.note = "header or index fetched again: the persisted index was not used"
     return cell
 
 

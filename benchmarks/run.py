@@ -59,6 +59,8 @@ BUCKET = "bench"
 EVERY_FRAME = "every frame in order"
 WHOLE_GET = "one whole-object GET (s3fs cat_file)"
 LOCAL = "local copy (highdicom, no network)"
+PERSISTED_REPEAT = 3
+"""Measured children per persisted-index row (the median is kept)."""
 
 
 def run_cell(
@@ -163,42 +165,58 @@ def run_target(m: Matrix, t: Target) -> list[Cell]:
         runs = dict(m.methods)
         if wname == EVERY_FRAME:
             runs[WHOLE_GET] = None
+        medians = run_interleaved(m, t, wname, {n: o for n, o in runs.items() if n in REPEATED})
         for mname, opener in runs.items():
             if mname in opened_too_slow:
                 note = "open alone exceeds the cap"
                 cells.append(report(Cell(t.name, wname, mname, 0, 0, m.args.cap, True, note)))
                 continue
-            cell = run_method(m, t, wname, mname, opener)
+            cell = medians.get(mname) or median_cell(wname, mname, [run_once(m, t, wname, opener)])
             if cell.capped and wname == "open + metadata":
                 opened_too_slow.add(mname)
             cells.append(report(cell))
         reference = m.references.get((t.name, wname))
         if t.name in PERSISTED_TARGETS and wname in PORTABLE and reference is not None:
-            cells.append(report(persisted_cell(m.proxy, t, wname, digest(reference), m.args.cap)))
+            repeat = min(PERSISTED_REPEAT, m.args.repeat)
+            cell = persisted_cell(m.proxy, t, wname, digest(reference), m.args.cap, repeat)
+            cells.append(report(cell))
     return cells
 
 
 REPEATED = (LOCAL, "hdfsspec", WHOLE_GET)
 """Methods measured ``--repeat`` times (the run of median seconds is kept): the targets
-compare them with each other, so one noisy run must not decide."""
+compare them with each other, so one noisy run must not decide. Their runs alternate
+(local, hdfsspec, whole GET, local, ...), so that a slow spell of the machine falls on
+all of them alike instead of on the one measured during it."""
 
 
-def run_method(m: Matrix, t: Target, wname: str, mname: str, opener: Any) -> Cell:
-    """One cell; its result is checked against the reference (the first one measured)."""
-    runs = []
-    for _ in range(m.args.repeat if mname in REPEATED else 1):
-        if opener is None:  # the whole-object GET: bytes on the wire, no result to compare
-            cell, _ = run_cell(m.proxy, lambda t: None, whole_get(m.s3), t, m.args.cap)
-        else:
-            cell, result = run_cell(m.proxy, opener, WORKLOADS[wname][0], t, m.args.cap)
-            if not cell.capped and not cell.note:
-                reference = m.references.setdefault((t.name, wname), result)
-                if reference is not result and not frames_match(result, reference):
-                    cell.note = "DIFFERENT VALUES"
-        runs.append(cell)
-        if cell.capped or cell.note:
-            break
-    runs.sort(key=lambda c: (bool(c.note), c.seconds))
+def run_interleaved(m: Matrix, t: Target, wname: str, openers: dict[str, Any]) -> dict[str, Cell]:
+    """The median cell of each method of ``openers``, their ``--repeat`` runs alternating."""
+    runs: dict[str, list[Cell]] = {name: [] for name in openers}
+    for _ in range(m.args.repeat):
+        for name, opener in openers.items():
+            done = runs[name]
+            if not done or not (done[-1].capped or done[-1].note):  # a failed method stops
+                done.append(run_once(m, t, wname, opener))
+    return {name: median_cell(wname, name, cells) for name, cells in runs.items()}
+
+
+def run_once(m: Matrix, t: Target, wname: str, opener: Any) -> Cell:
+    """One run; its result is checked against the reference (the first one measured)."""
+    if opener is None:  # the whole-object GET: bytes on the wire, no result to compare
+        cell, _ = run_cell(m.proxy, lambda t: None, whole_get(m.s3), t, m.args.cap)
+        return cell
+    cell, result = run_cell(m.proxy, opener, WORKLOADS[wname][0], t, m.args.cap)
+    if not cell.capped and not cell.note:
+        reference = m.references.setdefault((t.name, wname), result)
+        if reference is not result and not frames_match(result, reference):
+            cell.note = "DIFFERENT VALUES"
+    return cell
+
+
+def median_cell(wname: str, mname: str, runs: list[Cell]) -> Cell:
+    """The run of median seconds (or the failed run, if one failed), named for its row."""
+    runs = sorted(runs, key=lambda c: (bool(c.note), c.seconds))
     cell = runs[len(runs) // 2] if not any(c.note for c in runs) else runs[-1]
     cell.workload, cell.method = wname, mname
     return cell

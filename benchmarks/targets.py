@@ -196,7 +196,9 @@ def targets_section(checks: list[Check]) -> list[str]:
         "## Targets (issue 4)",
         "",
         f"{passed} of {len(checks)} checks pass. Seconds of hdfsspec, the local copy and the "
-        "whole-object GET are the median of `--repeat` runs; round trips are hdfsspec's "
+        "whole-object GET are the median of `--repeat` runs, taken in turn; those of a "
+        "persisted-index row, the median of three new processes (and of their local "
+        "times); round trips are hdfsspec's "
         "`stats.rounds` (the open's GET is one); the scan rate is the bytes of the index "
         "phase over its wall time. The 200-random-frames targets are checked where an "
         "offset table exists (a cold open of an object without one must scan first; the "
