@@ -112,13 +112,17 @@ class ItemScanner:
     def _fill(self) -> None:
         """Keep ``scan_concurrency`` windows in flight, contiguous, up to the limit."""
         opts, limit = self.options, self._limit()
+        first = self.requests == 0 and not self._pending
         if not self._pending:
             end = self.base + len(self.chunk)
             # continue where the last window ended when the skipped bytes are few: the
             # windows stay contiguous and the cache can keep their frames
             self._next = end if self.pos <= end + opts.scan_window else self.pos
-        while len(self._pending) < opts.scan_concurrency and self._next < limit:
-            start, stop = self._next, min(limit, self._next + opts.scan_window)
+        free = opts.scan_concurrency - len(self._pending)
+        for size in self._window_sizes(free, limit - self._next, first):
+            if self._next >= limit:
+                break
+            start, stop = self._next, min(limit, self._next + size)
             if self._pool is None:
                 self._pool = ThreadPoolExecutor(
                     opts.scan_concurrency, thread_name_prefix="hdfsspec-scan"
@@ -126,6 +130,25 @@ class ItemScanner:
             future = self._pool.submit(self._fetch_ranges, [(start, stop)])
             self._pending.append((start, stop, future))
             self._next = stop
+
+    def _window_sizes(self, free: int, remaining: int, first: bool) -> list[int]:
+        """Sizes of the next ``free`` windows, ``remaining`` bytes before the limit.
+
+        Concurrent responses share the link, so windows started together end together
+        and the next ones then wait a round trip on an idle link. So the walk's first
+        round is staggered (windows of 1/n, 2/n ... of ``scan_window``: one ends, the
+        next is asked for, while the others still use the link), and a last stretch
+        only a little longer than one round is split evenly across it (one round that
+        ends together, not a round and a short tail).
+        """
+        window, n = self.options.scan_window, self.options.scan_concurrency
+        if remaining <= free * window:  # one round of whole windows reaches the limit
+            return [window] * free
+        if remaining <= free * window * 3 // 2:
+            return [-(-remaining // free)] * free
+        if first:
+            return [max(1, window * k // n) for k in range(n - free + 1, n + 1)]
+        return [window] * free
 
     def _take(self) -> None:
         """Wait for the next window fetched ahead and make it the walk's buffer."""

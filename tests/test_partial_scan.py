@@ -10,7 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from oracle import reference_frames
 
-from hdfsspec import FrameIndexError
+from hdfsspec import FrameIndexError, ReadOptions
 from hdfsspec.testing import CountingFileSystem, build_encapsulated, fake_jpeg_frames
 
 FRAMES = fake_jpeg_frames(2000, seed=4, min_size=900, max_size=1100)
@@ -22,15 +22,9 @@ def open_counted(blob: bytes, name: str, **options):
     target = fsspec.filesystem("memory")
     target.pipe(f"/partial/{name}", blob)
     counting = CountingFileSystem(fs=target)
+    options = {"first_request": 4096, "scan_window": WINDOW, "scan_concurrency": 2, **options}
     fs = fsspec.filesystem(
-        "dicom",
-        fs=counting,
-        skip_instance_cache=True,
-        index_cache=False,
-        first_request=4096,
-        scan_window=WINDOW,
-        scan_concurrency=2,
-        **options,
+        "dicom", fs=counting, skip_instance_cache=True, index_cache=False, **options
     )
     return fs.open(f"/partial/{name}"), counting
 
@@ -203,3 +197,39 @@ def test_a_truncated_object_stops_the_scan_with_a_typed_error():
             f.index  # noqa: B018
         assert "cut.dcm" in str(err.value)
         assert f.cache._scan.scanner._pool is None  # no windows left in flight
+
+
+def test_a_walk_staggers_its_first_round_and_ends_without_a_short_tail():
+    """Windows started together end together (they share the link): the first round is
+    staggered, and a last stretch a little longer than a round is split evenly."""
+    f, counting = open_counted(BLOB, "windows.dcm", scan_concurrency=4)
+    with f:
+        assert f.index.number_of_frames == 2000  # the whole walk, no goal
+        sizes = [b - a for _, a, b in counting.ranges[1:]]  # after the header request
+        assert sizes[:4] == [WINDOW // 4, WINDOW // 2, 3 * WINDOW // 4, WINDOW]  # staggered
+        end = counting.ranges[-1][2]
+        assert end == f.size and len(set(sizes[4:-4])) <= 1  # then whole windows
+        tail = sizes[-4:]
+        assert max(tail) <= WINDOW * 3 // 2 and min(tail) >= WINDOW // 4  # no short tail
+        assert counting.bytes <= len(BLOB) + 4096  # each byte fetched once
+        assert f.read_frames([0, 1999]) == [FRAMES[0], FRAMES[1999]]
+    counting.reset()
+    f, counting = open_counted(BLOB, "near.dcm", scan_concurrency=4)
+    with f:  # a near goal: one round of whole windows, not staggered
+        assert f.read_frames([20]) == [FRAMES[20]]
+        assert all(b - a == WINDOW for _, a, b in counting.ranges[1:])
+
+
+def test_window_sizes_for_each_case():
+    from hdfsspec.parse import parse_header
+    from hdfsspec.scan import ItemScanner
+
+    opts = ReadOptions(scan_window=1000, scan_concurrency=4)
+    parsed = parse_header(lambda a, b: BLOB[a:b], len(BLOB))
+    scanner = ItemScanner(parsed, lambda r: [BLOB[a:b] for a, b in r], 2000, opts)
+    assert scanner._window_sizes(4, 4000, first=True) == [1000] * 4  # one round reaches it
+    assert scanner._window_sizes(4, 5000, first=True) == [1250] * 4  # split evenly
+    assert scanner._window_sizes(4, 9000, first=True) == [250, 500, 750, 1000]
+    assert scanner._window_sizes(2, 9000, first=True) == [750, 1000]
+    assert scanner._window_sizes(4, 9000, first=False) == [1000] * 4
+    assert scanner._window_sizes(1, 1400, first=False) == [1400]
