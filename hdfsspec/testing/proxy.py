@@ -51,6 +51,8 @@ _HOP = {
 }
 _RANGE = re.compile(r"bytes=(\d+)-(\d*)$")
 _CHUNK = 256 * 1024
+_BURST = 0.004
+"""Seconds of link time a response may send at once to catch up with the schedule."""
 _BIG_READ = 2**20
 """Local reads larger than this run in the thread pool, off the event loop."""
 _HEAD_LIMIT = 2**20
@@ -216,10 +218,12 @@ class ShapingProxy:
             chunk = view[i : i + _CHUNK]
             if self.bandwidth:
                 now = time.monotonic()
-                start = max(now, self._link_free_at)
+                # the link's schedule is kept across chunks: time lost to the loop's
+                # timer (a millisecond or two per sleep) is made up, up to _BURST late
+                start = max(now - _BURST, self._link_free_at)
                 self._link_free_at = start + len(chunk) / self.bandwidth
                 wait = self._link_free_at - now
-                if wait > 0:
+                if wait > _BURST / 2:
                     await asyncio.sleep(wait)
             writer.write(chunk)
             await writer.drain()
