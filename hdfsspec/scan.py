@@ -134,19 +134,15 @@ class ItemScanner:
     def _window_sizes(self, free: int, remaining: int, first: bool) -> list[int]:
         """Sizes of the next ``free`` windows, ``remaining`` bytes before the limit.
 
-        Concurrent responses share the link, so windows started together end together
-        and the next ones then wait a round trip on an idle link. So the walk's first
-        round is staggered (windows of 1/n, 2/n ... of ``scan_window``: one ends, the
-        next is asked for, while the others still use the link), and a last stretch
-        only a little longer than one round is split evenly across it (one round that
-        ends together, not a round and a short tail).
+        Concurrent responses share the link, so windows asked for together arrive
+        together: the walk of each then waits for the one before, and the next windows
+        are asked for only once they are all in, on an idle link. So the walk's first
+        round is staggered (windows of 1/n, 2/n ... n/n of ``scan_window``): the small
+        ones arrive first and are walked while the others still come in, and each
+        next window is asked for while the link is busy.
         """
         window, n = self.options.scan_window, self.options.scan_concurrency
-        if remaining <= free * window:  # one round of whole windows reaches the limit
-            return [window] * free
-        if remaining <= free * window * 3 // 2:
-            return [-(-remaining // free)] * free
-        if first:
+        if first and remaining > window:
             return [max(1, window * k // n) for k in range(n - free + 1, n + 1)]
         return [window] * free
 

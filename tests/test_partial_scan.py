@@ -199,25 +199,24 @@ def test_a_truncated_object_stops_the_scan_with_a_typed_error():
         assert f.cache._scan.scanner._pool is None  # no windows left in flight
 
 
-def test_a_walk_staggers_its_first_round_and_ends_without_a_short_tail():
-    """Windows started together end together (they share the link): the first round is
-    staggered, and a last stretch a little longer than a round is split evenly."""
+def test_a_walk_staggers_its_first_round():
+    """Windows asked for together arrive together (they share the link): the first
+    round is staggered, so that the walk of the first overlaps the others' transfer."""
     f, counting = open_counted(BLOB, "windows.dcm", scan_concurrency=4)
     with f:
         assert f.index.number_of_frames == 2000  # the whole walk, no goal
         sizes = [b - a for _, a, b in counting.ranges[1:]]  # after the header request
         assert sizes[:4] == [WINDOW // 4, WINDOW // 2, 3 * WINDOW // 4, WINDOW]  # staggered
-        end = counting.ranges[-1][2]
-        assert end == f.size and len(set(sizes[4:-4])) <= 1  # then whole windows
-        tail = sizes[-4:]
-        assert max(tail) <= WINDOW * 3 // 2 and min(tail) >= WINDOW // 4  # no short tail
+        assert set(sizes[4:-1]) == {WINDOW}  # then whole windows, up to the end
+        assert counting.ranges[-1][2] == f.size
         assert counting.bytes <= len(BLOB) + 4096  # each byte fetched once
         assert f.read_frames([0, 1999]) == [FRAMES[0], FRAMES[1999]]
-    counting.reset()
     f, counting = open_counted(BLOB, "near.dcm", scan_concurrency=4)
-    with f:  # a near goal: one round of whole windows, not staggered
-        assert f.read_frames([20]) == [FRAMES[20]]
-        assert all(b - a == WINDOW for _, a, b in counting.ranges[1:])
+    with f:  # a near goal: staggered too, and stopped near it
+        assert f.read_frames([5]) == [FRAMES[5]]
+        sizes = [b - a for _, a, b in counting.ranges[1:]]
+        assert sizes[:2] == [WINDOW // 4, WINDOW // 2] and f.cache._index is None
+        assert counting.bytes <= 4096 + 5 * WINDOW
 
 
 def test_window_sizes_for_each_case():
@@ -227,9 +226,8 @@ def test_window_sizes_for_each_case():
     opts = ReadOptions(scan_window=1000, scan_concurrency=4)
     parsed = parse_header(lambda a, b: BLOB[a:b], len(BLOB))
     scanner = ItemScanner(parsed, lambda r: [BLOB[a:b] for a, b in r], 2000, opts)
-    assert scanner._window_sizes(4, 4000, first=True) == [1000] * 4  # one round reaches it
-    assert scanner._window_sizes(4, 5000, first=True) == [1250] * 4  # split evenly
     assert scanner._window_sizes(4, 9000, first=True) == [250, 500, 750, 1000]
+    assert scanner._window_sizes(4, 2500, first=True) == [250, 500, 750, 1000]  # cut at 2500
     assert scanner._window_sizes(2, 9000, first=True) == [750, 1000]
+    assert scanner._window_sizes(4, 1000, first=True) == [1000] * 4  # within one window
     assert scanner._window_sizes(4, 9000, first=False) == [1000] * 4
-    assert scanner._window_sizes(1, 1400, first=False) == [1400]
