@@ -162,6 +162,9 @@ class Header:
         (``read_header(..., defer_tables=True)``): the offset of the table's element
         (the data set read so far ends there), and ``[start, stop)``, the bytes still
         to read up to the first frame item. Nothing after the element is known then.
+    nesting : tuple of (depth, offset, tag)
+        The top-level element whose sequences nest deepest: how many sequences and
+        items deep, its offset and its tag (``(0, 0, 0)`` without nesting).
     """
 
     transfer_syntax_uid: str
@@ -173,6 +176,7 @@ class Header:
     eot: tuple[int, int] | None
     eot_lengths: tuple[int, int] | None
     deferred: tuple[int, int, int] | None = None
+    nesting: tuple[int, int, int] = (0, 0, 0)
 
     @property
     def is_implicit_vr(self) -> bool:
@@ -194,6 +198,7 @@ class _Walker:
         self.buf = buf
         self.implicit = implicit
         self.end = "<" if little else ">"
+        self.deepest = (0, 0, 0)  # (depth, offset, tag) of the deepest nesting walked
 
     def tag(self, pos: int) -> int:
         group, elem = struct.unpack(self.end + "HH", self.buf.read(pos, 4, what="element tag"))
@@ -216,36 +221,41 @@ class _Walker:
         (length,) = struct.unpack(self.end + "H", self.buf.read(pos + 6, 2, tag=tag))
         return tag, pos + 8, length
 
-    def skip_undefined(self, pos: int, tag: int) -> int:
-        """Skip an undefined-length value starting at ``pos``; return the offset after it."""
-        while True:
-            item_tag, value, length = self.element(pos)
-            if item_tag == SEQUENCE_DELIMITER:
-                return value
-            if item_tag != ITEM:
+    def skip_undefined(self, pos: int, tag: int, at: int | None = None) -> int:
+        """Skip an undefined-length value starting at ``pos``; return the offset after it.
+
+        Nested sequences and items are walked with a stack of their own, not by
+        recursion: how deep they nest is bounded by the object's size, not by Python's.
+        ``at`` is the offset of the element (for :attr:`deepest`; default ``pos``).
+        """
+        stack = [(True, tag)]  # per open level: (a sequence, not an item?, its tag)
+        start, depth = pos if at is None else at, 1
+        while stack:
+            in_sequence, owner = stack[-1]
+            elem_tag, value, length = self.element(pos)
+            if elem_tag == (SEQUENCE_DELIMITER if in_sequence else ITEM_DELIMITER):
+                stack.pop()
+                pos = value
+                continue
+            if in_sequence and elem_tag != ITEM:
                 raise NotDicomError(
-                    f"expected an item or a sequence delimiter in {tag:08X}, found {item_tag:08X}",
+                    f"expected an item or a sequence delimiter in {owner:08X}, "
+                    f"found {elem_tag:08X}",
                     path=self.buf.path,
                     offset=pos,
-                    tag=item_tag,
+                    tag=elem_tag,
                 )
-            if length == UNDEFINED:
-                pos = self.skip_dataset(value)
+            if length == UNDEFINED:  # an item's data set, or a sequence inside one
+                stack.append((not in_sequence, elem_tag))
+                depth = max(depth, len(stack))
+                pos = value
             else:
-                self.buf.ensure(value + length, tag=item_tag, what="item", at=pos)
+                what = "item" if in_sequence else "element"
+                self.buf.ensure(value + length, tag=elem_tag, what=what, at=pos)
                 pos = value + length
-
-    def skip_dataset(self, pos: int) -> int:
-        """Skip a nested data set ending with an Item Delimitation Item."""
-        while True:
-            tag, value, length = self.element(pos)
-            if tag == ITEM_DELIMITER:
-                return value
-            if length == UNDEFINED:
-                pos = self.skip_undefined(value, tag)
-            else:
-                self.buf.ensure(value + length, tag=tag, at=pos)
-                pos = value + length
+        if depth > self.deepest[0]:
+            self.deepest = (depth, start, tag)
+        return pos
 
 
 def _file_meta(buf: PrefixBuffer) -> tuple[str, int]:
@@ -323,9 +333,19 @@ def read_header(buf: PrefixBuffer, defer_tables: bool = False) -> Header:
         if tag in PIXEL_TAGS:
             if length != UNDEFINED:
                 buf.ensure(min(value, buf.size), tag=tag)
-            return Header(syntax, start, pos, PIXEL_TAGS[tag], value, length, eot, eot_lengths)
+            return Header(
+                syntax,
+                start,
+                pos,
+                PIXEL_TAGS[tag],
+                value,
+                length,
+                eot,
+                eot_lengths,
+                nesting=walker.deepest,
+            )
         if length == UNDEFINED:
-            pos = walker.skip_undefined(value, tag)
+            pos = walker.skip_undefined(value, tag, at=pos)
             continue
         if tag == EXTENDED_OFFSET_TABLE:
             eot = (value, length)
@@ -336,10 +356,12 @@ def read_header(buf: PrefixBuffer, defer_tables: bool = False) -> Header:
             stop = min(buf.size, value + 2 * length + 52)
             if defer_tables and stop > len(buf.data) and value + length <= buf.size:
                 deferred = (pos, len(buf.data), stop)
-                return Header(syntax, start, None, None, buf.size, 0, eot, None, deferred)
+                return Header(
+                    syntax, start, None, None, buf.size, 0, eot, None, deferred, walker.deepest
+                )
             buf.ensure(stop, tag=tag, at=pos, margin=0)
         elif tag == EXTENDED_OFFSET_TABLE_LENGTHS:
             eot_lengths = (value, length)
         buf.ensure(value + length, tag=tag, at=pos)
         pos = value + length
-    return Header(syntax, start, None, None, buf.size, 0, eot, eot_lengths)
+    return Header(syntax, start, None, None, buf.size, 0, eot, eot_lengths, nesting=walker.deepest)

@@ -75,7 +75,7 @@ class ParsedHeader:
         stop = self.header.pixel_data_offset or self.size
         if self.header.deferred is not None:
             stop = self.header.deferred[0]
-        return _read_dataset(self.prefix[:stop], self.path)
+        return _read_dataset(self.prefix[:stop], self.path, self.header.nesting)
 
 
 def parse_header(
@@ -113,7 +113,7 @@ def parse_header(
     header = read_header(buf, defer_tables)
     if header.deferred is not None:  # the data set before the Extended Offset Table
         element = header.deferred[0]
-        dataset = _read_dataset(bytes(buf.data[:element]), path)
+        dataset = _read_dataset(bytes(buf.data[:element]), path, header.nesting)
         prefix = bytes(buf.data)
         return ParsedHeader(header, prefix, element, (), dataset, buf.requests, size, path)
     bot: tuple[int, ...] | None = ()
@@ -146,17 +146,29 @@ def parse_header(
             bot = None  # read with the index, if it is needed at all
     else:
         header_end = header.pixel_value_offset
-    dataset = _read_dataset(bytes(buf.data[: header.pixel_data_offset or size]), path)
+    dataset = _read_dataset(
+        bytes(buf.data[: header.pixel_data_offset or size]), path, header.nesting
+    )
     return ParsedHeader(
         header, bytes(buf.data), header_end, bot, dataset, buf.requests, size, path, bot_span
     )
 
 
-def _read_dataset(data: bytes, path: str | None) -> Dataset:
+def _read_dataset(
+    data: bytes, path: str | None, nesting: tuple[int, int, int] = (0, 0, 0)
+) -> Dataset:
     try:
         return pydicom.dcmread(BytesIO(data), stop_before_pixels=True, force=True)
     except (EOFError, struct.error, ValueError, KeyError) as exc:  # pydicom's own failures
         raise NotDicomError(f"pydicom cannot read the header: {exc}", path=path, offset=0) from exc
+    except RecursionError as exc:  # pydicom reads nested sequences by recursion
+        depth, offset, tag = nesting
+        raise NotDicomError(
+            f"pydicom cannot read the header: its sequences and items nest {depth} deep",
+            path=path,
+            offset=offset,
+            tag=tag or None,
+        ) from exc
 
 
 def int_attr(ds: Dataset, keyword: str, default: int | None, parsed: ParsedHeader) -> int:

@@ -157,6 +157,47 @@ def test_truncated_file_raises_typed_error(corpus, counting_fetch, cut):
     assert err.value.path == "mem://x.dcm" and err.value.offset is not None
 
 
+def _nested(blob: bytes, levels: int, defined: bool) -> bytes:
+    """``blob`` with a sequence nesting ``levels`` items deep just before its Pixel Data."""
+    undefined = 0xFFFFFFFF
+    content = b""
+    for i in range(levels):
+        item = struct.pack("<HHL", 0xFFFE, 0xE000, len(content) if defined else undefined)
+        item += content + (b"" if defined else struct.pack("<HHL", 0xFFFE, 0xE00D, 0))
+        tag = (0x5200, 0x9230) if i == levels - 1 else (0x0040, 0xA730)
+        head = struct.pack("<HH", *tag) + b"SQ\x00\x00"
+        length = len(item) if defined else undefined
+        seq_end = b"" if defined else struct.pack("<HHL", 0xFFFE, 0xE0DD, 0)
+        content = head + struct.pack("<L", length) + item + seq_end
+    pos = blob.index(b"\xe0\x7f\x10\x00")
+    return blob[:pos] + content + blob[pos:]
+
+
+@pytest.mark.parametrize("levels", [2, 3000])
+def test_deeply_nested_sequences_are_walked_without_recursion(corpus, counting_fetch, levels):
+    """The walker keeps its own stack: the depth is bounded by the object, not by Python.
+
+    pydicom reads undefined-length sequences by recursion: past its depth the header
+    cannot be read, and that is a typed error naming the sequence, never RecursionError.
+    """
+    blob = corpus["native_u16.dcm"]
+    pixel_offset = blob.index(b"\xe0\x7f\x10\x00")
+    for defined in (True, False):
+        nested = _nested(blob, levels, defined)
+        fetch, _, log = counting_fetch(nested)
+        if levels == 2 or defined:  # pydicom defers defined-length sequences
+            parsed = parse_header(fetch, len(nested), path="mem://x.dcm")
+            assert parsed.header.pixel_data_offset == len(nested) - len(blob) + pixel_offset
+            assert parsed.header.nesting[0] == (4 if not defined else 0)
+            assert len(parsed.dataset.PerFrameFunctionalGroupsSequence) == 1
+            continue
+        with pytest.raises(NotDicomError, match="nest 6000 deep") as err:
+            parse_header(fetch, len(nested), path="mem://x.dcm")
+        assert (err.value.offset, err.value.tag) == (pixel_offset, 0x52009230)
+        assert err.value.path == "mem://x.dcm"
+        assert sum(b - a for a, b in log) <= 2 * len(nested)
+
+
 def test_length_field_beyond_object_never_fetched(corpus, counting_fetch):
     blob = bytearray(corpus["native_u16.dcm"])
     pos = blob.index(b"\x08\x00\x20\x00DA")  # Study Date, a short element near the start
