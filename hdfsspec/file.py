@@ -173,7 +173,7 @@ class DicomFile(AbstractBufferedFile):
         budget = batch_bytes or self._batch_bytes()
         if ahead is None:  # up to 8 in flight, holding at most a quarter of the cache bound
             ahead = max(2, min(8, self._frames.options.max_cache_bytes // (4 * budget)))
-        batches = self.frame_batches(wanted, budget, walk_ahead=budget)
+        batches = self.frame_batches(wanted, budget, walk_ahead=budget, ramp=ahead)
         with ThreadPoolExecutor(max(1, ahead), thread_name_prefix="hdfsspec-read-ahead") as pool:
             queue: deque[tuple[list[int], Future[list[bytes]]]] = deque()
             for batch in batches:
@@ -193,12 +193,15 @@ class DicomFile(AbstractBufferedFile):
         return int(max(1, min(bound // 16, max(2 * MiB, link.rtt * link.bandwidth))))
 
     def frame_batches(
-        self, frames: list[int] | None, budget: int, walk_ahead: int = 0
+        self, frames: list[int] | None, budget: int, walk_ahead: int = 0, ramp: int = 0
     ) -> Iterator[list[int]]:
         """Split ``frames`` (all when None) into batches of about ``budget`` bytes, in order.
 
         Without offset table the items are walked as the batches are asked for, only
-        as far as the frames (plus ``walk_ahead`` bytes, for sequential readers).
+        as far as the frames (plus ``walk_ahead`` bytes, for sequential readers). With
+        ``ramp``, the first ``ramp`` batches grow to ``budget`` (1/ramp, 2/ramp ... of
+        it): batches fetched together share the link and would arrive together, and
+        the next ones would then be asked for on an idle link.
         """
         cache = self._frames
         parsed = cache.parsed
@@ -208,7 +211,8 @@ class DicomFile(AbstractBufferedFile):
         if frames and not walk_ahead:  # a known set: one walk to the furthest frame
             index = cache.view(frames=int(wanted.max()) + 1)
         batch: list[int] = []
-        nbytes, i = 0, 0
+        nbytes, i, made = 0, 0, 0
+        limit = budget if ramp < 2 else max(1, budget // ramp)
         while i < wanted.size:
             f = int(wanted[i])
             if index is None or (f >= index.number_of_frames and index.number_of_frames < total):
@@ -223,9 +227,10 @@ class DicomFile(AbstractBufferedFile):
                 sizes = (index.stops[run] - index.starts[run]).tolist()
             for frame, size in zip(run.tolist(), sizes, strict=True):
                 size = max(size, 0)  # the end of the last frame may not be known yet
-                if batch and nbytes + size > budget:
+                if batch and nbytes + size > limit:
                     yield batch
-                    batch, nbytes = [], 0
+                    batch, nbytes, made = [], 0, made + 1
+                    limit = budget if made + 1 >= ramp else budget * (made + 1) // ramp
                 batch.append(frame)
                 nbytes += size
             i += run.size

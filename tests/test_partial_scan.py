@@ -137,6 +137,24 @@ def test_iter_frames_walks_a_scan_batch_by_batch():
         assert g.read_frames([42]) == [FRAMES[42]]
 
 
+def test_the_first_batches_of_a_sequential_read_grow_to_the_budget():
+    """Batches fetched together share the link: the first ``ramp`` grow, so that they
+    arrive one after the other and the next are asked for while the link is busy."""
+    f, _ = open_counted(BLOB, "ramp.dcm")
+    with f:
+        index = f.index
+        size = lambda batch: int(sum(index.stops[b] - index.starts[b] for b in batch))  # noqa: E731
+        budget = size(range(index.number_of_frames)) // 20
+        ramped = list(f.frame_batches(None, budget, ramp=4))
+        plain = list(f.frame_batches(None, budget))
+        everything = list(range(index.number_of_frames))
+        assert [frame for batch in ramped for frame in batch] == everything
+        assert [frame for batch in plain for frame in batch] == everything
+        for k, batch in enumerate(ramped):  # 1/4, 2/4, 3/4 of the budget, then all of it
+            assert size(batch) <= budget * min(k + 1, 4) // 4 or len(batch) == 1
+        assert len(ramped[0]) < len(ramped[1]) < len(ramped[2]) and len(ramped) > len(plain)
+
+
 def test_sequential_reading_rebuilds_the_partial_index_per_round_not_per_frame(monkeypatch):
     import hdfsspec.partial
 
