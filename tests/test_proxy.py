@@ -133,6 +133,22 @@ def test_proxy_forwards_a_chunked_request_body_and_keeps_the_connection():
         assert [(e[0], e[2], e[4]) for e in proxy.log.entries] == [("PUT", None, 0), ("GET", 2, 3)]
 
 
+def test_proxy_answers_expect_100_continue():
+    import socket
+
+    with RangeHTTPServer() as server, ShapingProxy(server.url()) as proxy:
+        port = int(proxy.url.rsplit(":", 1)[1])
+        with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+            sock.sendall(
+                b"PUT /e.bin HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\n"
+                b"Expect: 100-continue\r\n\r\n"
+            )
+            assert sock.recv(64).startswith(b"HTTP/1.1 100 Continue\r\n\r\n")
+            sock.sendall(b"abc")  # the body only once told to go on
+            assert sock.recv(256).split(b"\r\n")[0].split(b" ")[1] == b"201"
+        assert server.files["e.bin"] == b"abc"
+
+
 def test_proxy_answers_502_when_the_upstream_is_gone():
     with RangeHTTPServer({"x": b"x"}) as server:
         upstream = server.url()

@@ -249,6 +249,8 @@ class ShapingProxy:
                 except (asyncio.IncompleteReadError, asyncio.LimitOverrunError):
                     return
                 request = _Request(head[:-4])
+                if request.get("Expect").lower() == "100-continue":  # as http.server does
+                    writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")
                 request.body = await _read_body(reader, request)
                 if not await self._respond(request, writer, upstream):
                     return
