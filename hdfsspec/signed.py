@@ -14,14 +14,18 @@ ETag of the open so that a replaced object answers 412
 It is used only where a presigned GET means the same request as s3fs's: no
 requester-pays, no SSE-C or other extra request arguments, no proxies or TLS
 settings of botocore's that aiohttp would not apply, no proxy in the environment.
-On a 403 (an expired URL) the URL is signed again once. Reads that still fail, or
-fail otherwise (a 404, a 5xx, a dropped connection), are made again by the target
-filesystem, which serves the file from then on: its retries apply, and its own
-errors (``FileNotFoundError``, ``PermissionError``) reach the caller unchanged.
+On a 403 (an expired URL) the URL is signed again once. Reads that still fail are
+made again by the target filesystem: its retries apply, and its own errors
+(``FileNotFoundError``, ``PermissionError``) reach the caller unchanged. After a
+failure that says something of the URL (a 403 signed again, a 404...) the target
+serves the file from then on; after a transient one (a 5xx such as S3's 503 Slow
+Down, a dropped connection) only the failed ranges go to it, and signed reads go
+on, until :data:`TRANSIENT_LIMIT` batches have had one.
 """
 
 from __future__ import annotations
 
+import asyncio
 import threading
 import time
 import urllib.request
@@ -40,6 +44,9 @@ EXPIRES = 3600
 POOL = 256
 """Connections of the HTTP session of signed reads (aiohttp's default is 100): a batch
 of 200 scattered frames goes out as one wave of requests, not two."""
+TRANSIENT_LIMIT = 3
+"""Batches with a transient failure (5xx, dropped connection) after which s3fs reads."""
+_TRANSIENT_STATUS = (500, 502, 503, 504)
 _UNSAFE_CONFIG = ("proxies", "proxies_config", "client_cert")
 _UNSAFE_CLIENT = ("verify", "config", "use_ssl", "aws_session_token")
 
@@ -139,6 +146,8 @@ class SignedRanges:
     ----------
     active : bool
         False once the reads went back to the target for good.
+    transient_failures : int
+        Batches that had a transient failure (their failed ranges read by the target).
     """
 
     def __init__(
@@ -155,6 +164,7 @@ class SignedRanges:
         self._signed_at = 0.0
         self._lock = threading.Lock()
         self.active = True
+        self.transient_failures = 0
 
     def url(self, again: bool = False) -> str:
         """The presigned URL (signed on first use, after half its life, or when asked)."""
@@ -186,9 +196,12 @@ class SignedRanges:
                 out[k] = data
             failed = [k for k in failed if not isinstance(out[k], bytes)]
         if failed:
-            self.active = False  # the target's own client from now on; it raises its errors
+            transient = all(_transient(out[k]) for k in failed)
+            self.transient_failures += transient  # the URL is fine: only these go to s3fs
+            if not transient or self.transient_failures >= TRANSIENT_LIMIT:
+                self.active = False  # the target's own client from now on
             for k, data in zip(failed, self._fallback([ranges[k] for k in failed]), strict=True):
-                out[k] = data
+                out[k] = data  # its retries apply, and it raises its own errors
         return out
 
     def _get(self, ranges: list[tuple[int, int]], url: str) -> list[Any]:
@@ -225,6 +238,15 @@ def _proxied(url: str) -> bool:
     if not (proxies.get(parts.scheme) or proxies.get("all")):
         return False
     return not urllib.request.proxy_bypass(parts.hostname or "")
+
+
+def _transient(error: Any) -> bool:
+    """Whether a failed GET says nothing of the URL: a 5xx, or a dropped connection."""
+    import aiohttp  # only signed reads use it (fsspec's HTTP filesystem needs it)
+
+    if _status(error) in _TRANSIENT_STATUS:
+        return True
+    return isinstance(error, (aiohttp.ClientConnectionError, asyncio.TimeoutError))
 
 
 def _status(error: Any) -> int | None:

@@ -15,6 +15,7 @@ from fsspec.asyn import sync
 from oracle import reference_frames
 
 import hdfsspec
+from hdfsspec import signed
 from hdfsspec.signed import POOL, _proxied, timeouts
 from hdfsspec.testing import ShapingProxy, build_slide, jpeg_tiles
 
@@ -120,6 +121,30 @@ def test_refused_again_goes_back_to_s3fs_and_its_error(s3_endpoint, proxy):
         assert not _signed(proxy.log.gets()[-1])
 
 
+@pytest.mark.parametrize("status", [503, 500])
+def test_a_transient_failure_goes_to_s3fs_for_those_ranges_only(s3_endpoint, proxy, status):
+    path = _put(s3_endpoint, f"t{status}.dcm", SLIDE)
+    expected = reference_frames(SLIDE)
+    with _dicom(proxy).open(path) as f:
+        f.index  # noqa: B018
+        before = proxy.log.requests
+        proxy.refuse, proxy.refuse_status = 1, status  # S3's 503 Slow Down, say
+        assert f.read_frames([9]) == [expected[9]]
+        gets = proxy.log.gets()[before:]
+        assert [_signed(e) for e in gets] == [True, False]  # refused; then s3fs's GET
+        assert f._signed.active and f._signed.transient_failures == 1
+        assert f.read_frames([30]) == [expected[30]]  # signed reads go on
+        assert _signed(proxy.log.gets()[-1])
+        for k in range(signed.TRANSIENT_LIMIT - 1):  # until too many batches had one
+            proxy.refuse = 1
+            assert f.read_frames([40 + k]) == [expected[40 + k]]
+        assert not f._signed.active
+        assert f.read_frames([50]) == [expected[50]] and not _signed(proxy.log.gets()[-1])
+        # the file counts each range once; the wire also saw the refused attempts
+        assert proxy.log.requests == f.stats.requests + signed.TRANSIENT_LIMIT
+        assert proxy.log.bytes == f.stats.bytes
+
+
 def test_anonymous_clients_read_the_plain_url(s3_endpoint, proxy):
     path = _put(s3_endpoint, "f.dcm", SLIDE, ACL="public-read")
     target = {"anon": True, "key": None, "secret": None}
@@ -195,3 +220,18 @@ def test_signed_reads_wait_no_longer_than_botocore_would(s3_endpoint):
     session = sync(http.loop, http.set_session)
     assert session.timeout.sock_read == 2.0 and session.timeout.sock_connect == 1.0
     assert session.connector.limit == POOL
+
+
+def test_which_failures_are_transient():
+    import asyncio
+
+    import aiohttp
+
+    def response_error(status):
+        return aiohttp.ClientResponseError(None, (), status=status)  # type: ignore[arg-type]
+
+    transient = signed._transient
+    assert transient(response_error(503)) and transient(response_error(500))
+    assert transient(aiohttp.ServerDisconnectedError()) and transient(asyncio.TimeoutError())
+    assert not transient(response_error(403)) and not transient(response_error(404))
+    assert not transient(FileNotFoundError("gone")) and not transient(b"data")

@@ -129,7 +129,9 @@ class ShapingProxy:
         self.deadline: float | None = None
         """``time.monotonic()`` after which requests get 403 (ends a benchmark cell)."""
         self.refuse = 0
-        """Requests still to refuse with 403, one each, from the next on (tests of retries)."""
+        """Requests still to refuse, one each, from the next on (tests of retries)."""
+        self.refuse_status = 403
+        """The status they are refused with (403 Forbidden, 503 Slow Down ...)."""
         self.log = RequestLog()
         self._link_free_at = 0.0
         self._lock = threading.Lock()
@@ -228,12 +230,13 @@ class ShapingProxy:
             writer.write(chunk)
             await writer.drain()
 
-    def _refused(self) -> bool:
+    def _refused(self) -> int:
+        """The status to refuse the next request with, or 0 to serve it."""
         with self._lock:
             if self.refuse > 0:
                 self.refuse -= 1
-                return True
-        return self.deadline is not None and time.monotonic() > self.deadline
+                return self.refuse_status
+        return 403 if self.deadline is not None and time.monotonic() > self.deadline else 0
 
     # -- serving --------------------------------------------------------------------------
     async def _connection(
@@ -271,9 +274,10 @@ class ShapingProxy:
         upstream: list[http.client.HTTPConnection | None],
     ) -> bool:
         """Answer one request; return whether the connection stays open."""
-        if self._refused():
+        status = self._refused()
+        if status:
             self.log.add(request.method, request.target, None, None, 0)
-            writer.write(_head(403, "refused", [("Content-Length", "0")]))
+            writer.write(_head(status, "refused", [("Content-Length", "0")]))
             await writer.drain()
             return request.keep_alive
         filename = self.local_objects.get(request.path)
