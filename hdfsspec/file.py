@@ -14,6 +14,7 @@ from hdfsspec._types import MiB
 from hdfsspec.cache import DicomFrameCache
 from hdfsspec.errors import ReadOnlyError
 from hdfsspec.index import FrameIndex
+from hdfsspec.link import ramped_size
 from hdfsspec.parse import ParsedHeader, number_of_frames
 from hdfsspec.planning import FetchPlan
 from hdfsspec.stats import CacheStats
@@ -200,8 +201,8 @@ class DicomFile(AbstractBufferedFile):
         Without offset table the items are walked as the batches are asked for, only
         as far as the frames (plus ``walk_ahead`` bytes, for sequential readers). With
         ``ramp``, the first ``ramp`` batches grow to ``budget`` (1/ramp, 2/ramp ... of
-        it): batches fetched together share the link and would arrive together, and
-        the next ones would then be asked for on an idle link.
+        it, see :func:`~hdfsspec.link.ramped_size`): batches fetched together would
+        arrive together.
         """
         cache = self._frames
         parsed = cache.parsed
@@ -211,8 +212,8 @@ class DicomFile(AbstractBufferedFile):
         if frames and not walk_ahead:  # a known set: one walk to the furthest frame
             index = cache.view(frames=int(wanted.max()) + 1)
         batch: list[int] = []
-        nbytes, i, made = 0, 0, 0
-        limit = budget if ramp < 2 else max(1, budget // ramp)
+        nbytes, i, made = 0, 0, 0  # made: batches yielded
+        limit = ramped_size(budget, ramp, 1)
         while i < wanted.size:
             f = int(wanted[i])
             if index is None or (f >= index.number_of_frames and index.number_of_frames < total):
@@ -230,7 +231,7 @@ class DicomFile(AbstractBufferedFile):
                 if batch and nbytes + size > limit:
                     yield batch
                     batch, nbytes, made = [], 0, made + 1
-                    limit = budget if made + 1 >= ramp else budget * (made + 1) // ramp
+                    limit = ramped_size(budget, ramp, made + 1)
                 batch.append(frame)
                 nbytes += size
             i += run.size

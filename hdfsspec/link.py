@@ -22,7 +22,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-__all__ = ["DEFAULT_CONCURRENCY", "LinkEstimate", "LinkModel", "cheapest_ranges"]
+__all__ = ["DEFAULT_CONCURRENCY", "LinkEstimate", "LinkModel", "cheapest_ranges", "ramped_size"]
 
 DEFAULT_RTT = 0.030
 """Seconds assumed for a round trip before any request was timed (cloud storage)."""
@@ -42,6 +42,20 @@ fraction of the exact bytes. Saving a whole wave of requests is not capped."""
 _SMALL = 256 * 1024  # a request this small times the round trip
 _LARGE = 4 * 1024 * 1024  # a batch this large times the bandwidth
 _ALPHA = 0.3  # weight of a new sample
+
+
+def ramped_size(size: int, count: int, k: int) -> int:
+    """Size of the ``k``-th (from 1) of ``count`` transfers started together: k/count of ``size``.
+
+    Concurrent responses share the link, so transfers of one size started together
+    arrive together: whatever uses them then waits, and the next ones are asked for on
+    an idle link. Sizes ramping up to ``size`` spread the arrivals: the first is used
+    while the others still come in, and each next one is asked for while the link is
+    busy. From ``k = count`` on (and for ``count`` < 2), ``size``; never below 1.
+    """
+    if count < 2 or k >= count:
+        return size
+    return max(1, size * k // count)
 
 
 @dataclass(frozen=True)

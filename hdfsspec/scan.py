@@ -30,6 +30,7 @@ from hdfsspec._types import DEFAULT_OPTIONS, FetchRanges, ReadOptions
 from hdfsspec.errors import FrameIndexError, TruncatedDicomError
 from hdfsspec.header import SEQUENCE_DELIMITER
 from hdfsspec.items import item_header
+from hdfsspec.link import ramped_size
 
 if TYPE_CHECKING:
     from hdfsspec.parse import ParsedHeader
@@ -134,16 +135,14 @@ class ItemScanner:
     def _window_sizes(self, free: int, remaining: int, first: bool) -> list[int]:
         """Sizes of the next ``free`` windows, ``remaining`` bytes before the limit.
 
-        Concurrent responses share the link, so windows asked for together arrive
-        together: the walk of each then waits for the one before, and the next windows
-        are asked for only once they are all in, on an idle link. So the walk's first
-        round is staggered (windows of 1/n, 2/n ... n/n of ``scan_window``): the small
-        ones arrive first and are walked while the others still come in, and each
-        next window is asked for while the link is busy.
+        The walk's first round is staggered (windows of 1/n, 2/n ... n/n of
+        ``scan_window``, see :func:`~hdfsspec.link.ramped_size`): windows asked for
+        together would arrive together and be walked one after the other while the
+        link idles.
         """
         window, n = self.options.scan_window, self.options.scan_concurrency
         if first and remaining > window:
-            return [max(1, window * k // n) for k in range(n - free + 1, n + 1)]
+            return [ramped_size(window, n, k) for k in range(n - free + 1, n + 1)]
         return [window] * free
 
     def _take(self) -> None:

@@ -190,3 +190,11 @@ def test_target_concurrency_and_s3_pool(tmp_path):
         skip_instance_cache=True,
     )
     assert none._signed_pool == POOL and none.fs.config_kwargs["max_pool_connections"] == S3_POOL
+
+
+def test_ramped_sizes_grow_to_the_size():
+    from hdfsspec.link import ramped_size
+
+    assert [ramped_size(1000, 4, k) for k in range(1, 7)] == [250, 500, 750, 1000, 1000, 1000]
+    assert ramped_size(1000, 1, 1) == ramped_size(1000, 0, 1) == 1000  # no ramp
+    assert ramped_size(3, 8, 1) == 1  # never an empty transfer
