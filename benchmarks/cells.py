@@ -40,6 +40,12 @@ class Cell:
     """The same workload on the local copy, measured in the same (child) process."""
 
 
+def median_run(runs: list[Cell], failed: Callable[[Cell], bool] = lambda c: bool(c.note)) -> Cell:
+    """The run of median seconds among repeated runs of one row, or the last failed one."""
+    ordered = sorted(runs, key=lambda c: (failed(c), c.seconds))
+    return ordered[-1] if any(failed(c) for c in ordered) else ordered[len(ordered) // 2]
+
+
 @dataclass
 class Target:
     """One object: its key in the bucket, its local copy and what we know of it."""

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from cells import PORTABLE, Cell, Target
+from cells import PORTABLE, Cell, Target, median_run
 
 from hdfsspec import DEFAULT_OPTIONS
 
@@ -83,8 +83,7 @@ def persisted_cell(
             runs.append(_persisted_run(run, out, expected))
             if run.note or run.capped:
                 break
-    runs.sort(key=lambda c: (bool(c.note) or c.capped, c.seconds))
-    cell = runs[len(runs) // 2] if not any(c.note or c.capped for c in runs) else runs[-1]
+    cell = median_run(runs, failed=lambda c: bool(c.note) or c.capped)
     locals_ = sorted(c.local_seconds for c in runs if c.local_seconds is not None)
     cell.local_seconds = locals_[len(locals_) // 2] if locals_ else None
     if not saved and not cell.note:

@@ -40,6 +40,7 @@ from cells import (  # noqa: E402
     load_targets,
     local_method,
     lower_bound,
+    median_run,
     plain_method,
 )
 from child import dicom_filesystem  # noqa: E402
@@ -216,8 +217,7 @@ def run_once(m: Matrix, t: Target, wname: str, opener: Any) -> Cell:
 
 def median_cell(wname: str, mname: str, runs: list[Cell]) -> Cell:
     """The run of median seconds (or the failed run, if one failed), named for its row."""
-    runs = sorted(runs, key=lambda c: (bool(c.note), c.seconds))
-    cell = runs[len(runs) // 2] if not any(c.note for c in runs) else runs[-1]
+    cell = median_run(runs)
     cell.workload, cell.method = wname, mname
     return cell
 
