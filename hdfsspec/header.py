@@ -177,10 +177,11 @@ class Header:
     eot_lengths: tuple[int, int] | None
     deferred: tuple[int, int, int] | None = None
     nesting: tuple[int, int, int] = (0, 0, 0)
+    implicit_vr: bool = False  # as found, which may differ from the transfer syntax
 
     @property
     def is_implicit_vr(self) -> bool:
-        return self.transfer_syntax_uid == _IMPLICIT_LE
+        return self.implicit_vr
 
     @property
     def is_little_endian(self) -> bool:
@@ -204,35 +205,58 @@ class _Walker:
         group, elem = struct.unpack(self.end + "HH", self.buf.read(pos, 4, what="element tag"))
         return group << 16 | elem
 
-    def element(self, pos: int) -> tuple[int, int, int]:
+    def element(self, pos: int, implicit: bool | None = None) -> tuple[int, int, int]:
         """Return ``(tag, value_offset, length)`` of the element at ``pos``."""
+        tag, _, value, length = self.entry(pos, self.implicit if implicit is None else implicit)
+        return tag, value, length
+
+    def entry(self, pos: int, implicit: bool) -> tuple[int, bytes, int, int]:
+        """Return ``(tag, vr, value_offset, length)``; ``vr`` is empty when implicit."""
         tag = self.tag(pos)
-        if tag in (ITEM, ITEM_DELIMITER, SEQUENCE_DELIMITER) or self.implicit:
+        if tag in (ITEM, ITEM_DELIMITER, SEQUENCE_DELIMITER) or implicit:
             (length,) = struct.unpack(self.end + "L", self.buf.read(pos + 4, 4, tag=tag))
-            return tag, pos + 8, length
+            return tag, b"", pos + 8, length
         vr = self.buf.read(pos + 4, 2, tag=tag)
         if vr in _LONG_VRS:
             (length,) = struct.unpack(self.end + "L", self.buf.read(pos + 8, 4, tag=tag))
-            return tag, pos + 12, length
-        if not (vr.isalpha() and vr.isupper()):
+            return tag, vr, pos + 12, length
+        if not _looks_like_vr(vr):
             raise NotDicomError(
                 f"invalid value representation {vr!r}", path=self.buf.path, offset=pos + 4, tag=tag
             )
         (length,) = struct.unpack(self.end + "H", self.buf.read(pos + 6, 2, tag=tag))
-        return tag, pos + 8, length
+        return tag, vr, pos + 8, length
 
-    def skip_undefined(self, pos: int, tag: int, at: int | None = None) -> int:
+    def found_implicit(self, pos: int, assumed: bool) -> bool:
+        """Whether the data set starting at ``pos`` is in implicit VR, as pydicom decides.
+
+        pydicom reads the two bytes after the first tag: letters are a VR (explicit),
+        anything else is the start of a length (implicit). Files written with the
+        other encoding than their transfer syntax says exist, and pydicom reads them.
+        """
+        if pos + 6 > self.buf.size:
+            return assumed
+        return not _looks_like_vr(self.buf.read(pos + 4, 2, what="element VR"))
+
+    def skip_undefined(
+        self, pos: int, tag: int, at: int | None = None, *, implicit: bool | None = None
+    ) -> int:
         """Skip an undefined-length value starting at ``pos``; return the offset after it.
 
         Nested sequences and items are walked with a stack of their own, not by
         recursion: how deep they nest is bounded by the object's size, not by Python's.
-        ``at`` is the offset of the element (for :attr:`deepest`; default ``pos``).
+        ``at`` is the offset of the element (for :attr:`deepest`; default ``pos``);
+        ``implicit`` is the encoding of the value's items (default: the walker's).
+        An item of an explicit-VR sequence may be encoded in implicit VR (PS3.5
+        7.5), as pydicom reads it, and a UN element of undefined length holds an
+        implicit-VR sequence (PS3.5 6.2.2).
         """
-        stack = [(True, tag)]  # per open level: (a sequence, not an item?, its tag)
+        # per open level: (a sequence, not an item?, its tag, its encoding)
+        stack = [(True, tag, self.implicit if implicit is None else implicit)]
         start, depth = pos if at is None else at, 1
         while stack:
-            in_sequence, owner = stack[-1]
-            elem_tag, value, length = self.element(pos)
+            in_sequence, owner, level_implicit = stack[-1]
+            elem_tag, vr, value, length = self.entry(pos, level_implicit)
             if elem_tag == (SEQUENCE_DELIMITER if in_sequence else ITEM_DELIMITER):
                 stack.pop()
                 pos = value
@@ -246,7 +270,11 @@ class _Walker:
                     tag=elem_tag,
                 )
             if length == UNDEFINED:  # an item's data set, or a sequence inside one
-                stack.append((not in_sequence, elem_tag))
+                if in_sequence:  # an item: its data set may be implicit in an explicit file
+                    inner = level_implicit or self.found_implicit(value, level_implicit)
+                else:
+                    inner = level_implicit or vr == b"UN"
+                stack.append((not in_sequence, elem_tag, inner))
                 depth = max(depth, len(stack))
                 pos = value
             else:
@@ -256,6 +284,11 @@ class _Walker:
         if depth > self.deepest[0]:
             self.deepest = (depth, start, tag)
         return pos
+
+
+def _looks_like_vr(vr: bytes) -> bool:
+    """Two upper-case ASCII letters (pydicom's test for an explicit VR)."""
+    return len(vr) == 2 and 0x40 < vr[0] < 0x5B and 0x40 < vr[1] < 0x5B
 
 
 def _file_meta(buf: PrefixBuffer) -> tuple[str, int]:
@@ -326,10 +359,11 @@ def read_header(buf: PrefixBuffer, defer_tables: bool = False) -> Header:
     """
     syntax, start = _file_meta(buf)
     walker = _Walker(buf, implicit=syntax == _IMPLICIT_LE, little=syntax != _EXPLICIT_BE)
+    walker.implicit = walker.found_implicit(start, walker.implicit)
     pos = start
     eot = eot_lengths = None
     while pos < buf.size:
-        tag, value, length = walker.element(pos)
+        tag, vr, value, length = walker.entry(pos, walker.implicit)
         if tag in PIXEL_TAGS:
             if length != UNDEFINED:
                 buf.ensure(min(value, buf.size), tag=tag)
@@ -343,9 +377,11 @@ def read_header(buf: PrefixBuffer, defer_tables: bool = False) -> Header:
                 eot,
                 eot_lengths,
                 nesting=walker.deepest,
+                implicit_vr=walker.implicit,
             )
         if length == UNDEFINED:
-            pos = walker.skip_undefined(value, tag, at=pos)
+            items_implicit = walker.implicit or vr == b"UN"
+            pos = walker.skip_undefined(value, tag, at=pos, implicit=items_implicit)
             continue
         if tag == EXTENDED_OFFSET_TABLE:
             eot = (value, length)
@@ -357,11 +393,32 @@ def read_header(buf: PrefixBuffer, defer_tables: bool = False) -> Header:
             if defer_tables and stop > len(buf.data) and value + length <= buf.size:
                 deferred = (pos, len(buf.data), stop)
                 return Header(
-                    syntax, start, None, None, buf.size, 0, eot, None, deferred, walker.deepest
+                    syntax,
+                    start,
+                    None,
+                    None,
+                    buf.size,
+                    0,
+                    eot,
+                    None,
+                    deferred,
+                    walker.deepest,
+                    walker.implicit,
                 )
             buf.ensure(stop, tag=tag, at=pos, margin=0)
         elif tag == EXTENDED_OFFSET_TABLE_LENGTHS:
             eot_lengths = (value, length)
         buf.ensure(value + length, tag=tag, at=pos)
         pos = value + length
-    return Header(syntax, start, None, None, buf.size, 0, eot, eot_lengths, nesting=walker.deepest)
+    return Header(
+        syntax,
+        start,
+        None,
+        None,
+        buf.size,
+        0,
+        eot,
+        eot_lengths,
+        nesting=walker.deepest,
+        implicit_vr=walker.implicit,
+    )

@@ -198,6 +198,84 @@ def test_deeply_nested_sequences_are_walked_without_recursion(corpus, counting_f
         assert sum(b - a for a, b in log) <= 2 * len(nested)
 
 
+def _implicit(tag: int, value: bytes) -> bytes:
+    return struct.pack("<HHL", tag >> 16, tag & 0xFFFF, len(value)) + value
+
+
+def _implicit_items(undefined_item: bool) -> bytes:
+    """One item of implicit-VR elements (one a nested undefined-length sequence)."""
+    nested = _implicit(0x00080100, b"CODE01") + _implicit(0x00080102, b"DCM ")
+    nested_seq = struct.pack("<HHL", 0x0040, 0xA043, 0xFFFFFFFF)
+    nested_seq += struct.pack("<HHL", 0xFFFE, 0xE000, len(nested)) + nested
+    nested_seq += struct.pack("<HHL", 0xFFFE, 0xE0DD, 0)
+    content = _implicit(0x00091011, b"abcd") + nested_seq
+    if undefined_item:
+        item = struct.pack("<HHL", 0xFFFE, 0xE000, 0xFFFFFFFF) + content
+        item += struct.pack("<HHL", 0xFFFE, 0xE00D, 0)
+    else:
+        item = struct.pack("<HHL", 0xFFFE, 0xE000, len(content)) + content
+    return item + struct.pack("<HHL", 0xFFFE, 0xE0DD, 0)
+
+
+def _insert_before(blob: bytes, marker: bytes, element: bytes) -> bytes:
+    pos = blob.index(marker)
+    return blob[:pos] + element + blob[pos:]
+
+
+@pytest.mark.parametrize("undefined_item", [True, False])
+def test_un_of_undefined_length_is_an_implicit_sequence(corpus, counting_fetch, undefined_item):
+    """PS3.5 6.2.2: a UN element of undefined length holds an implicit-VR sequence.
+
+    Private sequences often arrive so (written by software that did not know the
+    tag); the walker must read its items in implicit VR, as pydicom does.
+    """
+    blob = corpus["native_u16.dcm"]
+    creator = struct.pack("<HH", 0x0009, 0x0010) + b"LO" + struct.pack("<H", 4) + b"ACME"
+    un = struct.pack("<HH", 0x0009, 0x1010) + b"UN\x00\x00" + struct.pack("<L", 0xFFFFFFFF)
+    element = creator + un + _implicit_items(undefined_item)
+    # after group 0008, before group 0010: Patient's Name is the first (0010,xxxx) element
+    changed = _insert_before(blob, b"\x10\x00\x10\x00PN", element)
+    parsed, index, log = index_of(changed, counting_fetch)
+    assert parsed.dataset[0x00091010].VR == "SQ" and len(log) == 1
+    fetch, fetch_ranges, _ = counting_fetch(changed)
+    cache = DicomFrameCache(0, fetch, len(changed), fetch_ranges=fetch_ranges, path="mem://x")
+    assert cache.read_frames(range(index.number_of_frames)) == reference_frames(changed)
+
+
+def test_explicit_sequence_item_encoded_implicit(corpus, counting_fetch):
+    """An item of an explicit-VR sequence written in implicit VR is read as pydicom reads it."""
+    blob = corpus["native_u16.dcm"]
+    seq = struct.pack("<HH", 0x0008, 0x1140) + b"SQ\x00\x00" + struct.pack("<L", 0xFFFFFFFF)
+    changed = _insert_before(blob, b"\x10\x00\x10\x00PN", seq + _implicit_items(True))
+    parsed, _, log = index_of(changed, counting_fetch)
+    assert len(parsed.dataset.ReferencedImageSequence) == 1 and len(log) == 1
+    assert parsed.header.pixel_data_offset == changed.index(b"\xe0\x7f\x10\x00")
+
+
+@pytest.mark.parametrize("declared", ["1.2.840.10008.1.2.1", "1.2.840.10008.1.2"])
+def test_data_set_in_the_other_vr_encoding_than_declared(counting_fetch, declared):
+    """A data set written in the other VR encoding than its transfer syntax says.
+
+    pydicom reads it (with a warning) by looking at the first element; so must we.
+    """
+    arr = np.arange(2 * 3 * 4, dtype=np.uint16).reshape(2, 3, 4)
+    actual = "1.2.840.10008.1.2" if declared.endswith(".1") else "1.2.840.10008.1.2.1"
+    blob = build_native(arr, transfer_syntax=actual)
+    old, new = actual.encode(), declared.encode()
+    old += b"\x00" * (len(old) % 2)
+    new += b"\x00" * (len(new) % 2)
+    meta_end = blob.index(old) + len(old)
+    group_length = struct.unpack("<L", blob[140:144])[0] + len(new) - len(old)
+    changed = blob[:140] + struct.pack("<L", group_length) + blob[144 : meta_end - len(old)]
+    changed = changed[:-2] + struct.pack("<H", len(new)) + new + blob[meta_end:]
+    with pytest.warns(UserWarning, match="Expected .* VR, but found"):
+        parsed, _, _ = index_of(changed, counting_fetch)
+        assert parsed.header.is_implicit_vr == (actual == "1.2.840.10008.1.2")
+        fetch, fetch_ranges, _ = counting_fetch(changed)
+        cache = DicomFrameCache(0, fetch, len(changed), fetch_ranges=fetch_ranges, path="m")
+        assert cache.read_frames([0, 1]) == [arr[0].tobytes(), arr[1].tobytes()]
+
+
 def test_length_field_beyond_object_never_fetched(corpus, counting_fetch):
     blob = bytearray(corpus["native_u16.dcm"])
     pos = blob.index(b"\x08\x00\x20\x00DA")  # Study Date, a short element near the start

@@ -9,12 +9,15 @@ from __future__ import annotations
 import pathlib
 import warnings
 
+import fsspec
 import numpy as np
 import pydicom
 import pytest
 from oracle import decode, decoded_reference, reference_frames
 
 import hdfsspec
+from hdfsspec import DicomFormatError, TruncatedDicomError, UnsupportedTransferSyntaxError
+from hdfsspec.testing import CountingFileSystem
 
 
 def _files() -> list[pathlib.Path]:
@@ -81,3 +84,71 @@ def test_decoded_frames_equal_pydicom_pixel_array(path):
         for i, raw in enumerate(frames):
             got = decode(raw, blob, i, offsets[i])
             assert np.array_equal(got, expected[i].reshape(got.shape)), f"frame {i}"
+
+
+def _every_image() -> list[pathlib.Path]:
+    """Every file with pixel data in pydicom-data and in pydicom's own test files."""
+    import data_store
+
+    roots = [pathlib.Path(data_store.__file__).parent, pathlib.Path(pydicom.__file__).parent]
+    out = []
+    for root in roots:
+        for path in sorted(p for p in root.rglob("*") if p.is_file()):
+            if path.suffix in {".py", ".pyc", ".json", ".txt", ".gz", ".bz2", ".zip"}:
+                continue
+            head = path.read_bytes()[:132]
+            if len(head) < 132 or head[128:132] != b"DICM":
+                continue
+            if any(k in path.read_bytes() for k in (b"\xe0\x7f\x10\x00", b"\xe0\x7f\x08\x00")):
+                out.append(path)
+    return out
+
+
+EVERY_IMAGE = _every_image()
+# files that hdfsspec must refuse with a typed error (pydicom reads what is there)
+REFUSED = {
+    "MR_truncated.dcm": TruncatedDicomError,  # Pixel Data ends beyond the object
+    "image_dfl.dcm": UnsupportedTransferSyntaxError,  # deflated: no frame byte ranges
+}
+
+
+def test_every_image_corpus_is_not_empty():
+    assert len(EVERY_IMAGE) >= 150
+
+
+@pytest.mark.parametrize("path", EVERY_IMAGE, ids=lambda p: f"{p.parent.name}/{p.name}")
+def test_every_image_equals_pydicom_or_is_refused_with_a_typed_error(path):
+    """All frames of any Part 10 image (single-frame and native too) equal pydicom's."""
+    blob = path.read_bytes()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # vendor quirks pydicom warns about
+        try:
+            expected = reference_frames(blob)
+        except Exception as exc:  # pydicom cannot read it: hdfsspec must say why
+            expected = exc
+        memory = fsspec.filesystem("memory", skip_instance_cache=True)
+        memory.pipe_file(f"/every/{path.name}", blob)
+        counting = CountingFileSystem(fs=memory)
+        fs = fsspec.filesystem("dicom", fs=counting, skip_instance_cache=True)
+        try:
+            with fs.open(f"/every/{path.name}") as f:
+                n = f.index.number_of_frames
+                got = f.read_frames(list(range(n)))
+                scanned = f.index.offset_table == "scan"
+                large_header = f.index.header_end > 64 * 1024  # grows: 1-2 more requests
+        except DicomFormatError as exc:
+            assert path.name not in NO_ORACLE
+            assert isinstance(exc, REFUSED.get(path.name, DicomFormatError))
+            assert isinstance(expected, Exception) or path.name in REFUSED, exc
+            assert exc.path and exc.offset is not None
+            return
+        finally:
+            memory.rm(f"/every/{path.name}")
+    assert path.name not in REFUSED
+    if path.name in NO_ORACLE:
+        assert isinstance(expected, Exception) and len(got) == n
+        return
+    assert got == expected
+    # a whole read after the last frame's end was found may read that frame twice
+    assert counting.bytes <= 1.05 * len(blob) + 8 * n + 1
+    assert counting.requests <= 1 + 2 + scanned * 4 + large_header * 2
