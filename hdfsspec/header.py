@@ -220,10 +220,12 @@ class _Walker:
         if vr in _LONG_VRS:
             (length,) = struct.unpack(self.end + "L", self.buf.read(pos + 8, 4, tag=tag))
             return tag, vr, pos + 12, length
-        if not _looks_like_vr(vr):
-            raise NotDicomError(
-                f"invalid value representation {vr!r}", path=self.buf.path, offset=pos + 4, tag=tag
-            )
+        if not b"AA" <= vr <= b"ZZ":
+            # not a VR: pydicom (assume_implicit_vr_switch, its default) reads this one
+            # element as implicit VR and goes on in explicit VR; a garbage length that
+            # results is caught as a truncation, like any other
+            (length,) = struct.unpack(self.end + "L", self.buf.read(pos + 4, 4, tag=tag))
+            return tag, b"", pos + 8, length
         (length,) = struct.unpack(self.end + "H", self.buf.read(pos + 6, 2, tag=tag))
         return tag, vr, pos + 8, length
 

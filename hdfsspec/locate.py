@@ -24,7 +24,7 @@ from hdfsspec._types import DEFAULT_OPTIONS, Fetch, FetchRanges, ReadOptions
 from hdfsspec.errors import FrameIndexError, OffsetTableError, TruncatedDicomError
 from hdfsspec.header import EXTENDED_OFFSET_TABLE
 from hdfsspec.index import UNKNOWN, FrameIndex
-from hdfsspec.parse import ParsedHeader, int_attr, number_of_frames
+from hdfsspec.parse import ParsedHeader, attr, int_attr, number_of_frames
 from hdfsspec.scan import ItemScan, group_fragments, scan_items
 from hdfsspec.tiff import read_tile_table, tiff_ifd_offset, tile_table_frames
 
@@ -47,7 +47,8 @@ def _native_index(parsed: ParsedHeader) -> FrameIndex:
     cols = int_attr(ds, "Columns", None, parsed)
     samples = int_attr(ds, "SamplesPerPixel", 1, parsed)
     bits = int_attr(ds, "BitsAllocated", None, parsed)
-    if str(ds.get("PhotometricInterpretation", "")) == "YBR_FULL_422" and bits >= 8:
+    photometric = str(attr(ds, "PhotometricInterpretation", "", parsed))
+    if photometric == "YBR_FULL_422" and bits >= 8:
         samples = 2  # Cb and Cr are subsampled: two samples per pixel on average
     frame_bits = rows * cols * samples * bits
     start, length = hdr.pixel_value_offset, hdr.pixel_length

@@ -11,9 +11,11 @@ from __future__ import annotations
 import struct
 from dataclasses import dataclass
 from io import BytesIO
+from typing import Any
 
 import pydicom
 from pydicom.dataset import Dataset
+from pydicom.errors import BytesLengthException, InvalidDicomError
 
 from hdfsspec._types import DEFAULT_OPTIONS, Fetch, ReadOptions
 from hdfsspec.errors import (
@@ -28,10 +30,23 @@ from hdfsspec.header import (
     read_header,
 )
 
-__all__ = ["ParsedHeader", "int_attr", "number_of_frames", "parse_header"]
+__all__ = ["ParsedHeader", "attr", "int_attr", "number_of_frames", "parse_header"]
 
 _PIXEL_TAG = 0x7FE00010
 _NUMBER_OF_FRAMES = 0x00280008
+# what pydicom raises on bytes it cannot read or values it cannot convert (a VR it
+# does not know, a length that is no multiple of the value size, text it cannot decode)
+_PYDICOM_FAILURES = (
+    EOFError,
+    struct.error,
+    ValueError,
+    KeyError,
+    TypeError,
+    NotImplementedError,
+    OverflowError,
+    BytesLengthException,
+    InvalidDicomError,
+)
 
 
 @dataclass(frozen=True)
@@ -159,7 +174,7 @@ def _read_dataset(
 ) -> Dataset:
     try:
         return pydicom.dcmread(BytesIO(data), stop_before_pixels=True, force=True)
-    except (EOFError, struct.error, ValueError, KeyError) as exc:  # pydicom's own failures
+    except (*_PYDICOM_FAILURES, OSError) as exc:  # OSError: read from memory, not a backend
         raise NotDicomError(f"pydicom cannot read the header: {exc}", path=path, offset=0) from exc
     except RecursionError as exc:  # pydicom reads nested sequences by recursion
         depth, offset, tag = nesting
@@ -171,8 +186,27 @@ def _read_dataset(
         ) from exc
 
 
+def attr(ds: Dataset, keyword: str, default: Any, parsed: ParsedHeader) -> Any:
+    """The value of ``keyword`` (or ``default``); a value pydicom cannot convert is a typed error.
+
+    pydicom converts values when they are first used, so a damaged element surfaces
+    here, not in ``dcmread``: it becomes :class:`NotDicomError` naming its offset and tag.
+    """
+    try:
+        return ds.get(keyword, default)
+    except _PYDICOM_FAILURES as exc:
+        tag = pydicom.datadict.tag_for_keyword(keyword) or 0
+        offset = getattr(ds.get_item(tag, keep_deferred=True), "value_tell", None)
+        raise NotDicomError(
+            f"pydicom cannot read {keyword}: {exc}",
+            path=parsed.path,
+            offset=0 if offset is None else offset,
+            tag=tag,
+        ) from exc
+
+
 def int_attr(ds: Dataset, keyword: str, default: int | None, parsed: ParsedHeader) -> int:
-    value = ds.get(keyword, default)
+    value = attr(ds, keyword, default, parsed)
     if value is None or value == "":
         if default is not None:
             return default

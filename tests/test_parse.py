@@ -252,6 +252,18 @@ def test_explicit_sequence_item_encoded_implicit(corpus, counting_fetch):
     assert parsed.header.pixel_data_offset == changed.index(b"\xe0\x7f\x10\x00")
 
 
+def test_one_element_without_vr_in_an_explicit_data_set(corpus, counting_fetch):
+    """pydicom reads an element whose VR bytes are no VR as implicit, and goes on explicit."""
+    blob = corpus["native_u16.dcm"]
+    changed = _insert_before(blob, b"\x10\x00\x10\x00PN", _implicit(0x00091010, b"ACME"))
+    parsed, index, log = index_of(changed, counting_fetch)
+    assert parsed.dataset[0x00091010].value == b"ACME" and len(log) == 1
+    assert parsed.header.pixel_data_offset == changed.index(b"\xe0\x7f\x10\x00")
+    fetch, fetch_ranges, _ = counting_fetch(changed)
+    cache = DicomFrameCache(0, fetch, len(changed), fetch_ranges=fetch_ranges, path="mem://x")
+    assert cache.read_frames(range(index.number_of_frames)) == reference_frames(changed)
+
+
 @pytest.mark.parametrize("declared", ["1.2.840.10008.1.2.1", "1.2.840.10008.1.2"])
 def test_data_set_in_the_other_vr_encoding_than_declared(counting_fetch, declared):
     """A data set written in the other VR encoding than its transfer syntax says.
@@ -284,6 +296,16 @@ def test_length_field_beyond_object_never_fetched(corpus, counting_fetch):
     with pytest.raises(TruncatedDicomError) as err:
         index_of(blob[: pos + 200], counting_fetch)
     assert err.value.tag == 0x00080020 and err.value.offset == pos
+
+
+def test_value_pydicom_cannot_convert_is_a_typed_error(corpus, counting_fetch):
+    """A VR pydicom does not know fails when the value is used: a typed error, with its tag."""
+    blob = bytearray(corpus["native_u16.dcm"])
+    pos = blob.index(b"\x28\x00\x10\x00US")  # Rows
+    blob[pos + 4 : pos + 6] = b"U\x00"  # sorts between AA and ZZ: an unknown VR to pydicom
+    with pytest.raises(NotDicomError, match="cannot read Rows") as err:
+        index_of(bytes(blob), counting_fetch)
+    assert (err.value.tag, err.value.offset) == (0x00280010, pos + 8)
 
 
 def test_corrupt_bot_not_increasing(counting_fetch):
