@@ -106,7 +106,30 @@ class DicomFrameCache(LayoutCache):
         last = int(wanted[-1])
         index = self.view(frames=last + 1)
         if last == index.number_of_frames - 1 and int(index.stops[-1]) == UNKNOWN:
-            index = self._resolve_last()
+            if wanted.size == 1:
+                index = self._resolve_last()
+            else:  # look for the last frame's end in the same round as the other frames
+                start = int(index.starts[-1])
+                guess = (start, min(self.size, start + self._last_guess(index)))
+                out, pieces = self._load_blocks(index, wanted[:-1], also=guess)
+                held = max(
+                    (d[start - a :] for a, d in pieces if a <= start < a + len(d)),
+                    key=len,
+                    default=b"",
+                )
+                self._resolve_last(held)
+                out.update(self._load([last]))  # from the walk's bytes, or fetched
+                return out
+        return self._load_blocks(index, wanted)[0]
+
+    def _load_blocks(
+        self, index: FrameIndex, wanted: np.ndarray, also: tuple[int, int] | None = None
+    ) -> tuple[dict[int, tuple[int, bytes]], list[tuple[int, bytes]]]:
+        """The blocks of ``wanted`` (sorted, distinct, every end known), in one round.
+
+        ``also`` is one more range to fetch in the same round, unless a fetched range
+        holds its start. Returns the blocks and the ``(offset, bytes)`` fetched.
+        """
         prefix = self.parsed.prefix
         held = len(prefix)
         starts, stops = block_ranges(index, wanted)
@@ -121,30 +144,38 @@ class DicomFrameCache(LayoutCache):
         missing = wanted[absent].tolist()
         self.hit_count += len(out)
         self.stats.hit("frames", len(out))
-        if missing:
-            plan = self._plan(index, missing)
-            datas = self._get(plan.ranges, "frames")
-            bases = [a for a, _ in plan.ranges]
-            fetched = list(zip(bases, datas, strict=True))
-            self._keep_extra(index, fetched, set(missing))
-            m_starts, m_stops = starts[absent], stops[absent]
-            lows = np.maximum(m_starts, held)
-            which = np.searchsorted(np.asarray(bases, dtype=np.int64), lows, side="right") - 1
-            blocks = []
-            for f, s, e, lo, k in zip(
-                missing,
-                m_starts.tolist(),
-                m_stops.tolist(),
-                lows.tolist(),
-                which.tolist(),
-                strict=True,
-            ):
-                a, data = fetched[k]
-                head = prefix[s:held] if s < held else b""
-                out[f] = (s, head + data[lo - a : e - a])
-                blocks.append((f, out[f]))
-            self._blocks.put(blocks)
-        return out
+        ranges = self._plan(index, missing).ranges if missing else []
+        asked = list(ranges)
+        if also is not None and also[0] >= held and not any(a <= also[0] < b for a, b in ranges):
+            asked.append(also)
+        if not asked:
+            return out, [(0, prefix)]
+        datas = self._get(asked, "frames")
+        fetched = [(a, data) for (a, _), data in zip(asked, datas, strict=True)]
+        pieces = [*fetched, (0, prefix)]
+        fetched = fetched[: len(ranges)]
+        if not missing:
+            return out, pieces
+        bases = [a for a, _ in fetched]
+        self._keep_extra(index, fetched, set(missing))
+        m_starts, m_stops = starts[absent], stops[absent]
+        lows = np.maximum(m_starts, held)
+        which = np.searchsorted(np.asarray(bases, dtype=np.int64), lows, side="right") - 1
+        blocks = []
+        for f, s, e, lo, k in zip(
+            missing,
+            m_starts.tolist(),
+            m_stops.tolist(),
+            lows.tolist(),
+            which.tolist(),
+            strict=True,
+        ):
+            a, data = fetched[k]
+            head = prefix[s:held] if s < held else b""
+            out[f] = (s, head + data[lo - a : e - a])
+            blocks.append((f, out[f]))
+        self._blocks.put(blocks)
+        return out, pieces
 
     def _plan(self, index: FrameIndex, frames: Iterable[int]) -> FetchPlan:
         return plan_frames(

@@ -317,15 +317,24 @@ class LayoutCache(BaseCache):
         with self._lock:
             self._index = index
 
-    def _resolve_last(self) -> FrameIndex:
-        """Find the end of the last frame by walking its items from its start."""
+    @staticmethod
+    def _last_guess(index: FrameIndex) -> int:
+        """Bytes to read from the last frame's start to find its end: twice the largest frame."""
+        known = index.starts[1:] - index.starts[:-1] if index.number_of_frames > 1 else []
+        return max(64 * 1024, 2 * int(max(known, default=0)) + 16)
+
+    def _resolve_last(self, held: bytes = b"") -> FrameIndex:
+        """Find the end of the last frame by walking its items from its start.
+
+        ``held`` are bytes from the last frame's start already fetched, if any.
+        """
         index = self.index
         if index.number_of_frames == 0 or int(index.stops[-1]) != UNKNOWN:
             return index
         start = int(index.starts[-1])
-        known = index.starts[1:] - index.starts[:-1] if index.number_of_frames > 1 else []
-        guess = max(64 * 1024, 2 * int(max(known, default=0)) + 16)
-        held = self.parsed.prefix[start:]  # the first request may already hold it
+        guess = self._last_guess(index)
+        if len(held) < len(self.parsed.prefix) - start:
+            held = self.parsed.prefix[start:]  # the first request may already hold it
         fetch = lambda a, b: self._get([(a, b)], "frames")[0]  # noqa: E731
         pos, data = find_items_end(fetch, start, self.size, held, guess, path=self.path)
         resolved = index.with_last_stop(pos)

@@ -77,6 +77,29 @@ def test_one_frame_read_fetches_exactly_its_block():
     assert len(log) == n + 1
 
 
+@pytest.mark.parametrize("first_request", [512, 65536])
+def test_last_frame_end_found_in_the_same_round_as_the_other_frames(first_request):
+    """A Basic Offset Table has no end for the last frame: its items are walked.
+
+    Read with other frames, the walk's first bytes come in the same round as theirs
+    (one round, not two), and the last frame is fetched once.
+    """
+    frames = fake_jpeg_frames(12, seed=4, min_size=2000, max_size=3000)
+    blob = build_encapsulated(frames, offset_table="bot")
+    cache, log = make_cache(blob, first_request=first_request, max_gap=0)
+    assert cache.index.number_of_frames == 12 and cache.index.stops[-1] == -1
+    n, rounds = len(log), cache.stats.rounds
+    assert cache.read_frames([2, 11]) == [frames[2], frames[11]]
+    assert cache.stats.rounds == rounds + (first_request == 512)  # all held: no round
+    new = log[n:]
+    last_start = cache.index.frame_range(11)[0]
+    assert len(new) == (2 if first_request == 512 else 0)
+    if new:  # frame 2's items and the next item header; the walk from the last frame's start
+        assert sum(b - a for a, b in new) == len(frames[2]) + 16 + (len(blob) - last_start)
+    assert cache.read_frames([11, 10]) == [frames[11], frames[10]]  # 11 is held now
+    assert [a for a, _ in log[n:]].count(last_start) == (first_request == 512)
+
+
 def test_plan_is_a_dry_run():
     cache, log = make_cache(CORPUS["eot.dcm"], first_request=512, max_gap=0)
     index = cache.index
