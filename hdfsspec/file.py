@@ -16,6 +16,7 @@ from hdfsspec.errors import ReadOnlyError
 from hdfsspec.index import FrameIndex
 from hdfsspec.link import ramped_size
 from hdfsspec.parse import ParsedHeader, number_of_frames
+from hdfsspec.pin import VersionPin
 from hdfsspec.planning import FetchPlan
 from hdfsspec.stats import CacheStats
 
@@ -49,6 +50,9 @@ class DicomFile(AbstractBufferedFile):
         the filesystem's index store, known indexes are reused and new ones saved.
     etag : str, optional
         The object's ETag when opened: signed S3 reads send it as ``If-Match``.
+    info : dict, optional
+        The target's info of the object when opened: reads of HTTP(S) targets send
+        its ETag as ``If-Match`` (see :mod:`hdfsspec.pin`).
     """
 
     def __init__(
@@ -61,6 +65,7 @@ class DicomFile(AbstractBufferedFile):
         size: int | None = None,
         identity: dict[str, Any] | None = None,
         etag: str | None = None,
+        info: dict[str, Any] | None = None,
         **kwargs: Any,
     ) -> None:
         if mode != "rb":
@@ -68,6 +73,7 @@ class DicomFile(AbstractBufferedFile):
                 f"the dicom filesystem is read-only: cannot open {path!r} in mode {mode!r}"
             )
         kwargs.pop("cache_type", None)
+        self._pin = VersionPin(fs.fs, path, info)
         self._signed = fs.signed_reader(path, etag, self._target_ranges)
         options = dict(cache_options or {})
         options.setdefault("fetch_ranges", self._fetch_ranges)
@@ -96,9 +102,7 @@ class DicomFile(AbstractBufferedFile):
 
     # -- backend -----------------------------------------------------------------------
     def _fetch_range(self, start: int, end: int) -> bytes:
-        if self._signed is not None:
-            return self._fetch_ranges([(start, end)])[0]
-        return self.fs.fs.cat_file(self.path, start=start, end=end)
+        return self._fetch_ranges([(start, end)])[0]
 
     def _fetch_ranges(self, ranges: Sequence[tuple[int, int]]) -> list[bytes]:
         out = self._signed(ranges) if self._signed is not None else self._target_ranges(ranges)
@@ -108,10 +112,24 @@ class DicomFile(AbstractBufferedFile):
         return out
 
     def _target_ranges(self, ranges: Sequence[tuple[int, int]]) -> list[bytes]:
-        """Ranges through the target filesystem's own ``cat_ranges``."""
-        return self.fs.fs.cat_ranges(
-            [self.path] * len(ranges), [a for a, _ in ranges], [b for _, b in ranges]
+        """Ranges through the target filesystem's own ``cat_ranges``, pinned to one version."""
+        target = self.fs.fs
+        out = target.cat_ranges(
+            [self.path] * len(ranges),
+            [a for a, _ in ranges],
+            [b for _, b in ranges],
+            **self._pin.kwargs,
         )
+        again = self._pin.check(ranges, out)  # raises ObjectChangedError if replaced
+        if again:
+            more = target.cat_ranges(
+                [self.path] * len(again),
+                [ranges[k][0] for k in again],
+                [ranges[k][1] for k in again],
+            )
+            for k, data in zip(again, more, strict=True):
+                out[k] = data
+        return list(out)
 
     # -- frames -------------------------------------------------------------------------
     @property

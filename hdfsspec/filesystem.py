@@ -242,6 +242,7 @@ class DicomFileSystem(ChainedFileSystem):
             size=size,
             identity=identity,
             etag=None if info is None else info.get("ETag"),
+            info=info,
             **kwargs,
         )
 

@@ -7,6 +7,7 @@ on leaving its ``with`` block and, as a safety net, by itself after
 
 from __future__ import annotations
 
+import hashlib
 import re
 import threading
 from collections.abc import Iterator
@@ -109,6 +110,12 @@ class RangeHTTPServer(LoopbackHTTPServer):
     ignore_range : bool
         If true, answer every GET with the whole object (status 200), as some
         servers do; clients must still read correctly.
+    etags : {"strong", "weak", "none"}
+        The ETag sent with HEAD and GET answers (an object's digest). A GET with
+        ``If-Match`` naming another ETag (or any ``If-Match`` when ``refuse_if_match``)
+        is answered 412, as S3, GCS, nginx and Apache do.
+    refuse_if_match : bool
+        Answer 412 to every ``If-Match``, as a misconfigured proxy might.
     lifetime : float
         Seconds after which the server stops by itself.
     """
@@ -118,10 +125,15 @@ class RangeHTTPServer(LoopbackHTTPServer):
         files: dict[str, bytes] | None = None,
         *,
         ignore_range: bool = False,
+        etags: str = "strong",
+        refuse_if_match: bool = False,
         lifetime: float = 900.0,
     ) -> None:
         self.files: dict[str, bytes] = dict(files or {})
         self.ignore_range = ignore_range
+        self.etags, self.refuse_if_match = etags, refuse_if_match
+        self.conditional = 0  # GETs that carried If-Match
+        self.refused = 0  # of which answered 412
         self.lifetime = lifetime
         self.log = RequestLog()
 
@@ -129,6 +141,13 @@ class RangeHTTPServer(LoopbackHTTPServer):
         """Serve ``data`` at ``/name`` and return its URL."""
         self.files[name.lstrip("/")] = data
         return self.url(name)
+
+    def etag(self, data: bytes) -> str | None:
+        """The ETag sent for ``data`` (None when ``etags="none"``)."""
+        if self.etags == "none":
+            return None
+        digest = f'"{hashlib.blake2b(data, digest_size=8).hexdigest()}"'
+        return "W/" + digest if self.etags == "weak" else digest
 
     def url(self, name: str = "") -> str:
         assert self._server is not None, "server not started"
@@ -160,8 +179,32 @@ class RangeHTTPServer(LoopbackHTTPServer):
                 self.send_response(200)
                 self.send_header("Content-Length", str(len(data)))
                 self.send_header("Accept-Ranges", "none" if server.ignore_range else "bytes")
-                self.send_header("ETag", f'"{hash(data) & 0xFFFFFFFF:x}"')
+                self._etag(data)
                 self.end_headers()
+
+            def _etag(self, data: bytes) -> None:
+                etag = server.etag(data)
+                if etag is not None:
+                    self.send_header("ETag", etag)
+
+            def _precondition_failed(self, data: bytes) -> bool:
+                wanted = self.headers.get("If-Match")
+                if wanted is None:
+                    return False
+                with server.log.lock:
+                    server.conditional += 1
+                if wanted.strip() == "*":
+                    return False
+                etag = server.etag(data)
+                strong = etag is not None and not etag.startswith("W/")
+                if strong and not server.refuse_if_match and wanted.strip() == etag:
+                    return False
+                with server.log.lock:
+                    server.refused += 1
+                self.send_response(412)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+                return True
 
             def do_PUT(self) -> None:
                 length = int(self.headers.get("Content-Length") or 0)
@@ -175,6 +218,9 @@ class RangeHTTPServer(LoopbackHTTPServer):
             def do_GET(self) -> None:
                 data = self._object()
                 if data is None:
+                    server.log.add("GET", self.path, None, None, 0)
+                    return
+                if self._precondition_failed(data):
                     server.log.add("GET", self.path, None, None, 0)
                     return
                 match = _RANGE.match(self.headers.get("Range", ""))
@@ -200,6 +246,7 @@ class RangeHTTPServer(LoopbackHTTPServer):
                     self.send_header("Content-Range", f"bytes {start}-{stop - 1}/{len(data)}")
                 self.send_header("Content-Length", str(len(body)))
                 self.send_header("Accept-Ranges", "none" if server.ignore_range else "bytes")
+                self._etag(data)
                 self.end_headers()
                 self.wfile.write(body)
                 server.log.add("GET", self.path, start, stop, len(body))

@@ -1,0 +1,112 @@
+"""Keep the reads of an open object to the version that was opened.
+
+A frame index is only right for the bytes it was built from: an object replaced
+by another of the same size while it is open must raise
+:class:`~hdfsspec.errors.ObjectChangedError`, never serve the new object's bytes
+at the old object's offsets. (A shorter replacement is caught by every read's
+length check; signed S3 reads send ``If-Match``, see :mod:`hdfsspec.signed`.)
+:class:`VersionPin` does it for two more kinds of target:
+
+* HTTP(S) (fsspec's :class:`~fsspec.implementations.http.HTTPFileSystem`): every
+  ranged GET sends ``If-Match`` with the strong ETag of the open, as S3, GCS,
+  Azure, nginx and Apache honour it; a 412 answer is checked with a new ``info()``
+  (a server that answers 412 to an unchanged ETag gets plain GETs from then on:
+  some proxies and CDNs do not compare ETags as their origin does). Weak ETags
+  (``W/"..."``) never match a strong comparison and are not sent.
+* Local files: after each batch the file's inode, size and modification time
+  are compared with the open's (``os.stat``: a few microseconds).
+
+Other targets are read as they are (GCS's ``generation`` and Azure's ``If-Match``
+would need the emulators to honour them to be tested).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from typing import Any
+
+import fsspec
+from fsspec.implementations.http import HTTPFileSystem
+from fsspec.implementations.local import LocalFileSystem
+
+from hdfsspec.errors import ObjectChangedError
+
+__all__ = ["VersionPin"]
+
+_PRECONDITION_FAILED = 412
+
+
+class VersionPin:
+    """Request arguments and checks that tie the reads of ``path`` to one version.
+
+    Parameters
+    ----------
+    fs : AbstractFileSystem
+        The target filesystem.
+    path : str
+        The object's path on ``fs``.
+    info : dict, optional
+        The target's ``info()`` of the object at the open: HTTP reads are pinned to
+        its ``ETag`` (none without it). Local files are pinned to ``os.stat`` now.
+
+    Attributes
+    ----------
+    kwargs : dict
+        Extra arguments of the target's ``cat_ranges`` (``headers`` with ``If-Match``).
+    """
+
+    def __init__(
+        self, fs: fsspec.AbstractFileSystem, path: str, info: dict[str, Any] | None = None
+    ) -> None:
+        self.fs, self.path = fs, path
+        self.kwargs: dict[str, Any] = {}
+        self._etag: str | None = None
+        self._stat: tuple[int, int, int] | None = None
+        if isinstance(fs, HTTPFileSystem):
+            etag = (info or {}).get("ETag")
+            if isinstance(etag, str) and etag.startswith('"'):  # strong: W/"..." never matches
+                self._etag = etag
+                self.kwargs = {"headers": {"If-Match": etag}}
+        elif isinstance(fs, LocalFileSystem):
+            self._stat = _signature(fs._strip_protocol(path))
+
+    def check(self, ranges: Sequence[tuple[int, int]], out: list[Any]) -> list[int]:
+        """Check one batch's results; return the indices to read again without the pin.
+
+        Raises
+        ------
+        ObjectChangedError
+            The object is not the one that was opened.
+        """
+        if self._stat is not None:
+            now = _signature(self.fs._strip_protocol(self.path))
+            if now != self._stat:
+                raise self._changed(ranges[0][0] if ranges else 0, "inode, size or mtime")
+            return []
+        refused = [k for k, data in enumerate(out) if _status(data) == _PRECONDITION_FAILED]
+        if not refused or self._etag is None:
+            return []
+        info = self.fs.info(self.path)
+        if info.get("ETag") != self._etag:
+            raise self._changed(ranges[refused[0]][0], f"ETag {self._etag} no longer matches")
+        self.kwargs = {}  # the server refused an ETag it still reports: plain GETs
+        self._etag = None
+        return refused
+
+    def _changed(self, offset: int, what: str) -> ObjectChangedError:
+        return ObjectChangedError(
+            f"the object was replaced while being read ({what})",
+            path=self.fs.unstrip_protocol(self.path),
+            offset=offset,
+        )
+
+
+def _signature(path: str) -> tuple[int, int, int]:
+    st = os.stat(path)
+    return st.st_ino, st.st_size, st.st_mtime_ns
+
+
+def _status(error: Any) -> int | None:
+    """The HTTP status of a failed GET (aiohttp's ClientResponseError), if any."""
+    return getattr(error, "status", None) if isinstance(error, BaseException) else None

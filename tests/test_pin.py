@@ -1,0 +1,102 @@
+"""An object replaced by another of the same size while open: ObjectChangedError, never its bytes.
+
+HTTP(S) targets send ``If-Match`` with the open's strong ETag; local files compare
+``os.stat`` after each batch (see :mod:`hdfsspec.pin`). The servers are real
+(:class:`~hdfsspec.testing.RangeHTTPServer` answers ``If-Match`` as S3 and nginx do).
+"""
+
+from __future__ import annotations
+
+import os
+
+import fsspec
+import pytest
+from oracle import reference_frames
+
+from hdfsspec import ObjectChangedError
+from hdfsspec.testing import RangeHTTPServer, build_encapsulated, fake_jpeg_frames
+
+FRAMES = fake_jpeg_frames(40, seed=11, min_size=900, max_size=1200)
+BLOB = build_encapsulated(FRAMES, offset_table="bot")
+# the same layout, other pixels (each frame's bytes between its markers changed): every
+# offset and the size are the same
+OTHER = build_encapsulated(
+    [f[:2] + bytes(b ^ 0x5A for b in f[2:-2]) + f[-2:] for f in FRAMES], offset_table="bot"
+)
+
+
+def _dicom(protocol: str = "http"):
+    target = fsspec.filesystem(protocol, skip_instance_cache=True)
+    return fsspec.filesystem(
+        "dicom", fs=target, skip_instance_cache=True, first_request=1024, max_cache_bytes=1
+    )
+
+
+def test_same_size_replacement_over_http_raises():
+    assert len(OTHER) == len(BLOB) and OTHER != BLOB
+    with RangeHTTPServer() as server:
+        url = server.put("slide.dcm", BLOB)
+        with _dicom().open(url) as f:
+            assert f.read_frames([3]) == [FRAMES[3]]
+            seen = server.conditional
+            assert seen == server.log.requests and seen >= 2  # every GET carried If-Match
+            start = f.index.frame_range(39)[0]
+            server.put("slide.dcm", OTHER)
+            with pytest.raises(ObjectChangedError, match="ETag") as err:
+                f.read_frames([39])
+        assert err.value.path == url and err.value.offset == start
+        assert server.refused == 1
+
+
+def test_unchanged_object_over_http_reads_with_if_match():
+    with RangeHTTPServer() as server:
+        url = server.put("slide.dcm", BLOB)
+        with _dicom().open(url) as f:
+            got = f.read_frames(list(range(40)))
+        assert got == reference_frames(BLOB)
+        assert server.refused == 0 and server.conditional == server.log.requests
+        assert server.log.bytes <= len(BLOB) + 1024
+
+
+@pytest.mark.parametrize("etags", ["weak", "none"])
+def test_no_strong_etag_no_if_match(etags):
+    """A weak ETag never matches a strong comparison: not sent (nor is a missing one)."""
+    with RangeHTTPServer(etags=etags) as server:
+        url = server.put("slide.dcm", BLOB)
+        with _dicom().open(url) as f:
+            assert f.read_frames([0, 39]) == [FRAMES[0], FRAMES[39]]
+        assert server.conditional == 0 and server.log.requests >= 2
+
+
+def test_server_refusing_every_if_match_gets_plain_gets():
+    """A 412 to an ETag the server still reports: checked once, then plain GETs."""
+    with RangeHTTPServer(refuse_if_match=True) as server:
+        url = server.put("slide.dcm", BLOB)
+        with _dicom().open(url) as f:
+            assert f.read_frames([5]) == [FRAMES[5]]
+            assert f.read_frames([30, 31]) == [FRAMES[30], FRAMES[31]]
+        # the header's GET was refused, one HEAD said the ETag is unchanged, it was read
+        # again without If-Match, and so was everything after it
+        assert server.refused == server.conditional == 1
+        assert [e[0] for e in server.log.entries[:4]] == ["HEAD", "GET", "HEAD", "GET"]
+        assert server.log.entries[3][2:] == (0, 1024, 1024)
+        assert sum(1 for e in server.log.entries if e[0] == "HEAD") == 2  # open, check
+
+
+@pytest.mark.parametrize("how", ["replace", "overwrite"])
+def test_same_size_replacement_of_a_local_file_raises(tmp_path, how):
+    path = tmp_path / "slide.dcm"
+    path.write_bytes(BLOB)
+    with _dicom("file").open(str(path)) as f:
+        assert f.read_frames([3]) == [FRAMES[3]]
+        if how == "replace":  # a new file renamed over the old one (a new inode)
+            (tmp_path / "new.dcm").write_bytes(OTHER)
+            os.replace(tmp_path / "new.dcm", path)
+        else:  # the same inode written again, with a later modification time
+            with open(path, "r+b") as out:
+                out.write(OTHER)
+            st = os.stat(path)
+            os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns + 1_000_000_000))
+        with pytest.raises(ObjectChangedError, match="inode, size or mtime") as err:
+            f.read_frames([39])
+    assert err.value.path == f"file://{path}"
