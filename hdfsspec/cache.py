@@ -106,9 +106,9 @@ class DicomFrameCache(LayoutCache):
         last = int(wanted[-1])
         index = self.view(frames=last + 1)
         if last == index.number_of_frames - 1 and int(index.stops[-1]) == UNKNOWN:
-            if wanted.size == 1:
-                index = self._resolve_last()
-            else:  # look for the last frame's end in the same round as the other frames
+            out: dict[int, tuple[int, bytes]] = {}
+            held = b""
+            if wanted.size > 1:  # look for the last frame's end in the same round as the rest
                 start = int(index.starts[-1])
                 guess = (start, min(self.size, start + self._last_guess(index)))
                 out, pieces = self._load_blocks(index, wanted[:-1], also=guess)
@@ -117,9 +117,12 @@ class DicomFrameCache(LayoutCache):
                     key=len,
                     default=b"",
                 )
-                self._resolve_last(held)
-                out.update(self._load([last]))  # from the walk's bytes, or fetched
+            index, block = self._walk_last(held)
+            if block is not None:  # the walk read all of it (kept even past the bound)
+                out[last] = block
                 return out
+            out.update(self._load_blocks(index, wanted[-1:])[0])
+            return out
         return self._load_blocks(index, wanted)[0]
 
     def _load_blocks(
@@ -127,8 +130,9 @@ class DicomFrameCache(LayoutCache):
     ) -> tuple[dict[int, tuple[int, bytes]], list[tuple[int, bytes]]]:
         """The blocks of ``wanted`` (sorted, distinct, every end known), in one round.
 
-        ``also`` is one more range to fetch in the same round, unless a fetched range
-        holds its start. Returns the blocks and the ``(offset, bytes)`` fetched.
+        ``also`` is one more range to fetch in the same round, unless the first
+        request or a fetched range holds it. Returns the blocks and the
+        ``(offset, bytes)`` pieces fetched (and the first request's).
         """
         prefix = self.parsed.prefix
         held = len(prefix)
@@ -146,7 +150,11 @@ class DicomFrameCache(LayoutCache):
         self.stats.hit("frames", len(out))
         ranges = self._plan(index, missing).ranges if missing else []
         asked = list(ranges)
-        if also is not None and also[0] >= held and not any(a <= also[0] < b for a, b in ranges):
+        if (
+            also is not None
+            and also[0] >= held
+            and not any(a <= also[0] and also[1] <= b for a, b in ranges)
+        ):
             asked.append(also)
         if not asked:
             return out, [(0, prefix)]

@@ -112,24 +112,8 @@ class DicomFile(AbstractBufferedFile):
         return out
 
     def _target_ranges(self, ranges: Sequence[tuple[int, int]]) -> list[bytes]:
-        """Ranges through the target filesystem's own ``cat_ranges``, pinned to one version."""
-        target = self.fs.fs
-        out = target.cat_ranges(
-            [self.path] * len(ranges),
-            [a for a, _ in ranges],
-            [b for _, b in ranges],
-            **self._pin.kwargs,
-        )
-        again = self._pin.check(ranges, out)  # raises ObjectChangedError if replaced
-        if again:
-            more = target.cat_ranges(
-                [self.path] * len(again),
-                [ranges[k][0] for k in again],
-                [ranges[k][1] for k in again],
-            )
-            for k, data in zip(again, more, strict=True):
-                out[k] = data
-        return list(out)
+        """Ranges through the target filesystem, pinned to the opened version."""
+        return self._pin.read(ranges)
 
     # -- frames -------------------------------------------------------------------------
     @property

@@ -328,9 +328,13 @@ class LayoutCache(BaseCache):
 
         ``held`` are bytes from the last frame's start already fetched, if any.
         """
+        return self._walk_last(held)[0]
+
+    def _walk_last(self, held: bytes = b"") -> tuple[FrameIndex, tuple[int, bytes] | None]:
+        """:meth:`_resolve_last`, and the last frame's block if the walk read all of it."""
         index = self.index
         if index.number_of_frames == 0 or int(index.stops[-1]) != UNKNOWN:
-            return index
+            return index, None
         start = int(index.starts[-1])
         guess = self._last_guess(index)
         if len(held) < len(self.parsed.prefix) - start:
@@ -338,9 +342,11 @@ class LayoutCache(BaseCache):
         fetch = lambda a, b: self._get([(a, b)], "frames")[0]  # noqa: E731
         pos, data = find_items_end(fetch, start, self.size, held, guess, path=self.path)
         resolved = index.with_last_stop(pos)
+        block = None
         with self._lock:
             self._built(resolved)  # saved again, now with the last stop
             _, bstop = block_range(resolved, index.number_of_frames - 1)
             if bstop <= start + len(data):
-                self._blocks.put([(index.number_of_frames - 1, (start, data[: bstop - start]))])
-        return resolved
+                block = (start, data[: bstop - start])
+                self._blocks.put([(index.number_of_frames - 1, block)])
+        return resolved, block

@@ -100,3 +100,25 @@ def test_same_size_replacement_of_a_local_file_raises(tmp_path, how):
         with pytest.raises(ObjectChangedError, match="inode, size or mtime") as err:
             f.read_frames([39])
     assert err.value.path == f"file://{path}"
+
+
+def test_same_size_replacement_on_azure_raises(azure_connection):
+    """adlfs reads ranges without conditions: ours send the open's ETag (Azurite honours it)."""
+    from conftest import BUCKET
+
+    target = fsspec.filesystem("az", connection_string=azure_connection, skip_instance_cache=True)
+    path = f"{BUCKET}/pin/slide.dcm"
+    target.pipe_file(path, BLOB)
+    fs = fsspec.filesystem(
+        "dicom", fs=target, skip_instance_cache=True, first_request=1024, max_cache_bytes=1
+    )
+    with fs.open(path) as f:
+        assert f.read_frames(list(range(40))) == reference_frames(BLOB)
+        assert (f.stats.requests, f.stats.rounds) == (4, 3)  # header, BOT, frames + last
+        start = f.index.frame_range(39)[0]
+        target.pipe_file(path, OTHER)
+        with pytest.raises(ObjectChangedError, match="ETag") as err:
+            f.read_frames([39])
+    assert err.value.offset == start and err.value.path == target.unstrip_protocol(path)
+    with fs.open(path) as f:  # opened again: the new object, read as it is now
+        assert f.read_frames([39]) == reference_frames(OTHER)[39:]
