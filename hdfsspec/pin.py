@@ -122,7 +122,7 @@ class VersionPin:
                         version_id=version,
                         etag=self._azure_etag,
                         match_condition=MatchConditions.IfNotModified,
-                        max_concurrency=1,
+                        max_concurrency=getattr(fs, "max_concurrency", None) or 1,
                         **fs._timeout_kwargs,
                     )
                     return await stream.readall()
