@@ -10,6 +10,7 @@ soon as the header shows it, and arrives while highdicom builds its frame tables
 
 from __future__ import annotations
 
+import os
 import threading
 from collections.abc import Callable
 from concurrent.futures import Future
@@ -30,6 +31,7 @@ class Ahead:
 
     def __init__(self, span: tuple[int, int], fetch: Callable[[int, int], bytes]) -> None:
         self.span = span
+        self._pid = os.getpid()
         self._future: Future[bytes] = Future()
         self._fetch = fetch
         threading.Thread(target=self._run, name="hdfsspec-ahead", daemon=True).start()
@@ -45,7 +47,12 @@ class Ahead:
         return self.result() if self.span == (start, stop) else None
 
     def result(self) -> bytes | None:
-        """The bytes, waiting for them if needed; None if the read failed (read again)."""
+        """The bytes, waiting for them if needed; None if the read failed (read again).
+
+        In a forked child the thread of a read still in flight does not exist: None.
+        """
+        if self._pid != os.getpid() and not self._future.done():
+            return None
         try:
             return self._future.result()
         except Exception:

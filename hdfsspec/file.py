@@ -73,7 +73,7 @@ class DicomFile(AbstractBufferedFile):
                 f"the dicom filesystem is read-only: cannot open {path!r} in mode {mode!r}"
             )
         kwargs.pop("cache_type", None)
-        self._pin = VersionPin(fs.fs, path, info)
+        self._pin = VersionPin(lambda: fs.fs, path, info)
         self._signed = fs.signed_reader(path, etag, self._target_ranges)
         options = dict(cache_options or {})
         options.setdefault("fetch_ranges", self._fetch_ranges)

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import functools
+import os
+import pickle
 import threading
 from typing import Any, ClassVar
 
@@ -161,7 +163,7 @@ class DicomFileSystem(ChainedFileSystem):
             fs = fsspec.filesystem(target_protocol or "file", **options)
         else:
             pool = (getattr(fs, "config_kwargs", None) or {}).get("max_pool_connections")
-        self.fs = fs
+        self.fs = fs  # the target (rebuilt in a forked child: see ``fs``)
         self._signed_pool = int(pool or POOL)  # the user's pool, if they set one
         self.progress = progress
         self.signed_urls = signed_urls
@@ -185,6 +187,34 @@ class DicomFileSystem(ChainedFileSystem):
             max_gap=max_gap,
             max_block=max_block,
         )
+
+    # -- the target ---------------------------------------------------------------------------
+    @property
+    def fs(self) -> fsspec.AbstractFileSystem:
+        """The target filesystem; in a forked child (a PyTorch or multiprocessing worker),
+        a new instance of it.
+
+        fsspec's async filesystems (s3fs, gcsfs, adlfs, HTTP) keep the event loop and
+        sessions of the process that made them and refuse to run in a fork ("not
+        fork-safe"). Files and images opened before the fork then go on in the child
+        through a target rebuilt from its storage options, as pickling would rebuild it.
+        """
+        if self._pid != os.getpid():
+            self._after_fork()
+        return self._fs
+
+    @fs.setter
+    def fs(self, value: fsspec.AbstractFileSystem) -> None:
+        self._fs, self._pid = value, os.getpid()
+
+    def _after_fork(self) -> None:
+        self._http = None  # the parent's HTTP session of signed reads
+        self._http_lock = threading.Lock()
+        try:
+            target = pickle.loads(pickle.dumps(self._fs))
+        except Exception:  # a target that cannot be rebuilt is used as it is
+            target = self._fs
+        self.fs = target
 
     # -- paths ------------------------------------------------------------------------------
     @classmethod
@@ -252,10 +282,12 @@ class DicomFileSystem(ChainedFileSystem):
         """Ranged reads of ``path`` through a signed URL, or None (see ``signed_urls``)."""
         if not self.signed_urls:
             return None
-        return signed_ranges(self.fs, path, etag, self._http_fs, fallback)
+        return signed_ranges(lambda: self.fs, path, etag, self._http_fs, fallback)
 
     def _http_fs(self) -> fsspec.AbstractFileSystem:
         """The HTTP filesystem of signed reads (one session for every file, made once)."""
+        if self._pid != os.getpid():  # forked: a new target and a new session
+            self._after_fork()
         with self._http_lock:
             if self._http is None:
                 self._http = fsspec.filesystem(

@@ -29,7 +29,7 @@ from __future__ import annotations
 import asyncio
 import errno
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import fsspec
@@ -50,8 +50,8 @@ class VersionPin:
 
     Parameters
     ----------
-    fs : AbstractFileSystem
-        The target filesystem.
+    target : callable
+        Returns the target filesystem (a new one in a forked child).
     path : str
         The object's path on ``fs``.
     info : dict, optional
@@ -65,9 +65,13 @@ class VersionPin:
     """
 
     def __init__(
-        self, fs: fsspec.AbstractFileSystem, path: str, info: dict[str, Any] | None = None
+        self,
+        target: Callable[[], fsspec.AbstractFileSystem],
+        path: str,
+        info: dict[str, Any] | None = None,
     ) -> None:
-        self.fs, self.path = fs, path
+        self._target, self.path = target, path
+        fs = target()
         self.kwargs: dict[str, Any] = {}
         self._etag: str | None = None
         self._azure_etag: str | None = None
@@ -82,6 +86,11 @@ class VersionPin:
                 self.kwargs = {"headers": {"If-Match": etag}}
         elif isinstance(fs, LocalFileSystem):
             self._stat = _signature(fs._strip_protocol(path))
+
+    @property
+    def fs(self) -> fsspec.AbstractFileSystem:
+        """The target filesystem."""
+        return self._target()
 
     def read(self, ranges: Sequence[tuple[int, int]]) -> list[Any]:
         """Read ``ranges`` through the target, pinned; failures are returned, not raised.

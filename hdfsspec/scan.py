@@ -18,6 +18,7 @@ was already served. Pure: reads through a ``fetch_ranges`` callable, no fsspec.
 
 from __future__ import annotations
 
+import os
 from collections import deque
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -97,6 +98,7 @@ class ItemScanner:
         self._pending: deque[tuple[int, int, Future[list[bytes]]]] = deque()
         self._next = 0  # where the next window fetched ahead starts
         self._pool: ThreadPoolExecutor | None = None
+        self._pid = os.getpid()  # in a forked child, the windows in flight never come
         syntax = parsed.header.transfer_syntax_uid
         self.mode = (
             "markers" if syntax.startswith(_JPEG_FAMILY) else "one" if syntax == _RLE else None
@@ -112,6 +114,9 @@ class ItemScanner:
 
     def _fill(self) -> None:
         """Keep ``scan_concurrency`` windows in flight, contiguous, up to the limit."""
+        if self._pid != os.getpid():  # forked: the pool's threads are the parent's
+            self._pending.clear()
+            self._pool, self._pid = None, os.getpid()
         opts, limit = self.options, self._limit()
         first = self.requests == 0 and not self._pending
         if not self._pending:

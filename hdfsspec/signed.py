@@ -54,20 +54,21 @@ Fallback = Callable[[Sequence[tuple[int, int]]], list[bytes]]
 
 
 def signed_ranges(
-    fs: fsspec.AbstractFileSystem,
+    target: Callable[[], fsspec.AbstractFileSystem],
     path: str,
     etag: str | None,
     http: Callable[[], fsspec.AbstractFileSystem],
     fallback: Fallback,
 ) -> SignedRanges | None:
-    """A :class:`SignedRanges` for ``path`` of ``fs``, or None where it would not be the same.
+    """A :class:`SignedRanges` for ``path`` of the target, or None where it would not be the same.
 
     Parameters
     ----------
-    fs : fsspec.AbstractFileSystem
-        The target; only an ``s3fs.S3FileSystem`` qualifies.
+    target : callable
+        Returns the target filesystem (a new one in a forked child); only an
+        ``s3fs.S3FileSystem`` qualifies.
     path : str
-        The object's path on ``fs``.
+        The object's path on the target.
     etag : str or None
         The ETag the object had when opened (sent as ``If-Match``).
     http : callable
@@ -75,9 +76,9 @@ def signed_ranges(
     fallback : callable
         Reads ranges through the target filesystem (when signing cannot serve).
     """
-    if not signable(fs):
+    if not signable(target()):
         return None
-    return SignedRanges(fs, path, etag, http, fallback)
+    return SignedRanges(target, path, etag, http, fallback)
 
 
 def signable(fs: fsspec.AbstractFileSystem) -> bool:
@@ -131,10 +132,10 @@ class SignedRanges:
 
     Parameters
     ----------
-    fs : s3fs.S3FileSystem
-        The target (signs the URL).
+    target : callable
+        Returns the target ``s3fs.S3FileSystem`` (it signs the URL).
     path : str
-        The object's path on ``fs``.
+        The object's path on the target.
     etag : str or None
         The ETag of the object when opened; sent as ``If-Match`` on every GET.
     http : callable
@@ -152,19 +153,24 @@ class SignedRanges:
 
     def __init__(
         self,
-        fs: Any,
+        target: Callable[[], Any],
         path: str,
         etag: str | None,
         http: Callable[[], fsspec.AbstractFileSystem],
         fallback: Fallback,
     ) -> None:
-        self.fs, self.path, self.etag = fs, path, etag
+        self._target, self.path, self.etag = target, path, etag
         self._http, self._fallback = http, fallback
         self._url: str | None = None
         self._signed_at = 0.0
         self._lock = threading.Lock()
         self.active = True
         self.transient_failures = 0
+
+    @property
+    def fs(self) -> Any:
+        """The target filesystem."""
+        return self._target()
 
     def url(self, again: bool = False) -> str:
         """The presigned URL (signed on first use, after half its life, or when asked)."""

@@ -201,6 +201,7 @@ class RangeHTTPServer(LoopbackHTTPServer):
                     return False
                 with server.log.lock:
                     server.refused += 1
+                server.log.add("GET", self.path, None, None, 0)
                 self.send_response(412)
                 self.send_header("Content-Length", "0")
                 self.end_headers()
@@ -220,8 +221,7 @@ class RangeHTTPServer(LoopbackHTTPServer):
                 if data is None:
                     server.log.add("GET", self.path, None, None, 0)
                     return
-                if self._precondition_failed(data):
-                    server.log.add("GET", self.path, None, None, 0)
+                if self._precondition_failed(data):  # logged there, before it answers
                     return
                 match = _RANGE.match(self.headers.get("Range", ""))
                 start, stop, status = 0, len(data), 200
@@ -233,11 +233,11 @@ class RangeHTTPServer(LoopbackHTTPServer):
                     else:
                         start = max(0, len(data) - int(last))
                     if start >= len(data):
+                        server.log.add("GET", self.path, start, stop, 0)
                         self.send_response(416)
                         self.send_header("Content-Range", f"bytes */{len(data)}")
                         self.send_header("Content-Length", "0")
                         self.end_headers()
-                        server.log.add("GET", self.path, start, stop, 0)
                         return
                     status = 206
                 body = data[start:stop]
@@ -247,9 +247,10 @@ class RangeHTTPServer(LoopbackHTTPServer):
                 self.send_header("Content-Length", str(len(body)))
                 self.send_header("Accept-Ranges", "none" if server.ignore_range else "bytes")
                 self._etag(data)
+                # logged before the body goes: a client that has it finds it in the log
+                server.log.add("GET", self.path, start, stop, len(body))
                 self.end_headers()
                 self.wfile.write(body)
-                server.log.add("GET", self.path, start, stop, len(body))
 
         return Handler
 

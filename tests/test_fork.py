@@ -1,0 +1,119 @@
+"""Files and images opened before a fork go on in the child (PyTorch / multiprocessing workers).
+
+fsspec's async filesystems refuse to run in a forked child ("not fork-safe"): the
+``dicom`` filesystem rebuilds its target there, from its storage options.
+"""
+
+from __future__ import annotations
+
+import io
+import multiprocessing
+import sys
+from typing import Any
+
+import fsspec
+import pytest
+from conftest import BACKENDS, make_backend
+
+import hdfsspec
+from hdfsspec.testing import build_encapsulated, fake_jpeg_frames
+
+pytestmark = pytest.mark.skipif(
+    sys.platform == "win32" or "fork" not in multiprocessing.get_all_start_methods(),
+    reason="no fork here",
+)
+FRAMES = fake_jpeg_frames(60, seed=21, min_size=3000, max_size=4000)
+BLOB = build_encapsulated(FRAMES, offset_table="empty")  # the child scans, too
+
+
+def _child(obj: Any, frames: list[int], queue: Any) -> None:
+    try:
+        if isinstance(obj, hdfsspec.DicomFile):
+            queue.put(("ok", obj.read_frames(frames), obj.stats.requests))
+        else:  # a highdicom image: decoded in the child
+            queue.put(("ok", obj.get_total_pixel_matrix(), obj.file.stats.requests))
+    except BaseException as exc:  # reported to the parent, which fails the test
+        queue.put(("error", repr(exc), 0))
+
+
+def _in_child(obj: Any, frames: list[int]) -> tuple[str, Any, int]:
+    ctx = multiprocessing.get_context("fork")
+    queue = ctx.Queue()
+    proc = ctx.Process(target=_child, args=(obj, frames, queue))
+    proc.start()
+    try:
+        return queue.get(timeout=60)
+    finally:
+        proc.join(10)
+        if proc.is_alive():
+            proc.kill()
+
+
+@pytest.mark.filterwarnings("ignore:This process .* is multi-threaded:DeprecationWarning")
+@pytest.mark.parametrize("name", BACKENDS)
+def test_open_file_reads_in_a_forked_child(name, request, tmp_path_factory):
+    backend = make_backend(name, request, tmp_path_factory)
+    path = backend.put("fork.dcm", BLOB)
+    fs = fsspec.filesystem(
+        "dicom",
+        fs=backend.target,
+        skip_instance_cache=True,
+        first_request=4096,
+        scan_window=16384,
+        max_cache_bytes=4096,
+    )
+    with fs.open(path) as f:
+        assert f.read_frames([0]) == [FRAMES[0]]  # the parent scanned only the start
+        before = f.stats.requests
+        status, got, requests = _in_child(f, [30, 59])
+        assert status == "ok", got
+        assert got == [FRAMES[30], FRAMES[59]] and requests > before  # fetched in the child
+        assert f.read_frames([45]) == [FRAMES[45]]  # the parent goes on too
+
+
+@pytest.mark.filterwarnings("ignore:This process .* is multi-threaded:DeprecationWarning")
+def test_image_reads_in_a_forked_child(request, tmp_path_factory):
+    import highdicom as hd
+    import numpy as np
+
+    from hdfsspec.testing import build_slide
+
+    backend = make_backend("s3", request, tmp_path_factory)
+    blob = build_slide(64, 96, tile=32, offset_table="bot")
+    path = backend.put("slide.dcm", blob)
+    fs = fsspec.filesystem("dicom", fs=backend.target, skip_instance_cache=True)
+    with hdfsspec.imread(fs.open(path)) as im:
+        status, got, requests = _in_child(im, [])
+    assert status == "ok", got
+    expected = hd.imread(io.BytesIO(blob)).get_total_pixel_matrix()
+    assert np.array_equal(got, expected) and requests >= 1
+
+
+def _ahead_child(ahead: Any, queue: Any) -> None:
+    queue.put(("ok", ahead.result(), 0))
+
+
+@pytest.mark.filterwarnings("ignore:This process .* is multi-threaded:DeprecationWarning")
+def test_read_ahead_in_flight_at_the_fork_is_read_again_in_the_child():
+    """A read in flight has no thread in the child: it gets None (reads again), not a hang."""
+    import threading
+
+    from hdfsspec.ahead import Ahead
+
+    release = threading.Event()
+
+    def fetch(start: int, stop: int) -> bytes:
+        release.wait(30)
+        return bytes(stop - start)
+
+    ahead = Ahead((0, 10), fetch)
+    ctx = multiprocessing.get_context("fork")
+    queue = ctx.Queue()
+    proc = ctx.Process(target=_ahead_child, args=(ahead, queue))
+    proc.start()
+    try:
+        assert queue.get(timeout=20) == ("ok", None, 0)
+    finally:
+        release.set()
+        proc.join(10)
+    assert ahead.result() == bytes(10)  # the parent's read completes as before
