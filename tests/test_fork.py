@@ -117,3 +117,24 @@ def test_read_ahead_in_flight_at_the_fork_is_read_again_in_the_child():
         release.set()
         proc.join(10)
     assert ahead.result() == bytes(10)  # the parent's read completes as before
+
+
+def test_image_pickles_for_spawn_workers(request, tmp_path_factory):
+    """dask and spawn workers get images by pickle: the copy reads its frames itself."""
+    import pickle
+
+    import highdicom as hd
+    import numpy as np
+
+    from hdfsspec.testing import build_slide
+
+    backend = make_backend("s3", request, tmp_path_factory)
+    blob = build_slide(64, 96, tile=32, offset_table="empty")
+    path = backend.put("pickled.dcm", blob)
+    fs = fsspec.filesystem("dicom", fs=backend.target, skip_instance_cache=True)
+    with hdfsspec.imread(fs.open(path)) as im:
+        copy = pickle.loads(pickle.dumps(im))
+    with copy:
+        got = copy.get_total_pixel_matrix()
+        assert copy.file.stats.requests >= 1
+    assert np.array_equal(got, hd.imread(io.BytesIO(blob)).get_total_pixel_matrix())
