@@ -43,7 +43,10 @@ PIXEL_TAGS = {
 EXTENDED_OFFSET_TABLE = 0x7FE00001
 EXTENDED_OFFSET_TABLE_LENGTHS = 0x7FE00002
 TRANSFER_SYNTAX_UID = 0x00020010
-_DEFLATED = {"1.2.840.10008.1.2.1.99", "1.2.840.10008.1.2.8.1"}
+# the data set after the File Meta Information is deflated as a whole (PS3.5 A.5, A.7,
+# A.12). Not Deflated Image Frame Compression (1.2.840.10008.1.2.8.1, Sup 244): that one
+# deflates each frame into its fragment, and is read as any encapsulated syntax
+_DEFLATED = {"1.2.840.10008.1.2.1.99", "1.2.840.10008.1.2.4.95", "1.2.840.10008.1.2.4.205"}
 _IMPLICIT_LE = "1.2.840.10008.1.2"
 _EXPLICIT_BE = "1.2.840.10008.1.2.2"
 

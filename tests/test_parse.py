@@ -338,6 +338,23 @@ def test_deflated_is_unsupported(counting_fetch):
     assert err.value.tag == 0x00020010
 
 
+@pytest.mark.parametrize("table", ["bot", "eot", "empty"])
+def test_deflated_image_frame_compression_is_encapsulated(counting_fetch, table):
+    """1.2.840.10008.1.2.8.1 (Sup 244) deflates each frame into its fragment: frames are
+    located as in any encapsulated syntax (only a data set deflated as a whole is not)."""
+    frames = [bytes([i]) * (900 + 8 * i) for i in range(12)]
+    blob = build_encapsulated(frames, offset_table=table)
+    # pydicom 3.0 cannot write this syntax yet: the same file with its UID (same length)
+    blob = blob.replace(b"1.2.840.10008.1.2.4.50", b"1.2.840.10008.1.2.8.1\x00")
+    parsed, index, log = index_of(blob, counting_fetch, first_request=1024, scan_window=4096)
+    assert parsed.header.transfer_syntax_uid == "1.2.840.10008.1.2.8.1"
+    assert index.encapsulated and index.number_of_frames == 12
+    assert len(log) <= 6 and sum(b - a for a, b in log) <= len(blob) + 1024
+    fetch, fetch_ranges, _ = counting_fetch(blob)
+    cache = DicomFrameCache(0, fetch, len(blob), fetch_ranges=fetch_ranges, path="mem://x")
+    assert cache.read_frames(range(12)) == frames
+
+
 def test_native_pixel_data_shorter_than_frames(counting_fetch):
     blob = bytearray(build_native(np.zeros((4, 4, 4), np.uint8)))
     pos = blob.index(b"\x28\x00\x08\x00IS")  # Number of Frames "4 " -> "9 "
