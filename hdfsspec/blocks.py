@@ -11,6 +11,8 @@ import threading
 from collections import OrderedDict
 from collections.abc import Iterable
 
+import numpy as np
+
 __all__ = ["Block", "FrameBlocks"]
 
 Block = tuple[int, bytes]
@@ -43,6 +45,12 @@ class FrameBlocks:
 
     def __contains__(self, frame: object) -> bool:
         return frame in self._items
+
+    def holding(self, frames: np.ndarray) -> np.ndarray:
+        """Whether each of ``frames`` has a block here (a boolean array)."""
+        with self._lock:
+            held = np.fromiter(self._items, dtype=np.int64, count=len(self._items))
+        return np.isin(frames, held)
 
     def values(self) -> list[Block]:
         """The blocks held, least recently used first."""

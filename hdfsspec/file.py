@@ -225,17 +225,25 @@ class DicomFile(AbstractBufferedFile):
             beyond = np.flatnonzero(run >= index.number_of_frames)
             run = run[: beyond[0]] if beyond.size else run
             if not run.size:  # not a frame of the index: no bytes of its own
-                run, sizes = wanted[i : i + 1], [0]
-            else:
-                sizes = (index.stops[run] - index.starts[run]).tolist()
-            for frame, size in zip(run.tolist(), sizes, strict=True):
-                size = max(size, 0)  # the end of the last frame may not be known yet
-                if batch and nbytes + size > limit:
+                run, sizes = wanted[i : i + 1], np.zeros(1, dtype=np.int64)
+            else:  # the end of the last frame may not be known yet: no size
+                sizes = np.maximum(index.stops[run] - index.starts[run], 0)
+            # cut the run where a batch would pass its limit (a frame larger than the
+            # limit goes alone), a batch at a time: the same cuts as adding frames one by one
+            cum = np.cumsum(sizes)
+            k = 0
+            while k < run.size:
+                before = int(cum[k - 1]) if k else 0
+                j = int(np.searchsorted(cum, before + limit - nbytes, side="right"))
+                if j == k and not batch:
+                    j = k + 1
+                batch.extend(run[k:j].tolist())
+                nbytes += int(cum[j - 1]) - before if j > k else 0
+                k = j
+                if k < run.size:  # the next frame does not fit
                     yield batch
                     batch, nbytes, made = [], 0, made + 1
                     limit = ramped_size(budget, ramp, made + 1)
-                batch.append(frame)
-                nbytes += size
             i += run.size
         if batch:
             yield batch

@@ -176,10 +176,9 @@ class PartialScan:
         k = np.searchsorted(bases, starts, side="right") - 1  # the piece holding the start
         keep = (stops > held) & (k >= 0) & (starts < ends[np.maximum(k, 0)])
         blocks: list[tuple[int, Block]] = []
+        keep &= ~self._blocks.holding(frames)  # those held stay as they are
         chosen = (frames[keep], starts[keep], stops[keep], k[keep])
         for f, start, stop, piece in zip(*(a.tolist() for a in chosen), strict=True):
-            if f in self._blocks:
-                continue
             base, data = pieces[piece]
             if stop <= base + len(data):
                 blocks.append((f, (start, data[start - base : stop - base])))

@@ -19,6 +19,7 @@ was already served. Pure: reads through a ``fetch_ranges`` callable, no fsspec.
 from __future__ import annotations
 
 import os
+import struct
 from collections import deque
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -40,6 +41,8 @@ __all__ = ["START_MARKERS", "ItemScan", "ItemScanner", "group_fragments", "scan_
 
 START_MARKERS = (b"\xff\xd8", b"\xff\x4f")  # JPEG / JPEG-LS SOI, JPEG 2000 SOC
 _PIXEL_TAG = 0x7FE00010
+_ITEM_HEAD = struct.Struct("<LL")  # an item's tag (as one little-endian word) and length
+_ITEM_WORD = 0xE000FFFE  # (FFFE,E000) read as one little-endian word
 _JPEG_FAMILY = "1.2.840.10008.1.2.4."
 _RLE = "1.2.840.10008.1.2.5"
 _MIN_ROUND = 256 * 1024  # a walk aimed at a few frames still fetches this much
@@ -246,7 +249,42 @@ class ItemScanner:
         while not self.done and min(self.pos + 10, self.parsed.size) <= self.base + len(
             self.chunk
         ):
-            self.step()
+            if not self._walk_plain():
+                self.step()  # the delimiter, the last bytes, a damaged header
+
+    def _walk_plain(self, frames: int | None = None, offset: int | None = None) -> bool:
+        """Walk buffered plain fragments in a tight loop; return whether it walked any.
+
+        A plain fragment has at least two bytes, ends inside the object, and its
+        header and first two bytes are in the buffer; anything else is left to
+        :meth:`step`. It stops once ``frames`` frames would be complete, or past
+        ``offset`` (:meth:`advance` then checks exactly).
+        """
+        size, chunk, base, pos = self.parsed.size, self.chunk, self.base, self.pos
+        held = min(base + len(chunk), size)
+        offsets, lengths, heads = self.offsets, self.lengths, self.heads
+        firsts, every = self.first_fragments, self.mode == "one"
+        enough = past = None  # frame starts at which ``frames`` are complete; ``offset``
+        if self.mode is not None and self.frames != 1:  # else none is complete before the end
+            enough = None if frames is None else frames + (not every)
+            past = offset
+        unpack, start = _ITEM_HEAD.unpack_from, pos
+        while pos + 10 <= held:
+            rel = pos - base
+            word, length = unpack(chunk, rel)
+            if word != _ITEM_WORD or length < 2 or pos + 8 + length > size:
+                break
+            head = bytes(chunk[rel : rel + 10])
+            if every or not offsets or head[8:10] in START_MARKERS:
+                firsts.append(len(offsets))
+            offsets.append(pos)
+            lengths.append(length)
+            heads.append(head)
+            pos += 8 + length
+            if (enough is not None and len(firsts) >= enough) or (past is not None and pos > past):
+                break
+        self.pos = pos
+        return pos != start
 
     def advance(
         self, frames: int | None = None, offset: int | None = None, ahead: int = 0
@@ -270,6 +308,8 @@ class ItemScanner:
                     last = self._last_fragment(count - 1)
                     if self.offsets[last] + 8 + self.lengths[last] > offset:
                         return
+                if self._walk_plain(frames, offset):
+                    continue
                 goal = self._estimate(frames, offset)
                 self._goal = None if goal is None or ahead else goal
                 self.step()

@@ -249,3 +249,128 @@ def test_window_sizes_for_each_case():
     assert scanner._window_sizes(2, 9000, first=True) == [750, 1000]
     assert scanner._window_sizes(4, 1000, first=True) == [1000] * 4  # within one window
     assert scanner._window_sizes(4, 9000, first=False) == [1000] * 4
+
+
+def _walk_state(blob: bytes, targets, fast: bool, monkeypatch) -> list:
+    """The scanner's state after each ``advance`` of ``targets``, with or without the fast loop."""
+    from hdfsspec.parse import number_of_frames, parse_header
+    from hdfsspec.scan import ItemScanner
+
+    fetch = lambda a, b: blob[a:b]  # noqa: E731
+    parsed = parse_header(fetch, len(blob), options=ReadOptions(first_request=1024))
+    with monkeypatch.context() as patch:
+        if not fast:  # the reference: every item by step()
+            patch.setattr(ItemScanner, "_walk_plain", lambda self, *a, **k: False)
+        options = ReadOptions(scan_window=2048, scan_concurrency=2)
+        scanner = ItemScanner(
+            parsed, lambda r: [blob[a:b] for a, b in r], number_of_frames(parsed), options
+        )
+        states = []
+        for frames, offset in targets:
+            try:
+                scanner.advance(frames=frames, offset=offset)
+            except FrameIndexError as exc:
+                states.append(("error", exc.offset))
+                break
+            states.append(
+                (
+                    list(scanner.offsets),
+                    list(scanner.lengths),
+                    list(scanner.heads),
+                    list(scanner.first_fragments),
+                    scanner.pos,
+                    scanner.done,
+                    scanner.complete,
+                    scanner.requests,
+                )
+            )
+        scanner.close()
+    return states
+
+
+SCANNED = {
+    "one": build_encapsulated(FRAMES[:120], offset_table="empty"),
+    "fragmented": build_encapsulated(FRAMES[:60], offset_table="empty", fragments_per_frame=3),
+    "rle": build_encapsulated(
+        FRAMES[:50], offset_table="empty", transfer_syntax="1.2.840.10008.1.2.5"
+    ),
+    "other": build_encapsulated(
+        FRAMES[:40], offset_table="empty", transfer_syntax="1.2.840.10008.1.2.1.98"
+    ),
+    "single": build_encapsulated(FRAMES[:1], offset_table="empty", fragments_per_frame=4),
+}
+
+
+@settings(max_examples=80, deadline=None)
+@given(
+    name=st.sampled_from(sorted(SCANNED)),
+    targets=st.lists(
+        st.tuples(
+            st.one_of(st.none(), st.integers(0, 130)),
+            st.one_of(st.none(), st.integers(0, 200_000)),
+        ),
+        min_size=1,
+        max_size=5,
+    ),
+)
+def test_fast_walk_equals_walking_item_by_item(name, targets):
+    """The tight loop over buffered fragments stops where the item-by-item walk stops."""
+    with pytest.MonkeyPatch.context() as monkeypatch:
+        blob = SCANNED[name]
+        fast = _walk_state(blob, targets, True, monkeypatch)
+        slow = _walk_state(blob, targets, False, monkeypatch)
+    assert fast == slow
+
+
+def _batches_one_by_one(sizes: list[int], frames: list[int], budget: int, ramp: int):
+    """The batches of adding frames one by one (what ``frame_batches`` cuts at once)."""
+    from hdfsspec.link import ramped_size
+
+    batches, batch, nbytes, made = [], [], 0, 0
+    limit = ramped_size(budget, ramp, 1)
+    for frame in frames:
+        size = max(sizes[frame], 0)
+        if batch and nbytes + size > limit:
+            batches.append(batch)
+            batch, nbytes, made = [], 0, made + 1
+            limit = ramped_size(budget, ramp, made + 1)
+        batch.append(frame)
+        nbytes += size
+    return [*batches, batch] if batch else batches
+
+
+BATCHED = {
+    "walked": BLOB,
+    "bot": build_encapsulated(FRAMES[:700], offset_table="bot"),
+    "uneven": build_encapsulated(
+        fake_jpeg_frames(300, seed=9, min_size=100, max_size=9000), offset_table="empty"
+    ),
+}
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    name=st.sampled_from(sorted(BATCHED)),
+    budget=st.integers(1, 60_000),
+    ramp=st.integers(0, 9),
+    walk_ahead=st.sampled_from([0, 20_000]),
+    subset=st.one_of(st.none(), st.integers(0, 2**32 - 1)),
+)
+def test_frame_batches_cut_as_adding_frames_one_by_one(name, budget, ramp, walk_ahead, subset):
+    import numpy as np
+
+    blob = BATCHED[name]
+    f, _ = open_counted(blob, f"batches-{name}.dcm")
+    with f:
+        total = int(f.header.dataset.NumberOfFrames)
+        frames = None
+        if subset is not None:
+            rng = np.random.default_rng(subset)
+            frames = sorted(rng.choice(total, rng.integers(1, total), replace=False).tolist())
+        got = list(f.frame_batches(frames, budget, walk_ahead=walk_ahead, ramp=ramp))
+        index = f.cache.view(frames=total)
+        sizes = (index.stops - index.starts).tolist()
+        if index.stops[-1] < 0:  # a Basic Offset Table: the last frame's end is not known
+            sizes[-1] = 0
+    expected = _batches_one_by_one(sizes, frames or list(range(total)), budget, ramp)
+    assert got == expected
