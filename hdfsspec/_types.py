@@ -7,6 +7,7 @@ directly with ``cache_type="dicom"`` agree.
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, replace
 from typing import Any
@@ -19,6 +20,16 @@ FetchRanges = Callable[[Sequence[tuple[int, int]]], list[bytes]]
 
 KiB = 1024
 MiB = 1024 * KiB
+
+
+def is_instance(obj: object, module: str, name: str) -> bool:
+    """``isinstance(obj, module.name)`` without importing ``module``.
+
+    An object of that class exists only once its module is imported: asking costs no
+    import (aiohttp, s3fs or the Azure SDK weigh tens of MB and a second to load).
+    """
+    cls = getattr(sys.modules.get(module), name, None)
+    return isinstance(cls, type) and isinstance(obj, cls)
 
 
 @dataclass(frozen=True)

@@ -20,6 +20,8 @@ from typing import Any
 import fsspec
 from fsspec.asyn import sync
 
+from hdfsspec._types import is_instance
+
 __all__ = ["first_read"]
 
 _CONTENT_RANGE = re.compile(r"bytes (\d+)-(\d+)/(\d+)$")
@@ -47,20 +49,10 @@ def first_read(
 
 def _reader(fs: fsspec.AbstractFileSystem) -> Any:
     """The one-request read of ``fs``'s kind, or None."""
-    try:
-        import s3fs
-
-        if isinstance(fs, s3fs.S3FileSystem):
-            return _s3_first
-    except ImportError:  # pragma: no cover - the s3 extra is not installed
-        pass
-    try:
-        import adlfs
-
-        if isinstance(fs, adlfs.AzureBlobFileSystem):
-            return _az_first
-    except ImportError:  # pragma: no cover - the azure extra is not installed
-        pass
+    if is_instance(fs, "s3fs", "S3FileSystem"):
+        return _s3_first
+    if is_instance(fs, "adlfs", "AzureBlobFileSystem"):
+        return _az_first
     return None
 
 

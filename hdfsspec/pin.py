@@ -34,9 +34,9 @@ from typing import Any
 
 import fsspec
 from fsspec.asyn import sync
-from fsspec.implementations.http import HTTPFileSystem
 from fsspec.implementations.local import LocalFileSystem
 
+from hdfsspec._types import is_instance
 from hdfsspec.errors import ObjectChangedError
 
 __all__ = ["VersionPin"]
@@ -76,10 +76,10 @@ class VersionPin:
         self._etag: str | None = None
         self._azure_etag: str | None = None
         self._stat: tuple[int, int, int] | None = None
-        if _is_azure(fs):
+        if is_instance(fs, "adlfs", "AzureBlobFileSystem"):
             etag = (info or {}).get("etag")
             self._azure_etag = etag if isinstance(etag, str) and etag else None
-        elif isinstance(fs, HTTPFileSystem):
+        elif is_instance(fs, "fsspec.implementations.http", "HTTPFileSystem"):
             etag = (info or {}).get("ETag")
             if isinstance(etag, str) and etag.startswith('"'):  # strong: W/"..." never matches
                 self._etag = etag
@@ -174,14 +174,6 @@ class VersionPin:
             path=self.fs.unstrip_protocol(self.path),
             offset=offset,
         )
-
-
-def _is_azure(fs: fsspec.AbstractFileSystem) -> bool:
-    try:
-        import adlfs
-    except ImportError:  # pragma: no cover - the azure extra is not installed
-        return False
-    return isinstance(fs, adlfs.AzureBlobFileSystem)
 
 
 def _signature(path: str) -> tuple[int, int, int]:

@@ -35,6 +35,7 @@ from urllib.parse import urlsplit
 
 import fsspec
 
+from hdfsspec._types import is_instance
 from hdfsspec.errors import ObjectChangedError
 
 __all__ = ["POOL", "SignedRanges", "http_client", "signable", "signed_ranges", "timeouts"]
@@ -83,11 +84,7 @@ def signed_ranges(
 
 def signable(fs: fsspec.AbstractFileSystem) -> bool:
     """Whether ranged reads of ``fs`` can go through signed URLs (an s3fs target, plain)."""
-    try:
-        import s3fs
-    except ImportError:  # pragma: no cover - the s3 extra is not installed
-        return False
-    return isinstance(fs, s3fs.S3FileSystem) and _plain_requests(fs)
+    return is_instance(fs, "s3fs", "S3FileSystem") and _plain_requests(fs)
 
 
 def timeouts(fs: Any) -> tuple[float, float]:

@@ -132,3 +132,31 @@ def test_imread_accepts_urls_without_prefix(memfile):
         assert im.number_of_frames == 5
     with hdfsspec.imread("dicom::memory://fsdir/sub/c.dcm") as im:
         assert im.number_of_frames == 5
+
+
+def test_local_reads_import_no_cloud_client(tmp_path):
+    """Opening and reading a local file imports neither s3fs, adlfs, the Azure SDK nor aiohttp.
+
+    (They weigh about 30 MB of resident memory and a second of import time; a target of
+    their kind exists only once they are imported, so nothing needs them to ask.)
+    """
+    import subprocess
+    import sys
+
+    from hdfsspec.testing import build_slide
+
+    path = tmp_path / "local.dcm"
+    path.write_bytes(build_slide(64, 96, tile=32, offset_table="empty"))
+    code = (
+        "import sys, fsspec, hdfsspec\n"
+        f"with fsspec.open('dicom::file://{path.as_posix()}') as f:\n"
+        "    assert len(f.read_frames([0, 5])) == 2\n"
+        "with hdfsspec.imread('" + path.as_posix() + "') as im:\n"
+        "    im.get_frame(1)\n"
+        "print(sorted(m for m in ('s3fs', 'adlfs', 'azure', 'aiohttp', 'gcsfs') "
+        "if m in sys.modules))\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True
+    )
+    assert out.stdout.strip() == "[]", out.stderr
