@@ -320,8 +320,8 @@ class LayoutCache(BaseCache):
     @staticmethod
     def _last_guess(index: FrameIndex) -> int:
         """Bytes to read from the last frame's start to find its end: twice the largest frame."""
-        known = index.starts[1:] - index.starts[:-1] if index.number_of_frames > 1 else []
-        return max(64 * 1024, 2 * int(max(known, default=0)) + 16)
+        known = index.starts[1:] - index.starts[:-1]
+        return max(64 * 1024, 2 * int(known.max(initial=0)) + 16)
 
     def _resolve_last(self, held: bytes = b"") -> FrameIndex:
         """Find the end of the last frame by walking its items from its start.

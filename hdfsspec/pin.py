@@ -87,6 +87,15 @@ class VersionPin:
         elif isinstance(fs, LocalFileSystem):
             self._stat = _signature(fs._strip_protocol(path))
 
+    def _arguments(self, fs: fsspec.AbstractFileSystem) -> dict[str, Any]:
+        """:attr:`kwargs`, with the headers the target sends anyway (fsspec's HTTP filesystem
+        replaces its own ``headers`` by those given to a call: an Authorization header
+        set on it must stay)."""
+        if "headers" not in self.kwargs:
+            return self.kwargs
+        own = (getattr(fs, "kwargs", None) or {}).get("headers") or {}
+        return {**self.kwargs, "headers": {**own, **self.kwargs["headers"]}}
+
     @property
     def fs(self) -> fsspec.AbstractFileSystem:
         """The target filesystem."""
@@ -104,7 +113,7 @@ class VersionPin:
         starts, stops = [a for a, _ in ranges], [b for _, b in ranges]
         if self._azure_etag is not None:
             return list(sync(fs.loop, self._azure_ranges, ranges))
-        out = list(fs.cat_ranges(paths, starts, stops, **self.kwargs))
+        out = list(fs.cat_ranges(paths, starts, stops, **self._arguments(fs)))
         again = self.check(ranges, out)
         if again:
             more = fs.cat_ranges(

@@ -122,3 +122,21 @@ def test_same_size_replacement_on_azure_raises(azure_connection):
     assert err.value.offset == start and err.value.path == target.unstrip_protocol(path)
     with fs.open(path) as f:  # opened again: the new object, read as it is now
         assert f.read_frames([39]) == reference_frames(OTHER)[39:]
+
+
+def test_if_match_keeps_the_headers_the_target_sends():
+    """fsspec's HTTP filesystem replaces its own headers by a call's: ours are merged."""
+    token = {"Authorization": "Bearer t0ken"}
+    with RangeHTTPServer(required_headers=token) as server:
+        url = server.put("slide.dcm", BLOB)
+        target = fsspec.filesystem("http", headers=token, skip_instance_cache=True)
+        fs = fsspec.filesystem(
+            "dicom", fs=target, skip_instance_cache=True, first_request=1024, max_cache_bytes=1
+        )
+        with fs.open(url) as f:
+            assert f.read_frames([0, 39]) == [FRAMES[0], FRAMES[39]]
+        assert server.conditional == server.log.requests >= 2 and server.refused == 0
+        import aiohttp
+
+        with pytest.raises(aiohttp.ClientResponseError, match="403"):  # it checks the token
+            fsspec.filesystem("http", skip_instance_cache=True).cat_file(url)

@@ -116,6 +116,8 @@ class RangeHTTPServer(LoopbackHTTPServer):
         is answered 412, as S3, GCS, nginx and Apache do.
     refuse_if_match : bool
         Answer 412 to every ``If-Match``, as a misconfigured proxy might.
+    required_headers : dict of str to str, optional
+        Headers every HEAD and GET must carry (an ``Authorization`` token...), else 403.
     lifetime : float
         Seconds after which the server stops by itself.
     """
@@ -127,8 +129,10 @@ class RangeHTTPServer(LoopbackHTTPServer):
         ignore_range: bool = False,
         etags: str = "strong",
         refuse_if_match: bool = False,
+        required_headers: dict[str, str] | None = None,
         lifetime: float = 900.0,
     ) -> None:
+        self.required_headers = dict(required_headers or {})
         self.files: dict[str, bytes] = dict(files or {})
         self.ignore_range = ignore_range
         self.etags, self.refuse_if_match = etags, refuse_if_match
@@ -165,6 +169,12 @@ class RangeHTTPServer(LoopbackHTTPServer):
 
             def _object(self) -> bytes | None:
                 data = server.files.get(self.path.split("?")[0].lstrip("/"))
+                required = server.required_headers.items()
+                if data is not None and any(self.headers.get(k) != v for k, v in required):
+                    self.send_response(403)
+                    self.send_header("Content-Length", "0")
+                    self.end_headers()
+                    return None
                 if data is None:
                     self.send_response(404)
                     self.send_header("Content-Length", "0")
