@@ -22,6 +22,12 @@ KiB = 1024
 MiB = 1024 * KiB
 
 
+def http_status(error: object) -> int | None:
+    """The HTTP status of a failed request returned by ``cat_ranges`` (aiohttp's
+    ``ClientResponseError`` has ``status``), if any."""
+    return getattr(error, "status", None) if isinstance(error, BaseException) else None
+
+
 def is_instance(obj: object, module: str, name: str) -> bool:
     """``isinstance(obj, module.name)`` without importing ``module``.
 

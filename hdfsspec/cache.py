@@ -132,7 +132,7 @@ class DicomFrameCache(LayoutCache):
 
         ``also`` is one more range to fetch in the same round, unless the first
         request or a fetched range holds it. Returns the blocks and the
-        ``(offset, bytes)`` pieces fetched (and the first request's).
+        ``(offset, bytes)`` pieces fetched.
         """
         prefix = self.parsed.prefix
         held = len(prefix)
@@ -157,11 +157,10 @@ class DicomFrameCache(LayoutCache):
         ):
             asked.append(also)
         if not asked:
-            return out, [(0, prefix)]
+            return out, []
         datas = self._get(asked, "frames")
         fetched = [(a, data) for (a, _), data in zip(asked, datas, strict=True)]
-        pieces = [*fetched, (0, prefix)]
-        fetched = fetched[: len(ranges)]
+        pieces, fetched = fetched, fetched[: len(ranges)]
         if not missing:
             return out, pieces
         bases = [a for a, _ in fetched]

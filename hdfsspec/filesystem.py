@@ -199,13 +199,16 @@ class DicomFileSystem(ChainedFileSystem):
         fork-safe"). Files and images opened before the fork then go on in the child
         through a target rebuilt from its storage options, as pickling would rebuild it.
         """
-        if self._pid != os.getpid():
-            self._after_fork()
+        self._check_fork()
         return self._fs
 
     @fs.setter
     def fs(self, value: fsspec.AbstractFileSystem) -> None:
         self._fs, self._pid = value, os.getpid()
+
+    def _check_fork(self) -> None:
+        if self._pid != os.getpid():
+            self._after_fork()
 
     def _after_fork(self) -> None:
         self._http = None  # the parent's HTTP session of signed reads
@@ -286,8 +289,7 @@ class DicomFileSystem(ChainedFileSystem):
 
     def _http_fs(self) -> fsspec.AbstractFileSystem:
         """The HTTP filesystem of signed reads (one session for every file, made once)."""
-        if self._pid != os.getpid():  # forked: a new target and a new session
-            self._after_fork()
+        self._check_fork()  # forked: a new target and a new session
         with self._http_lock:
             if self._http is None:
                 self._http = fsspec.filesystem(

@@ -36,7 +36,7 @@ import fsspec
 from fsspec.asyn import sync
 from fsspec.implementations.local import LocalFileSystem
 
-from hdfsspec._types import is_instance
+from hdfsspec._types import http_status, is_instance
 from hdfsspec.errors import ObjectChangedError
 
 __all__ = ["VersionPin"]
@@ -76,6 +76,7 @@ class VersionPin:
         self._etag: str | None = None
         self._azure_etag: str | None = None
         self._stat: tuple[int, int, int] | None = None
+        self._local = ""  # the OS path of a local file
         if is_instance(fs, "adlfs", "AzureBlobFileSystem"):
             etag = (info or {}).get("etag")
             self._azure_etag = etag if isinstance(etag, str) and etag else None
@@ -85,7 +86,8 @@ class VersionPin:
                 self._etag = etag
                 self.kwargs = {"headers": {"If-Match": etag}}
         elif isinstance(fs, LocalFileSystem):
-            self._stat = _signature(fs._strip_protocol(path))
+            self._local = fs._strip_protocol(path)
+            self._stat = _signature(self._local)
 
     def _arguments(self, fs: fsspec.AbstractFileSystem) -> dict[str, Any]:
         """:attr:`kwargs`, with the headers the target sends anyway (fsspec's HTTP filesystem
@@ -163,11 +165,11 @@ class VersionPin:
             The object is not the one that was opened.
         """
         if self._stat is not None:
-            now = _signature(self.fs._strip_protocol(self.path))
+            now = _signature(self._local)
             if now != self._stat:
                 raise self._changed(ranges[0][0] if ranges else 0, "inode, size or mtime")
             return []
-        refused = [k for k, data in enumerate(out) if _status(data) == _PRECONDITION_FAILED]
+        refused = [k for k, data in enumerate(out) if http_status(data) == _PRECONDITION_FAILED]
         if not refused or self._etag is None:
             return []
         info = self.fs.info(self.path)
@@ -188,8 +190,3 @@ class VersionPin:
 def _signature(path: str) -> tuple[int, int, int]:
     st = os.stat(path)
     return st.st_ino, st.st_size, st.st_mtime_ns
-
-
-def _status(error: Any) -> int | None:
-    """The HTTP status of a failed GET (aiohttp's ClientResponseError), if any."""
-    return getattr(error, "status", None) if isinstance(error, BaseException) else None

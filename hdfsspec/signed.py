@@ -35,7 +35,7 @@ from urllib.parse import urlsplit
 
 import fsspec
 
-from hdfsspec._types import is_instance
+from hdfsspec._types import http_status, is_instance
 from hdfsspec.errors import ObjectChangedError
 
 __all__ = ["POOL", "SignedRanges", "http_client", "signable", "signed_ranges", "timeouts"]
@@ -193,7 +193,7 @@ class SignedRanges:
             return self._fallback(ranges)
         out = self._get(ranges, url)
         failed = [k for k, data in enumerate(out) if not isinstance(data, bytes)]
-        if failed and all(_status(out[k]) == 403 for k in failed):  # expired: sign again
+        if failed and all(http_status(out[k]) == 403 for k in failed):  # expired: sign again
             again = self._get([ranges[k] for k in failed], self.url(again=True))
             for k, data in zip(failed, again, strict=True):
                 out[k] = data
@@ -218,7 +218,7 @@ class SignedRanges:
             headers=headers,
         )
         for k, data in enumerate(out):
-            if _status(data) == 412:
+            if http_status(data) == 412:
                 a, b = ranges[k]
                 raise ObjectChangedError(
                     f"the object was replaced while being read (ETag {self.etag} no longer "
@@ -247,11 +247,6 @@ def _transient(error: Any) -> bool:
     """Whether a failed GET says nothing of the URL: a 5xx, or a dropped connection."""
     import aiohttp  # only signed reads use it (fsspec's HTTP filesystem needs it)
 
-    if _status(error) in _TRANSIENT_STATUS:
+    if http_status(error) in _TRANSIENT_STATUS:
         return True
     return isinstance(error, (aiohttp.ClientConnectionError, asyncio.TimeoutError))
-
-
-def _status(error: Any) -> int | None:
-    """The HTTP status of a failed GET (aiohttp's ClientResponseError), if any."""
-    return getattr(error, "status", None) if isinstance(error, BaseException) else None

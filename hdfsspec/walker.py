@@ -138,9 +138,9 @@ class Walker:
         group, elem = struct.unpack(self.end + "HH", self.buf.read(pos, 4, what="element tag"))
         return group << 16 | elem
 
-    def element(self, pos: int, implicit: bool | None = None) -> tuple[int, int, int]:
+    def element(self, pos: int) -> tuple[int, int, int]:
         """Return ``(tag, value_offset, length)`` of the element at ``pos``."""
-        tag, _, value, length = self.entry(pos, self.implicit if implicit is None else implicit)
+        tag, _, value, length = self.entry(pos, self.implicit)
         return tag, value, length
 
     def entry(self, pos: int, implicit: bool) -> tuple[int, bytes, int, int]:

@@ -26,20 +26,18 @@ FRAMES = fake_jpeg_frames(60, seed=21, min_size=3000, max_size=4000)
 BLOB = build_encapsulated(FRAMES, offset_table="empty")  # the child scans, too
 
 
-def _child(obj: Any, frames: list[int], queue: Any) -> None:
+def _run(work: Any, args: tuple[Any, ...], queue: Any) -> None:
     try:
-        if isinstance(obj, hdfsspec.DicomFile):
-            queue.put(("ok", obj.read_frames(frames), obj.stats.requests))
-        else:  # a highdicom image: decoded in the child
-            queue.put(("ok", obj.get_total_pixel_matrix(), obj.file.stats.requests))
+        queue.put(("ok", *work(*args)))
     except BaseException as exc:  # reported to the parent, which fails the test
         queue.put(("error", repr(exc), 0))
 
 
-def _in_child(obj: Any, frames: list[int]) -> tuple[str, Any, int]:
+def _in_child(work: Any, *args: Any) -> tuple[str, Any, int]:
+    """``("ok", value, requests)`` of ``work(*args)`` run in a forked child."""
     ctx = multiprocessing.get_context("fork")
     queue = ctx.Queue()
-    proc = ctx.Process(target=_child, args=(obj, frames, queue))
+    proc = ctx.Process(target=_run, args=(work, args, queue))
     proc.start()
     try:
         return queue.get(timeout=60)
@@ -47,6 +45,12 @@ def _in_child(obj: Any, frames: list[int]) -> tuple[str, Any, int]:
         proc.join(10)
         if proc.is_alive():
             proc.kill()
+
+
+def _read(obj: Any, frames: list[int]) -> tuple[Any, int]:
+    if isinstance(obj, hdfsspec.DicomFile):
+        return obj.read_frames(frames), obj.stats.requests
+    return obj.get_total_pixel_matrix(), obj.file.stats.requests  # decoded in the child
 
 
 @pytest.mark.filterwarnings("ignore:This process .* is multi-threaded:DeprecationWarning")
@@ -65,7 +69,7 @@ def test_open_file_reads_in_a_forked_child(name, request, tmp_path_factory):
     with fs.open(path) as f:
         assert f.read_frames([0]) == [FRAMES[0]]  # the parent scanned only the start
         before = f.stats.requests
-        status, got, requests = _in_child(f, [30, 59])
+        status, got, requests = _in_child(_read, f, [30, 59])
         assert status == "ok", got
         assert got == [FRAMES[30], FRAMES[59]] and requests > before  # fetched in the child
         assert f.read_frames([45]) == [FRAMES[45]]  # the parent goes on too
@@ -83,14 +87,14 @@ def test_image_reads_in_a_forked_child(request, tmp_path_factory):
     path = backend.put("slide.dcm", blob)
     fs = fsspec.filesystem("dicom", fs=backend.target, skip_instance_cache=True)
     with hdfsspec.imread(fs.open(path)) as im:
-        status, got, requests = _in_child(im, [])
+        status, got, requests = _in_child(_read, im, [])
     assert status == "ok", got
     expected = hd.imread(io.BytesIO(blob)).get_total_pixel_matrix()
     assert np.array_equal(got, expected) and requests >= 1
 
 
-def _ahead_child(ahead: Any, queue: Any) -> None:
-    queue.put(("ok", ahead.result(), 0))
+def _ahead_result(ahead: Any) -> tuple[Any, int]:
+    return ahead.result(), 0
 
 
 @pytest.mark.filterwarnings("ignore:This process .* is multi-threaded:DeprecationWarning")
@@ -107,15 +111,10 @@ def test_read_ahead_in_flight_at_the_fork_is_read_again_in_the_child():
         return bytes(stop - start)
 
     ahead = Ahead((0, 10), fetch)
-    ctx = multiprocessing.get_context("fork")
-    queue = ctx.Queue()
-    proc = ctx.Process(target=_ahead_child, args=(ahead, queue))
-    proc.start()
     try:
-        assert queue.get(timeout=20) == ("ok", None, 0)
+        assert _in_child(_ahead_result, ahead) == ("ok", None, 0)
     finally:
         release.set()
-        proc.join(10)
     assert ahead.result() == bytes(10)  # the parent's read completes as before
 
 
