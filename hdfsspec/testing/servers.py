@@ -136,7 +136,8 @@ class RangeHTTPServer(LoopbackHTTPServer):
         self.files: dict[str, bytes] = dict(files or {})
         self.ignore_range = ignore_range
         self.etags, self.refuse_if_match = etags, refuse_if_match
-        self.conditional = 0  # GETs that carried If-Match
+        self._digests: dict[int, tuple[bytes, str]] = {}  # id -> (object, its digest)
+        self.conditional = 0  # GETs that carried If-Match (counted as they are logged)
         self.refused = 0  # of which answered 412
         self.lifetime = lifetime
         self.log = RequestLog()
@@ -146,12 +147,24 @@ class RangeHTTPServer(LoopbackHTTPServer):
         self.files[name.lstrip("/")] = data
         return self.url(name)
 
+    def conditional_counts(self) -> tuple[int, int, int]:
+        """``(GETs with If-Match, of which refused, all GETs)``, taken together (a read
+        still in flight cannot fall between them)."""
+        with self.log.lock:
+            return self.conditional, self.refused, len(self.log.gets())
+
     def etag(self, data: bytes) -> str | None:
         """The ETag sent for ``data`` (None when ``etags="none"``)."""
         if self.etags == "none":
             return None
-        digest = f'"{hashlib.blake2b(data, digest_size=8).hexdigest()}"'
-        return "W/" + digest if self.etags == "weak" else digest
+        held = self._digests.get(id(data))
+        if held is None or held[0] is not data:  # digested once per object, not per GET
+            digest = f'"{hashlib.blake2b(data, digest_size=8).hexdigest()}"'
+            if len(self._digests) >= len(self.files):  # forget the objects replaced
+                served = {id(d) for d in self.files.values()}
+                self._digests = {k: v for k, v in self._digests.items() if k in served}
+            held = self._digests[id(data)] = (data, digest)
+        return "W/" + held[1] if self.etags == "weak" else held[1]
 
     def url(self, name: str = "") -> str:
         assert self._server is not None, "server not started"
@@ -197,21 +210,22 @@ class RangeHTTPServer(LoopbackHTTPServer):
                 if etag is not None:
                     self.send_header("ETag", etag)
 
+            def _log_get(self, start: Any, stop: Any, sent: int, refused: bool = False) -> None:
+                """Log a GET (before answering it) and count its If-Match, in one step."""
+                with server.log.lock:
+                    server.conditional += "If-Match" in self.headers
+                    server.refused += refused
+                    server.log.entries.append(("GET", self.path, start, stop, sent))
+
             def _precondition_failed(self, data: bytes) -> bool:
                 wanted = self.headers.get("If-Match")
-                if wanted is None:
-                    return False
-                with server.log.lock:
-                    server.conditional += 1
-                if wanted.strip() == "*":
+                if wanted is None or wanted.strip() == "*":
                     return False
                 etag = server.etag(data)
                 strong = etag is not None and not etag.startswith("W/")
                 if strong and not server.refuse_if_match and wanted.strip() == etag:
                     return False
-                with server.log.lock:
-                    server.refused += 1
-                server.log.add("GET", self.path, None, None, 0)
+                self._log_get(None, None, 0, refused=True)
                 self.send_response(412)
                 self.send_header("Content-Length", "0")
                 self.end_headers()
@@ -229,7 +243,7 @@ class RangeHTTPServer(LoopbackHTTPServer):
             def do_GET(self) -> None:
                 data = self._object()
                 if data is None:
-                    server.log.add("GET", self.path, None, None, 0)
+                    self._log_get(None, None, 0)
                     return
                 if self._precondition_failed(data):  # logged there, before it answers
                     return
@@ -243,7 +257,7 @@ class RangeHTTPServer(LoopbackHTTPServer):
                     else:
                         start = max(0, len(data) - int(last))
                     if start >= len(data):
-                        server.log.add("GET", self.path, start, stop, 0)
+                        self._log_get(start, stop, 0)
                         self.send_response(416)
                         self.send_header("Content-Range", f"bytes */{len(data)}")
                         self.send_header("Content-Length", "0")
@@ -258,7 +272,7 @@ class RangeHTTPServer(LoopbackHTTPServer):
                 self.send_header("Accept-Ranges", "none" if server.ignore_range else "bytes")
                 self._etag(data)
                 # logged before the body goes: a client that has it finds it in the log
-                server.log.add("GET", self.path, start, stop, len(body))
+                self._log_get(start, stop, len(body))
                 self.end_headers()
                 self.wfile.write(body)
 
