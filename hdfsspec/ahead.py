@@ -10,10 +10,10 @@ soon as the header shows it, and arrives while highdicom builds its frame tables
 
 from __future__ import annotations
 
-import os
 import threading
 from collections.abc import Callable
-from concurrent.futures import Future
+
+from hdfsspec._fork import renew_after_fork
 
 __all__ = ["Ahead"]
 
@@ -31,16 +31,24 @@ class Ahead:
 
     def __init__(self, span: tuple[int, int], fetch: Callable[[int, int], bytes]) -> None:
         self.span = span
-        self._pid = os.getpid()
-        self._future: Future[bytes] = Future()
         self._fetch = fetch
+        self._data: bytes | None = None  # set once, by the thread, before _done
+        self._done = threading.Event()
+        renew_after_fork(self)
         threading.Thread(target=self._run, name="hdfsspec-ahead", daemon=True).start()
 
     def _run(self) -> None:
         try:
-            self._future.set_result(self._fetch(*self.span))
-        except BaseException as exc:  # handed to the reader, who reads again
-            self._future.set_exception(exc)
+            self._data = self._fetch(*self.span)
+        except BaseException:  # the reader reads again, and sees the error itself
+            pass
+        finally:
+            self._done.set()
+
+    def _after_fork(self) -> None:
+        """In a forked child the thread does not exist: what it had read, or nothing."""
+        self._done = threading.Event()
+        self._done.set()
 
     def serve(self, start: int, stop: int) -> bytes | None:
         """The bytes when ``(start, stop)`` is this read's span and it succeeded, else None."""
@@ -49,11 +57,7 @@ class Ahead:
     def result(self) -> bytes | None:
         """The bytes, waiting for them if needed; None if the read failed (read again).
 
-        In a forked child the thread of a read still in flight does not exist: None.
+        In a forked child a read that was still in flight gives None.
         """
-        if self._pid != os.getpid() and not self._future.done():
-            return None
-        try:
-            return self._future.result()
-        except Exception:
-            return None
+        self._done.wait()
+        return self._data

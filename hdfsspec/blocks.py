@@ -13,6 +13,8 @@ from collections.abc import Iterable
 
 import numpy as np
 
+from hdfsspec._fork import held_elsewhere, renew_after_fork
+
 __all__ = ["Block", "FrameBlocks"]
 
 Block = tuple[int, bytes]
@@ -34,6 +36,13 @@ class FrameBlocks:
         self.nbytes = 0
         self._items: OrderedDict[int, Block] = OrderedDict()
         self._lock = threading.Lock()
+        renew_after_fork(self)
+
+    def _after_fork(self) -> None:
+        """In a forked child: a new lock; no blocks if a thread was changing them."""
+        if held_elsewhere(self._lock):  # by a thread of the parent: the LRU may be torn
+            self._items, self.nbytes = OrderedDict(), 0
+            self._lock = threading.Lock()
 
     def get(self, frame: int) -> Block | None:
         """The block of ``frame`` (now the most recently used), or None."""

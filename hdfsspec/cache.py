@@ -24,6 +24,7 @@ from typing import Any
 import numpy as np
 from fsspec.caching import register_cache
 
+from hdfsspec._fork import renew_after_fork
 from hdfsspec.blocks import FrameBlocks
 from hdfsspec.errors import (
     FrameIndexError,
@@ -269,6 +270,7 @@ class DicomFrameCache(LayoutCache):
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.__dict__.update(state)
         self._lock = threading.RLock()
+        renew_after_fork(self)
         self._scan, self._on_index, self._fetch_ranges, self.progress = None, None, None, None
         self._ahead = self._header_ahead = None
         self._blocks = FrameBlocks(self.options.max_cache_bytes)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import functools
-import os
 import pickle
 import threading
 from typing import Any, ClassVar
@@ -11,6 +10,7 @@ from typing import Any, ClassVar
 import fsspec
 from fsspec.implementations.chained import ChainedFileSystem
 
+from hdfsspec._fork import renew_after_fork
 from hdfsspec._types import DEFAULT_OPTIONS, ReadOptions
 from hdfsspec.errors import ReadOnlyError
 from hdfsspec.file import DicomFile
@@ -187,6 +187,7 @@ class DicomFileSystem(ChainedFileSystem):
             max_gap=max_gap,
             max_block=max_block,
         )
+        renew_after_fork(self)
 
     # -- the target ---------------------------------------------------------------------------
     @property
@@ -199,20 +200,21 @@ class DicomFileSystem(ChainedFileSystem):
         fork-safe"). Files and images opened before the fork then go on in the child
         through a target rebuilt from its storage options, as pickling would rebuild it.
         """
-        self._check_fork()
+        if self._forked:
+            self._rebuild_target()
         return self._fs
 
     @fs.setter
     def fs(self, value: fsspec.AbstractFileSystem) -> None:
-        self._fs, self._pid = value, os.getpid()
-
-    def _check_fork(self) -> None:
-        if self._pid != os.getpid():
-            self._after_fork()
+        self._fs, self._forked = value, False
 
     def _after_fork(self) -> None:
+        """In a forked child: a new lock; the target is rebuilt when next used."""
+        self._forked = True
         self._http = None  # the parent's HTTP session of signed reads
         self._http_lock = threading.Lock()
+
+    def _rebuild_target(self) -> None:
         try:
             target = pickle.loads(pickle.dumps(self._fs))
         except Exception:  # a target that cannot be rebuilt is used as it is
@@ -289,7 +291,6 @@ class DicomFileSystem(ChainedFileSystem):
 
     def _http_fs(self) -> fsspec.AbstractFileSystem:
         """The HTTP filesystem of signed reads (one session for every file, made once)."""
-        self._check_fork()  # forked: a new target and a new session
         with self._http_lock:
             if self._http is None:
                 self._http = fsspec.filesystem(

@@ -19,6 +19,7 @@ from typing import Any
 
 from fsspec.caching import BaseCache
 
+from hdfsspec._fork import held_elsewhere, renew_after_fork
 from hdfsspec._types import DEFAULT_OPTIONS, Fetch, FetchRanges, ReadOptions
 from hdfsspec.ahead import Ahead
 from hdfsspec.blocks import FrameBlocks
@@ -65,6 +66,7 @@ class LayoutCache(BaseCache):
         self.progress = progress
         self.stats = CacheStats()
         self._lock = threading.RLock()
+        renew_after_fork(self)
         self._parsed: ParsedHeader | None = None
         self._index: FrameIndex | None = None
         self._heads: dict[int, bytes] = {}  # first bytes of the items a scan walked
@@ -86,6 +88,18 @@ class LayoutCache(BaseCache):
         if known is not None:
             self.set_index(known[0])
         self._on_index = on_index
+
+    def _after_fork(self) -> None:
+        """In a forked child: a new lock (a thread of the parent may have held this one).
+
+        What the lock guards is assigned whole (the parsed header, the index), so
+        the child finds it as it was before or after; the scan, the blocks and the
+        reads ahead renew themselves. A scan that thread was walking may be torn: the
+        child walks again from the start.
+        """
+        if held_elsewhere(self._lock):
+            self._lock = threading.RLock()
+            self._scan, self._heads = None, {}
 
     # -- network -----------------------------------------------------------------------
     def _get(

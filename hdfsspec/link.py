@@ -22,6 +22,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from hdfsspec._fork import renew_after_fork
+
 __all__ = ["DEFAULT_CONCURRENCY", "LinkEstimate", "LinkModel", "cheapest_ranges", "ramped_size"]
 
 DEFAULT_RTT = 0.030
@@ -112,6 +114,7 @@ class LinkModel:
             raise ValueError("concurrency and bandwidth must be positive, rtt and overhead >= 0")
         self.learn = learn
         self._lock = threading.Lock()
+        renew_after_fork(self)
         self._estimate = LinkEstimate(rtt, bandwidth, concurrency, overhead)
         self.rtt_samples = 0
         self.bandwidth_samples = 0
@@ -147,6 +150,10 @@ class LinkModel:
 
     def __setstate__(self, state: dict[str, object]) -> None:
         self.__dict__.update(state)
+        self._after_fork()
+        renew_after_fork(self)
+
+    def _after_fork(self) -> None:
         self._lock = threading.Lock()
 
 

@@ -18,7 +18,6 @@ was already served. Pure: reads through a ``fetch_ranges`` callable, no fsspec.
 
 from __future__ import annotations
 
-import os
 import struct
 from collections import deque
 from collections.abc import Callable
@@ -28,6 +27,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from hdfsspec._fork import renew_after_fork
 from hdfsspec._types import DEFAULT_OPTIONS, FetchRanges, ReadOptions
 from hdfsspec.errors import FrameIndexError, TruncatedDicomError
 from hdfsspec.header import SEQUENCE_DELIMITER
@@ -101,7 +101,7 @@ class ItemScanner:
         self._pending: deque[tuple[int, int, Future[list[bytes]]]] = deque()
         self._next = 0  # where the next window fetched ahead starts
         self._pool: ThreadPoolExecutor | None = None
-        self._pid = os.getpid()  # in a forked child, the windows in flight never come
+        renew_after_fork(self)
         syntax = parsed.header.transfer_syntax_uid
         self.mode = (
             "markers" if syntax.startswith(_JPEG_FAMILY) else "one" if syntax == _RLE else None
@@ -117,9 +117,6 @@ class ItemScanner:
 
     def _fill(self) -> None:
         """Keep ``scan_concurrency`` windows in flight, contiguous, up to the limit."""
-        if self._pid != os.getpid():  # forked: the pool's threads are the parent's
-            self._pending.clear()
-            self._pool, self._pid = None, os.getpid()
         opts, limit = self.options, self._limit()
         first = self.requests == 0 and not self._pending
         if not self._pending:
@@ -175,6 +172,11 @@ class ItemScanner:
         else:
             self.chunk, self.base = data, start
         self._fill()  # the window just taken makes room for the next one
+
+    def _after_fork(self) -> None:
+        """In a forked child: the pool's threads are the parent's; its windows never come."""
+        self._pending.clear()
+        self._pool = None
 
     def close(self) -> None:
         """Stop fetching ahead (windows in flight are dropped)."""

@@ -35,6 +35,7 @@ from urllib.parse import urlsplit
 
 import fsspec
 
+from hdfsspec._fork import renew_after_fork
 from hdfsspec._types import http_status, is_instance
 from hdfsspec.errors import ObjectChangedError
 
@@ -163,6 +164,10 @@ class SignedRanges:
         self._lock = threading.Lock()
         self.active = True
         self.transient_failures = 0
+        renew_after_fork(self)
+
+    def _after_fork(self) -> None:
+        self._lock = threading.Lock()
 
     @property
     def fs(self) -> Any:

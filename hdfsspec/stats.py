@@ -5,6 +5,8 @@ from __future__ import annotations
 import threading
 from dataclasses import dataclass, field
 
+from hdfsspec._fork import renew_after_fork
+
 __all__ = ["PHASES", "CacheStats", "PhaseStats"]
 
 PHASES = ("header", "index", "frames", "other")
@@ -39,6 +41,14 @@ class CacheStats:
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
     _in_flight: int = field(default=0, repr=False, compare=False)
     _started: int = field(default=0, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        renew_after_fork(self)
+
+    def _after_fork(self) -> None:
+        """In a forked child: a new lock, and none of the parent's batches in flight."""
+        self._lock = threading.Lock()
+        self._in_flight = 0
 
     def begin(self) -> tuple[bool, int]:
         """A batch of requests starts: a new round unless another is in flight.
@@ -116,5 +126,6 @@ class CacheStats:
 
     def __setstate__(self, state: dict[str, object]) -> None:
         self.__dict__.update(state)
-        self._lock = threading.Lock()
-        self._in_flight = self._started = 0
+        self._after_fork()
+        self._started = 0
+        renew_after_fork(self)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import io
 import multiprocessing
 import sys
+import threading
 from typing import Any
 
 import fsspec
@@ -40,7 +41,7 @@ def _in_child(work: Any, *args: Any) -> tuple[str, Any, int]:
     proc = ctx.Process(target=_run, args=(work, args, queue))
     proc.start()
     try:
-        return queue.get(timeout=60)
+        return queue.get(timeout=30)
     finally:
         proc.join(10)
         if proc.is_alive():
@@ -100,8 +101,6 @@ def _ahead_result(ahead: Any) -> tuple[Any, int]:
 @pytest.mark.filterwarnings("ignore:This process .* is multi-threaded:DeprecationWarning")
 def test_read_ahead_in_flight_at_the_fork_is_read_again_in_the_child():
     """A read in flight has no thread in the child: it gets None (reads again), not a hang."""
-    import threading
-
     from hdfsspec.ahead import Ahead
 
     release = threading.Event()
@@ -137,3 +136,80 @@ def test_image_pickles_for_spawn_workers(request, tmp_path_factory):
         got = copy.get_total_pixel_matrix()
         assert copy.file.stats.requests >= 1
     assert np.array_equal(got, hd.imread(io.BytesIO(blob)).get_total_pixel_matrix())
+
+
+def _read_counted(f: Any, frames: list[int]) -> tuple[Any, tuple[int, int]]:
+    return f.read_frames(frames), (f.stats.requests, f.stats.rounds)
+
+
+def _wait_held(lock: Any) -> None:
+    from hdfsspec._fork import held_elsewhere
+
+    for _ in range(500):
+        if held_elsewhere(lock):
+            return
+        threading.Event().wait(0.01)
+    raise AssertionError("the reading thread never took the lock")
+
+
+@pytest.mark.filterwarnings("ignore:This process .* is multi-threaded:DeprecationWarning")
+@pytest.mark.parametrize("table", ["bot", "empty"])
+def test_a_read_waiting_inside_the_lock_at_the_fork_does_not_hang_the_child(table):
+    """Another thread waits on the network inside the cache's lock (reading the table,
+    or scanning) when the process forks: the child's copy of that lock would be held
+    forever. The child reads the frames, counting its own requests and rounds."""
+    from hdfsspec.testing import RangeHTTPServer, ShapingProxy
+
+    blob = build_encapsulated(FRAMES, offset_table=table)
+    with RangeHTTPServer({"f.dcm": blob}) as server, ShapingProxy(server.url(), rtt=1.0) as proxy:
+        fs = fsspec.filesystem(
+            "dicom",
+            target_protocol="http",
+            skip_instance_cache=True,
+            first_request=256,  # the table too is beyond the first request
+            scan_window=16384,
+            progress=False,
+        )
+        with fs.open(proxy.url + "/f.dcm") as f:
+            reader = threading.Thread(target=f.read_frames, args=([50],))
+            reader.start()
+            _wait_held(f.cache._lock)  # the reader's round is in flight
+            before = (f.stats.requests, f.stats.rounds)
+            proxy.rtt = 0.0  # the child's requests are not slowed
+            status, got, (requests, rounds) = _in_child(_read_counted, f, [30, 59])
+            reader.join(30)
+        assert status == "ok", got
+        assert got == [FRAMES[30], FRAMES[59]]
+        assert requests > before[0] and rounds > before[1]
+    assert not reader.is_alive()
+
+
+def _blocks_after(blocks: Any) -> tuple[Any, int]:
+    blocks.put([(2, (0, b"xyz"))])
+    return (blocks.get(1), blocks.get(2)), blocks.nbytes
+
+
+@pytest.mark.filterwarnings("ignore:This process .* is multi-threaded:DeprecationWarning")
+def test_frame_blocks_locked_at_the_fork_start_empty_in_the_child():
+    """A thread changing the blocks at the fork may leave them torn: the child drops them."""
+    from hdfsspec.blocks import FrameBlocks
+
+    blocks = FrameBlocks(100)
+    blocks.put([(1, (0, b"ab"))])
+    assert _in_child(_blocks_after, blocks) == ("ok", (((0, b"ab")), (0, b"xyz")), 5)
+    release, taken = threading.Event(), threading.Event()
+
+    def hold() -> None:
+        with blocks._lock:
+            taken.set()
+            release.wait(30)
+
+    holder = threading.Thread(target=hold)
+    holder.start()
+    taken.wait(30)
+    try:
+        assert _in_child(_blocks_after, blocks) == ("ok", (None, (0, b"xyz")), 3)
+    finally:
+        release.set()
+        holder.join()
+    assert blocks.get(1) == (0, b"ab")  # the parent keeps its blocks
