@@ -189,15 +189,15 @@ def _persisted(cs: _Cells, name: str, lower: dict[tuple[str, str], Cell], rtt: f
     return out
 
 
-def targets_section(checks: list[Check]) -> list[str]:
+def targets_section(checks: list[Check], repeat: int, persisted: int) -> list[str]:
     """The checks as a Markdown section."""
     passed = sum(c.passed for c in checks)
     lines = [
         "## Targets (issue 4)",
         "",
         f"{passed} of {len(checks)} checks pass. Seconds of hdfsspec, the local copy and the "
-        "whole-object GET are the median of `--repeat` runs, taken in turn; those of a "
-        "persisted-index row, the median of three new processes (and of their local "
+        f"whole-object GET are the median of {repeat} runs, taken in turn; those of a "
+        f"persisted-index row, the median of {persisted} new processes (and of their local "
         "times); round trips are hdfsspec's "
         "`stats.rounds` (the open's GET is one); the scan rate is the bytes of the index "
         "phase over its wall time. The 200-random-frames targets are checked where an "
