@@ -210,6 +210,9 @@ class DicomFile(AbstractBufferedFile):
         parsed = cache.parsed
         total = 0 if parsed.header.pixel_data_offset is None else number_of_frames(parsed)
         wanted = np.asarray(frames if frames is not None else range(total), dtype=np.int64)
+        if wanted.size and (wanted.min() < 0 or wanted.max() >= total):
+            bad = int(wanted.min() if wanted.min() < 0 else wanted.max())
+            raise IndexError(f"frame {bad} out of range (0..{total - 1})")
         index = None
         if frames and not walk_ahead:  # a known set: one walk to the furthest frame
             index = cache.view(frames=int(wanted.max()) + 1)

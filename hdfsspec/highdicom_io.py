@@ -12,48 +12,75 @@ This is the only module that imports highdicom.
 
 from __future__ import annotations
 
+import os
 import weakref
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import PurePosixPath
-from typing import Any, TypeVar
+from typing import Any, TypeVar, Union
 
 import fsspec
 import highdicom as hd
+from fsspec.core import OpenFile
 from highdicom.enum import PixelDataKeywords
 from highdicom.io import ImageFileReader
 from pydicom.dataset import Dataset, FileDataset
 
 from hdfsspec.file import DicomFile
+from hdfsspec.filesystem import DicomFileSystem
 from hdfsspec.planning import FetchPlan
 
 __all__ = ["DicomFrameReader", "annread", "imread", "open_dicom", "segread", "srread"]
 
 T = TypeVar("T")
+Source = Union[str, "os.PathLike[str]", OpenFile]
+"""What names an object: a URL or local path, or an :class:`fsspec.core.OpenFile`."""
 
 
-def _dicom_url(url: str) -> str:
-    url = str(url)
+def _dicom_url(url: str | os.PathLike[str]) -> str:
+    url = os.fspath(url)
     return url if url.startswith(("dicom::", "dicom://")) else "dicom::" + url
 
 
+def _locate(
+    source: Source, storage_options: dict[str, Any] | None
+) -> tuple[fsspec.AbstractFileSystem, str]:
+    """The filesystem and path ``source`` names (an OpenFile's, under the dicom layer)."""
+    if not isinstance(source, OpenFile):
+        return fsspec.core.url_to_fs(_dicom_url(source), **(storage_options or {}))
+    if storage_options:
+        raise TypeError("storage_options apply to a URL; an OpenFile has its filesystem")
+    if source.compression is not None or "r" not in source.mode:
+        raise ValueError(
+            f"{source.path!r}: frames are read from the raw bytes: open it with mode 'rb' "
+            f"and no compression (it has mode {source.mode!r}, "
+            f"compression {source.compression!r})"
+        )
+    fs = source.fs
+    if not isinstance(fs, DicomFileSystem):  # e.g. fsspec.open("s3://...", anon=True)
+        fs = fsspec.filesystem("dicom", fs=fs)
+    return fs, source.path
+
+
 def open_dicom(
-    url: str, storage_options: dict[str, Any] | None = None, **open_kwargs: Any
+    url: Source, storage_options: dict[str, Any] | None = None, **open_kwargs: Any
 ) -> DicomFile:
     """Open a DICOM object for frame-aware reading.
 
     Parameters
     ----------
-    url : str
+    url : str, os.PathLike or fsspec.core.OpenFile
         ``dicom::s3://bucket/key``, ``s3://bucket/key``, a local path... The
-        ``dicom::`` prefix is added when missing.
+        ``dicom::`` prefix is added when missing. An ``OpenFile``
+        (``fsspec.open("s3://...", anon=True)``, with or without ``dicom::``)
+        is read through its own filesystem, under the ``dicom`` layer.
     storage_options : dict, optional
         Options keyed by protocol, as :func:`fsspec.open` takes them, e.g.
         ``{"s3": {"anon": True}}``; top-level keys go to the ``dicom`` layer
-        (e.g. ``max_cache_bytes``).
+        (e.g. ``max_cache_bytes``). Not with an ``OpenFile``.
     **open_kwargs
         Passed to ``fs.open``.
     """
-    fs, path = fsspec.core.url_to_fs(_dicom_url(url), **(storage_options or {}))
+    fs, path = _locate(url, storage_options)
     f = fs.open(path, "rb", **open_kwargs)
     if not isinstance(f, DicomFile):
         raise TypeError(f"{url!r} did not open through the dicom filesystem")
@@ -137,6 +164,10 @@ class DicomFrameReader(ImageFileReader):
         items = list(items)
         cache = self._file.cache
         distinct = list(dict.fromkeys(frame_of(item) for item in items))  # first-use order
+        n = self.number_of_frames
+        if any(not 0 <= f < n for f in distinct):  # highdicom raises its own IndexError
+            yield from items
+            return
         batches = list(
             self._file.frame_batches(distinct, max(1, cache.options.max_cache_bytes // 2))
         )
@@ -264,7 +295,7 @@ class DicomSegmentation(_BatchedFrames, hd.seg.Segmentation):
 
 
 def _lazy(
-    cls: Any, url: str | DicomFile, storage_options: dict[str, Any] | None, **kwargs: Any
+    cls: Any, url: Source | DicomFile, storage_options: dict[str, Any] | None, **kwargs: Any
 ) -> Any:
     file = url if isinstance(url, DicomFile) else open_dicom(url, storage_options, **kwargs)
     try:
@@ -287,17 +318,17 @@ def _lazy(
 
 
 def imread(
-    url: str | DicomFile, storage_options: dict[str, Any] | None = None, **kwargs: Any
+    url: Source | DicomFile, storage_options: dict[str, Any] | None = None, **kwargs: Any
 ) -> DicomImage:
     """Read an image as a :class:`highdicom.Image` with lazy, batched frame retrieval.
 
     Parameters
     ----------
-    url : str or DicomFile
+    url : str, os.PathLike, fsspec.core.OpenFile or DicomFile
         URL of the object, with or without the ``dicom::`` prefix
         (``s3://bucket/slide.dcm``, ``gs://...``, ``https://...``, a local path),
-        or a file already opened by the ``dicom`` filesystem (the object then
-        owns it).
+        an ``OpenFile`` (see :func:`open_dicom`), or a file already opened by the
+        ``dicom`` filesystem (the object then owns it).
     storage_options : dict, optional
         Options keyed by protocol, as :func:`fsspec.open` takes them.
     **kwargs
@@ -312,7 +343,7 @@ def imread(
 
 
 def segread(
-    url: str | DicomFile, storage_options: dict[str, Any] | None = None, **kwargs: Any
+    url: Source | DicomFile, storage_options: dict[str, Any] | None = None, **kwargs: Any
 ) -> DicomSegmentation:
     """Read a Segmentation as a :class:`highdicom.seg.Segmentation` with lazy frames.
 
@@ -321,16 +352,16 @@ def segread(
     return _lazy(DicomSegmentation, url, storage_options, **kwargs)
 
 
-def _whole(url: str, storage_options: dict[str, Any] | None) -> bytes:
-    fs, path = fsspec.core.url_to_fs(_dicom_url(url), **(storage_options or {}))
+def _whole(url: Source, storage_options: dict[str, Any] | None) -> bytes:
+    fs, path = _locate(url, storage_options)
     return fs.cat_file(path)
 
 
-def srread(url: str, storage_options: dict[str, Any] | None = None) -> Any:
+def srread(url: Source, storage_options: dict[str, Any] | None = None) -> Any:
     """Read a Structured Report in one request; returns a highdicom SR object."""
     return hd.sr.srread(_whole(url, storage_options))
 
 
-def annread(url: str, storage_options: dict[str, Any] | None = None) -> Any:
+def annread(url: Source, storage_options: dict[str, Any] | None = None) -> Any:
     """Read Microscopy Bulk Simple Annotations in one request."""
     return hd.ann.annread(_whole(url, storage_options))

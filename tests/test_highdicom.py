@@ -214,3 +214,73 @@ def test_a_corrupt_deferred_eot_raises_a_typed_error(tmp_path):
         im = hdfsspec.imread(fs.open(str(tmp_path / "bad.dcm")))
         im.get_frames([1])
     assert err.value.path is not None and "bad.dcm" in err.value.path
+
+
+def _region_costs(http_server, source) -> tuple[np.ndarray, int, int]:
+    http_server.log.clear()
+    with hdfsspec.imread(source) as im:
+        assert isinstance(im.file, hdfsspec.DicomFile)
+        region = im.get_total_pixel_matrix(**REGION)
+        rounds = im.file.stats.rounds
+    return region, http_server.log.requests, rounds
+
+
+@pytest.mark.parametrize("dicom", [True, False], ids=["dicom-openfile", "plain-openfile"])
+def test_imread_of_an_openfile_reads_through_the_dicom_layer(http_server, dicom):
+    """``hdfsspec.imread(fsspec.open(url))``, with or without ``dicom::``: the same
+    frame-aware reads as the URL itself (requests, rounds and values)."""
+    url = http_server.put(f"openfile-{dicom}.dcm", SLIDE)
+    expected = local(SLIDE).get_total_pixel_matrix(**REGION)
+    by_url, url_requests, url_rounds = _region_costs(http_server, url)
+    opened = fsspec.open(("dicom::" if dicom else "") + url)
+    region, requests, rounds = _region_costs(http_server, opened)
+    assert np.array_equal(by_url, expected) and np.array_equal(region, expected)
+    assert (requests, rounds) == (url_requests, url_rounds)
+    assert rounds == 2 and requests <= 6  # HEAD + header, then one per row
+
+
+def test_imread_of_a_path_and_srread_of_an_openfile(tmp_path, http_server):
+    path = tmp_path / "slide.dcm"
+    path.write_bytes(SLIDE)
+    with hdfsspec.imread(path) as im:  # a pathlib.Path, as highdicom takes
+        assert im.file.stats.requests == 1
+        frames = im.get_frames([1, 6])
+        assert im.file.stats.phases["frames"].requests <= 2
+    assert np.array_equal(frames, local(SLIDE).get_frames([1, 6]))
+    sr = build_sr("open file text")
+    url = http_server.put("sr-openfile.dcm", sr)
+    http_server.log.clear()
+    assert "open file text" in str(hdfsspec.srread(fsspec.open(url)))
+    assert http_server.log.bytes == len(sr)
+
+
+def test_an_openfile_that_is_not_raw_bytes_is_refused(tmp_path):
+    path = tmp_path / "slide.dcm"
+    path.write_bytes(SLIDE)
+    with pytest.raises(ValueError, match="compression 'gzip'"):
+        hdfsspec.imread(fsspec.open(str(path), compression="gzip"))
+    with pytest.raises(ValueError, match="mode 'wb'"):
+        hdfsspec.imread(fsspec.open(str(path), "wb"))
+    with pytest.raises(TypeError, match="storage_options"):
+        hdfsspec.imread(fsspec.open(str(path)), {"file": {}})
+    assert path.read_bytes() == SLIDE  # nothing was opened for writing
+
+
+@pytest.mark.parametrize(
+    "numbers", [[0, 5], [5, 10_000], [-1]], ids=["zero", "beyond", "negative"]
+)
+@pytest.mark.parametrize("method", ["get_frames", "get_stored_frames"])
+def test_invalid_frame_numbers_raise_as_highdicom_does_and_fetch_no_frame(numbers, method):
+    """Frame numbers are 1-based: 0, a negative one or one beyond the last raise
+    highdicom's own IndexError, and no frame is fetched (-1 is not the last frame)."""
+    fsspec.filesystem("memory").pipe_file("/invalid.dcm", SLIDE)
+    with pytest.raises(IndexError) as expected:
+        getattr(local(SLIDE), method)(numbers)
+    with hdfsspec.imread("memory:///invalid.dcm") as im:
+        with pytest.raises(IndexError) as got:
+            getattr(im, method)(numbers)
+        assert str(got.value) == str(expected.value)
+        with pytest.raises(IndexError, match="out of range"):
+            im.plan(method, numbers)
+        assert im.file.stats.phases["frames"].requests == 0
+        assert im.file.stats.requests == 1  # the header
