@@ -38,12 +38,22 @@ class Cell:
     """Bytes per second of hdfsspec's scan of Pixel Data without offset table, if any."""
     local_seconds: float | None = None
     """The same workload on the local copy, measured in the same (child) process."""
+    spread: tuple[float, float] | None = None
+    """Fastest and slowest of the repeated runs this cell is the median of."""
 
 
 def median_run(runs: list[Cell], failed: Callable[[Cell], bool] = lambda c: bool(c.note)) -> Cell:
-    """The run of median seconds among repeated runs of one row, or the last failed one."""
+    """The run of median seconds among repeated runs of one row, or the last failed one.
+
+    The median run keeps the fastest and slowest seconds of them all (``spread``).
+    """
     ordered = sorted(runs, key=lambda c: (failed(c), c.seconds))
-    return ordered[-1] if any(failed(c) for c in ordered) else ordered[len(ordered) // 2]
+    if any(failed(c) for c in ordered):
+        return ordered[-1]
+    cell = ordered[len(ordered) // 2]
+    if len(ordered) > 1:
+        cell.spread = (ordered[0].seconds, ordered[-1].seconds)
+    return cell
 
 
 @dataclass

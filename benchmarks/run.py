@@ -320,6 +320,26 @@ def write_readme_table(cells: list[Cell], cap: float) -> None:
     print(f"updated {readme}")
 
 
+def spread_section(cells: list[Cell]) -> list[str]:
+    """The fastest, median and slowest of the repeated runs of each row that has them."""
+    lines = [
+        "## Spread of the repeated runs",
+        "",
+        "Seconds of the fastest, median and slowest run of each repeated row: how much "
+        "one run moves on this machine, by the same code on the same bytes.",
+        "",
+        "| object | workload | method | fastest | median | slowest |",
+        "| --- | --- | --- | ---: | ---: | ---: |",
+    ]
+    for c in cells:
+        if c.spread is not None:
+            lines.append(
+                f"| {c.target} | {c.workload} | {c.method} | {c.spread[0]:.2f} | "
+                f"{c.seconds:.2f} | {c.spread[1]:.2f} |"
+            )
+    return lines
+
+
 def _ratio(value: float, bound: float) -> str:
     return f"{value / bound:.2f}" if bound > 0 else "-"
 
@@ -371,7 +391,8 @@ def write_results(
             f"{'-' if c.capped else _ratio(c.seconds, lb.seconds)} |"
         )
     persisted = min(PERSISTED_REPEAT, args.repeat)
-    lines += ["", *targets_section(checks, args.repeat, persisted), "", *memory_section(*memory)]
+    lines += ["", *targets_section(checks, args.repeat, persisted), "", *spread_section(cells)]
+    lines += ["", *memory_section(*memory)]
     args.out.write_text("\n".join(lines) + "\n")
     print(f"wrote {args.out}")
 
