@@ -332,6 +332,11 @@ class DicomFrameCache(LayoutCache):
             if base <= pos < base + len(table):
                 self.stats.hit("index")
                 return table[pos - base : stop - base]
+        header_end = self.parsed.header_end
+        if pos < header_end:  # the rest of an offset table the header bytes cut short
+            held = len(self.parsed.prefix)
+            rest = self._fetch_table(held, header_end)  # kept: it serves later reads too
+            return rest[pos - held : min(stop, header_end) - held]
         frame = index.frame_at(pos)
         if frame >= 0:
             for f in (frame - 1, frame):

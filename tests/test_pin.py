@@ -39,7 +39,9 @@ def test_same_size_replacement_over_http_raises():
         with _dicom().open(url) as f:
             assert f.read_frames([3]) == [FRAMES[3]]
             seen, _, gets = server.conditional_counts()
-            assert seen == gets and seen >= 2  # every GET carried If-Match
+            # every GET carried If-Match (the log says what was sent, should this fail:
+            # it failed once in a full run, not reproduced in 600 runs of this file)
+            assert seen == gets and seen >= 2, (seen, gets, list(server.log.entries))
             start = f.index.frame_range(39)[0]
             server.put("slide.dcm", OTHER)
             with pytest.raises(ObjectChangedError, match="ETag") as err:
