@@ -247,17 +247,18 @@ class DicomFrameCache(LayoutCache):
         return out
 
     def plan(self, frames: Iterable[int]) -> FetchPlan:
-        """Dry run: the :class:`~hdfsspec.planning.FetchPlan` of the frames not cached.
+        """Dry run: the :class:`~hdfsspec.planning.FetchPlan` of reading ``frames`` now.
 
-        Nothing is fetched, except the item headers of the last frame when it is
-        asked for and only a Basic Offset Table gave its start.
+        Its ``frames`` are all of them, its ranges fetch those not cached. Nothing is
+        fetched, except the item headers of the last frame when it is asked for and
+        only a Basic Offset Table gave its start.
         """
         frames = set(frames)
         index = self.view(frames=max(frames) + 1 if frames else 0)
         if index.number_of_frames - 1 in frames and int(index.stops[-1]) == UNKNOWN:
             index = self._resolve_last()
         missing = [f for f in frames if f not in self._blocks]
-        return self._plan(index, missing)
+        return FetchPlan(tuple(sorted(frames)), self._plan(index, missing).ranges)
 
     def __getstate__(self) -> dict[str, Any]:
         """Pickle what the cache learnt (header, index); not its blocks, lock or scan."""

@@ -218,7 +218,9 @@ class _BatchedFrames:
         Returns
         -------
         FetchPlan
-            ``frames`` (0-based, sorted), ``ranges``, ``requests`` and ``nbytes``.
+            ``frames``: every frame the call needs (0-based, sorted, cached ones
+            included); ``ranges``, ``requests`` and ``nbytes``: what fetching those
+            not cached costs.
 
         Examples
         --------

@@ -75,7 +75,8 @@ class FetchPlan:
     Attributes
     ----------
     frames : tuple of int
-        The distinct frames, sorted.
+        The distinct frames, sorted. From a dry run (``plan()``): every frame the
+        read needs, those already cached included (they cost no request).
     ranges : tuple of (int, int)
         The coalesced byte ranges, one request each, fetched in one round.
     """

@@ -9,6 +9,8 @@ import fsspec
 import highdicom as hd
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from test_backends import REGION, SLIDE, TILES
 
 import hdfsspec
@@ -170,7 +172,8 @@ def test_plan_is_a_dry_run_of_a_pixel_call():
         region = im.get_total_pixel_matrix(**REGION)
         assert counting_target.requests == opened + plan.requests
         assert counting_target.ranges[opened:] == [("/planned.dcm", a, b) for a, b in plan.ranges]
-        assert im.plan(im.get_frames, [9, 10]).requests == 0  # cached now
+        cached = im.plan(im.get_frames, [9, 10])
+        assert cached.frames == (8, 9) and cached.requests == 0  # needed, cached now
         assert np.array_equal(region, local(SLIDE).get_total_pixel_matrix(**REGION))
 
 
@@ -284,3 +287,41 @@ def test_invalid_frame_numbers_raise_as_highdicom_does_and_fetch_no_frame(number
             im.plan(method, numbers)
         assert im.file.stats.phases["frames"].requests == 0
         assert im.file.stats.requests == 1  # the header
+
+
+EDGE_SLIDE = build_slide(200, 300, tile=64, tiles=TILES[:3])  # partial tiles on two edges
+EDGE_LOCAL = hd.imread(io.BytesIO(EDGE_SLIDE))
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    rows=st.tuples(st.integers(0, 199), st.integers(1, 200)),
+    cols=st.tuples(st.integers(0, 299), st.integers(1, 300)),
+    bound=st.sampled_from([1, 3000, 256 * 2**20]),
+)
+def test_any_region_equals_local_and_fetches_only_its_tiles(rows, cols, bound):
+    """Regions of any size and place (1 pixel, across partial edge tiles, the whole
+    matrix): the pixels of local highdicom, the tiles they touch and nothing else, one
+    request per row of tiles at most."""
+    (r0, r1), (c0, c1) = sorted(rows), sorted(cols)
+    r1, c1 = max(r1, r0 + 1), max(c1, c0 + 1)
+    args = {"row_start": r0, "row_end": r1, "column_start": c0, "column_end": c1}
+    tiles = {
+        r * 5 + c
+        for r in range(r0 // 64, (r1 - 1) // 64 + 1)
+        for c in range(c0 // 64, (c1 - 1) // 64 + 1)
+    }
+    fsspec.filesystem("memory").pipe_file("/edge.dcm", EDGE_SLIDE)
+    with hdfsspec.imread(
+        "dicom::memory:///edge.dcm", {"max_cache_bytes": bound, "rtt": 0.0, "bandwidth": 1e3}
+    ) as im:
+        plan = im.plan("get_total_pixel_matrix", as_indices=True, **args)
+        got = im.get_total_pixel_matrix(as_indices=True, **args)
+        frames = im.file.stats.phases["frames"]
+    assert set(plan.frames) == tiles
+    assert np.array_equal(got, EDGE_LOCAL.get_total_pixel_matrix(as_indices=True, **args))
+    tile_rows = (r1 - 1) // 64 - r0 // 64 + 1
+    if bound > len(EDGE_SLIDE):  # one batch
+        assert frames.requests <= tile_rows
+    # each tile's block once (twice when the cache cannot hold one: prefetch, then read)
+    assert frames.bytes <= 2 * (max(map(len, TILES[:3])) + 8) * len(tiles)
