@@ -189,6 +189,16 @@ class _Planned(Exception):
         self.frames = frames
 
 
+class _Prefetching(Iterator[T]):
+    """Items whose frames are fetched in batches as they are reached (wrapped once)."""
+
+    def __init__(self, items: Iterator[T]) -> None:
+        self._items = items
+
+    def __next__(self) -> T:
+        return next(self._items)
+
+
 class _BatchedFrames:
     """Mixin: every pixel call fetches its frames in one batch before decoding."""
 
@@ -196,11 +206,13 @@ class _BatchedFrames:
     _dry_run = False
 
     def _batched(self, items: Iterable[T], frame_of: Callable[[T], int]) -> Iterable[T]:
+        if isinstance(items, _Prefetching):  # an outer call has planned them already
+            return items
         if self._dry_run:
             raise _Planned([frame_of(item) for item in items])
         reader = self._file_reader
         if isinstance(reader, DicomFrameReader):
-            return reader.prefetching(items, frame_of)
+            return _Prefetching(reader.prefetching(items, frame_of))
         return items
 
     def plan(self, method: str | Callable[..., Any], *args: Any, **kwargs: Any) -> FetchPlan:
@@ -294,6 +306,14 @@ class DicomImage(_BatchedFrames, hd.Image):
 
 class DicomSegmentation(_BatchedFrames, hd.seg.Segmentation):
     """A :class:`highdicom.seg.Segmentation` whose frames come from the ``dicom`` filesystem."""
+
+    def _get_pixels_by_seg_frame(
+        self, spatial_shape: Any, indices_iterator: Any, *args: Any, **kwargs: Any
+    ) -> Any:
+        # combined segments are read frame by frame here (get_stored_frame), not
+        # through _get_pixels_by_frame: their frames are batched here too
+        batched = iter(self._batched(indices_iterator, lambda item: item[0]))
+        return super()._get_pixels_by_seg_frame(spatial_shape, batched, *args, **kwargs)
 
 
 def _lazy(

@@ -117,6 +117,21 @@ def test_plain_highdicom_on_a_dicom_file_walks_items_without_requests():
         assert im.get_raw_frame(200) == frames[199]
 
 
+def test_combined_segments_are_fetched_in_one_round(backend):
+    """combine_segments=True: highdicom reads frame by frame (get_stored_frame), not
+    through _get_pixels_by_frame; the frames still come in one round."""
+    path = backend.put("seg-combined.dcm", SEG)
+    fs, counting = backend.counted(first_request=4096)
+    with hdfsspec.segread(fs.open(path)) as seg:
+        opened, asked = counting.rounds, counting.requests
+        plan = seg.plan("get_volume", segment_numbers=[2, 4], combine_segments=True)
+        combined = seg.get_volume(segment_numbers=[2, 4], combine_segments=True).array
+        assert counting.rounds == opened + 1
+        assert counting.requests - asked == plan.requests and plan.frames
+    expected = SEG_LOCAL.get_volume(segment_numbers=[2, 4], combine_segments=True).array
+    assert np.array_equal(combined, expected)
+
+
 def test_segread_get_volume_one_round(backend):
     path = backend.put("seg.dcm", SEG)
     fs, counting = backend.counted(first_request=4096)
@@ -325,3 +340,42 @@ def test_any_region_equals_local_and_fetches_only_its_tiles(rows, cols, bound):
         assert frames.requests <= tile_rows
     # each tile's block once (twice when the cache cannot hold one: prefetch, then read)
     assert frames.bytes <= 2 * (max(map(len, TILES[:3])) + 8) * len(tiles)
+
+
+SEG_LOCAL = hd.seg.segread(io.BytesIO(SEG))
+SEG_SLICES = SEG_LOCAL.get_volume(segment_numbers=[1]).array.shape[0]
+
+
+@settings(max_examples=25, deadline=None)
+@given(
+    segments=st.sets(st.integers(1, 6), min_size=1, max_size=6),
+    slices=st.tuples(st.integers(0, SEG_SLICES - 1), st.integers(1, SEG_SLICES)),
+    combine=st.booleans(),
+)
+def test_any_segments_and_slices_of_a_volume_equal_local(segments, slices, combine):
+    """get_volume of any segment subset and slice range: local highdicom's array, from
+    frames of those segments only (all of them for every slice), in one round."""
+    start, end = sorted(slices)
+    end = max(end, start + 1)
+    kwargs = {
+        "segment_numbers": sorted(segments),
+        "slice_start": start,
+        "slice_end": end,
+        "as_indices": True,
+        "combine_segments": combine,
+    }
+    fsspec.filesystem("memory").pipe_file("/seg-any.dcm", SEG)
+    with hdfsspec.segread("dicom::memory:///seg-any.dcm", {"rtt": 0.0, "bandwidth": 1e3}) as seg:
+        planned = set(seg.plan("get_volume", **kwargs).frames)
+        before = seg.file.stats.rounds
+        got = seg.get_volume(**kwargs).array
+        rounds = seg.file.stats.rounds - before
+    assert np.array_equal(got, SEG_LOCAL.get_volume(**kwargs).array)
+    of_segments = {
+        i
+        for i, item in enumerate(SEG_LOCAL.PerFrameFunctionalGroupsSequence)
+        if item.SegmentIdentificationSequence[0].ReferencedSegmentNumber in segments
+    }
+    assert planned <= of_segments and rounds <= 1
+    if (start, end) == (0, SEG_SLICES):
+        assert planned == of_segments
