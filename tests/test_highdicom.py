@@ -379,3 +379,28 @@ def test_any_segments_and_slices_of_a_volume_equal_local(segments, slices, combi
     assert planned <= of_segments and rounds <= 1
     if (start, end) == (0, SEG_SLICES):
         assert planned == of_segments
+
+
+@settings(max_examples=30, deadline=None)
+@given(
+    numbers=st.lists(st.integers(1, 64), min_size=1, max_size=20),
+    bound=st.sampled_from([1, 3000, 256 * 2**20]),
+    stored=st.booleans(),
+)
+def test_any_frame_list_equals_local(numbers, bound, stored):
+    """get_frames / get_stored_frames of any list (repeats, any order) under any cache
+    bound: local highdicom's arrays; one round when the cache holds the frames."""
+    method = "get_stored_frames" if stored else "get_frames"
+    fsspec.filesystem("memory").pipe_file("/frames-any.dcm", SLIDE)
+    options = {"max_cache_bytes": bound, "rtt": 0.0, "bandwidth": 1e3, "first_request": 1024}
+    with hdfsspec.imread("dicom::memory:///frames-any.dcm", options) as im:
+        before = im.file.stats.rounds
+        got = getattr(im, method)(numbers)
+        rounds = im.file.stats.rounds - before
+        requests = im.file.stats.phases["frames"].requests
+    assert np.array_equal(got, getattr(local(SLIDE), method)(numbers))
+    distinct = len(set(numbers))
+    if bound > len(SLIDE):
+        assert rounds == 1 and requests <= distinct
+    else:  # a block per batch, read again by highdicom when the cache cannot keep it
+        assert requests <= 2 * len(numbers)
