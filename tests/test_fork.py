@@ -10,6 +10,7 @@ import io
 import multiprocessing
 import sys
 import threading
+import time
 from typing import Any
 
 import fsspec
@@ -76,18 +77,24 @@ def test_open_file_reads_in_a_forked_child(name, request, tmp_path_factory):
         assert f.read_frames([45]) == [FRAMES[45]]  # the parent goes on too
 
 
+def _s3_slide(request: Any, tmp_path_factory: Any, table: str) -> tuple[bytes, Any]:
+    """A small slide on S3 (moto), its bytes and its file opened through ``dicom``."""
+    from hdfsspec.testing import build_slide
+
+    backend = make_backend("s3", request, tmp_path_factory)
+    blob = build_slide(64, 96, tile=32, offset_table=table)
+    path = backend.put(f"slide-{table}.dcm", blob)
+    fs = fsspec.filesystem("dicom", fs=backend.target, skip_instance_cache=True)
+    return blob, fs.open(path)
+
+
 @pytest.mark.filterwarnings("ignore:This process .* is multi-threaded:DeprecationWarning")
 def test_image_reads_in_a_forked_child(request, tmp_path_factory):
     import highdicom as hd
     import numpy as np
 
-    from hdfsspec.testing import build_slide
-
-    backend = make_backend("s3", request, tmp_path_factory)
-    blob = build_slide(64, 96, tile=32, offset_table="bot")
-    path = backend.put("slide.dcm", blob)
-    fs = fsspec.filesystem("dicom", fs=backend.target, skip_instance_cache=True)
-    with hdfsspec.imread(fs.open(path)) as im:
+    blob, f = _s3_slide(request, tmp_path_factory, "bot")
+    with hdfsspec.imread(f) as im:
         status, got, requests = _in_child(_read, im, [])
     assert status == "ok", got
     expected = hd.imread(io.BytesIO(blob)).get_total_pixel_matrix()
@@ -124,13 +131,8 @@ def test_image_pickles_for_spawn_workers(request, tmp_path_factory):
     import highdicom as hd
     import numpy as np
 
-    from hdfsspec.testing import build_slide
-
-    backend = make_backend("s3", request, tmp_path_factory)
-    blob = build_slide(64, 96, tile=32, offset_table="empty")
-    path = backend.put("pickled.dcm", blob)
-    fs = fsspec.filesystem("dicom", fs=backend.target, skip_instance_cache=True)
-    with hdfsspec.imread(fs.open(path)) as im:
+    blob, f = _s3_slide(request, tmp_path_factory, "empty")
+    with hdfsspec.imread(f) as im:
         copy = pickle.loads(pickle.dumps(im))
     with copy:
         got = copy.get_total_pixel_matrix()
@@ -148,7 +150,7 @@ def _wait_held(lock: Any) -> None:
     for _ in range(500):
         if held_elsewhere(lock):
             return
-        threading.Event().wait(0.01)
+        time.sleep(0.01)
     raise AssertionError("the reading thread never took the lock")
 
 
