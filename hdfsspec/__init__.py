@@ -28,7 +28,11 @@ register_implementation("dicom", DicomFileSystem, clobber=True)
 
 def __getattr__(name: str):
     # highdicom is imported only when its readers are used
-    if name in {"imread", "segread", "srread", "annread", "open_dicom"}:
+    if name == "open_dicom":
+        from hdfsspec.sources import open_dicom
+
+        return open_dicom
+    if name in {"imread", "segread", "srread", "annread"}:
         from hdfsspec import highdicom_io
 
         return getattr(highdicom_io, name)

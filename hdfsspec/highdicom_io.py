@@ -12,79 +12,24 @@ This is the only module that imports highdicom.
 
 from __future__ import annotations
 
-import os
+import io
 import weakref
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import PurePosixPath
-from typing import Any, TypeVar, Union
+from typing import Any, Literal, TypeVar, overload
 
-import fsspec
 import highdicom as hd
-from fsspec.core import OpenFile
 from highdicom.enum import PixelDataKeywords
 from highdicom.io import ImageFileReader
 from pydicom.dataset import Dataset, FileDataset
 
 from hdfsspec.file import DicomFile
-from hdfsspec.filesystem import DicomFileSystem
 from hdfsspec.planning import FetchPlan
+from hdfsspec.sources import Source, open_dicom, whole
 
 __all__ = ["DicomFrameReader", "annread", "imread", "open_dicom", "segread", "srread"]
 
 T = TypeVar("T")
-Source = Union[str, "os.PathLike[str]", OpenFile]
-"""What names an object: a URL or local path, or an :class:`fsspec.core.OpenFile`."""
-
-
-def _dicom_url(url: str | os.PathLike[str]) -> str:
-    url = os.fspath(url)
-    return url if url.startswith(("dicom::", "dicom://")) else "dicom::" + url
-
-
-def _locate(
-    source: Source, storage_options: dict[str, Any] | None
-) -> tuple[fsspec.AbstractFileSystem, str]:
-    """The filesystem and path ``source`` names (an OpenFile's, under the dicom layer)."""
-    if not isinstance(source, OpenFile):
-        return fsspec.core.url_to_fs(_dicom_url(source), **(storage_options or {}))
-    if storage_options:
-        raise TypeError("storage_options apply to a URL; an OpenFile has its filesystem")
-    if source.compression is not None or "r" not in source.mode:
-        raise ValueError(
-            f"{source.path!r}: frames are read from the raw bytes: open it with mode 'rb' "
-            f"and no compression (it has mode {source.mode!r}, "
-            f"compression {source.compression!r})"
-        )
-    fs = source.fs
-    if not isinstance(fs, DicomFileSystem):  # e.g. fsspec.open("s3://...", anon=True)
-        fs = fsspec.filesystem("dicom", fs=fs)
-    return fs, source.path
-
-
-def open_dicom(
-    url: Source, storage_options: dict[str, Any] | None = None, **open_kwargs: Any
-) -> DicomFile:
-    """Open a DICOM object for frame-aware reading.
-
-    Parameters
-    ----------
-    url : str, os.PathLike or fsspec.core.OpenFile
-        ``dicom::s3://bucket/key``, ``s3://bucket/key``, a local path... The
-        ``dicom::`` prefix is added when missing. An ``OpenFile``
-        (``fsspec.open("s3://...", anon=True)``, with or without ``dicom::``)
-        is read through its own filesystem, under the ``dicom`` layer.
-    storage_options : dict, optional
-        Options keyed by protocol, as :func:`fsspec.open` takes them, e.g.
-        ``{"s3": {"anon": True}}``; top-level keys go to the ``dicom`` layer
-        (e.g. ``max_cache_bytes``). Not with an ``OpenFile``.
-    **open_kwargs
-        Passed to ``fs.open``.
-    """
-    fs, path = _locate(url, storage_options)
-    f = fs.open(path, "rb", **open_kwargs)
-    if not isinstance(f, DicomFile):
-        raise TypeError(f"{url!r} did not open through the dicom filesystem")
-    return f
 
 
 class DicomFrameReader(ImageFileReader):
@@ -339,20 +284,46 @@ def _lazy(
     return obj
 
 
+@overload
 def imread(
-    url: Source | DicomFile, storage_options: dict[str, Any] | None = None, **kwargs: Any
-) -> DicomImage:
+    url: Source | DicomFile,
+    storage_options: dict[str, Any] | None = ...,
+    lazy_frame_retrieval: Literal[True] = ...,
+    **kwargs: Any,
+) -> DicomImage: ...
+
+
+@overload
+def imread(
+    url: Source | DicomFile,
+    storage_options: dict[str, Any] | None = ...,
+    *,
+    lazy_frame_retrieval: bool,
+    **kwargs: Any,
+) -> hd.Image: ...
+
+
+def imread(
+    url: Source | DicomFile,
+    storage_options: dict[str, Any] | None = None,
+    lazy_frame_retrieval: bool = True,
+    **kwargs: Any,
+) -> hd.Image:
     """Read an image as a :class:`highdicom.Image` with lazy, batched frame retrieval.
 
     Parameters
     ----------
-    url : str, os.PathLike, fsspec.core.OpenFile or DicomFile
+    url : str, bytes, os.PathLike, fsspec.core.OpenFile, file or DicomFile
         URL of the object, with or without the ``dicom::`` prefix
         (``s3://bucket/slide.dcm``, ``gs://...``, ``https://...``, a local path),
-        an ``OpenFile`` (see :func:`open_dicom`), or a file already opened by the
-        ``dicom`` filesystem (the object then owns it).
+        an ``OpenFile`` or a file opened by fsspec (see :func:`open_dicom`), or a
+        file already opened by the ``dicom`` filesystem (the object then owns it).
     storage_options : dict, optional
         Options keyed by protocol, as :func:`fsspec.open` takes them.
+    lazy_frame_retrieval : bool, optional
+        As in :func:`highdicom.imread`. True (the default): frames are fetched
+        when a pixel call needs them. False: the whole object is read in one
+        request and highdicom's own object is returned, its frames in memory.
     **kwargs
         Passed to ``fs.open`` (e.g. ``cache_options``).
 
@@ -361,29 +332,50 @@ def imread(
     DicomImage
         A :class:`highdicom.Image`; ``close()`` or ``with`` releases its file.
     """
+    if not lazy_frame_retrieval:
+        return hd.imread(io.BytesIO(whole(url, storage_options)), lazy_frame_retrieval=False)
     return _lazy(DicomImage, url, storage_options, **kwargs)
 
 
+@overload
 def segread(
-    url: Source | DicomFile, storage_options: dict[str, Any] | None = None, **kwargs: Any
-) -> DicomSegmentation:
+    url: Source | DicomFile,
+    storage_options: dict[str, Any] | None = ...,
+    lazy_frame_retrieval: Literal[True] = ...,
+    **kwargs: Any,
+) -> DicomSegmentation: ...
+
+
+@overload
+def segread(
+    url: Source | DicomFile,
+    storage_options: dict[str, Any] | None = ...,
+    *,
+    lazy_frame_retrieval: bool,
+    **kwargs: Any,
+) -> hd.seg.Segmentation: ...
+
+
+def segread(
+    url: Source | DicomFile,
+    storage_options: dict[str, Any] | None = None,
+    lazy_frame_retrieval: bool = True,
+    **kwargs: Any,
+) -> hd.seg.Segmentation:
     """Read a Segmentation as a :class:`highdicom.seg.Segmentation` with lazy frames.
 
     See :func:`imread` for the parameters.
     """
+    if not lazy_frame_retrieval:
+        return hd.seg.segread(io.BytesIO(whole(url, storage_options)))
     return _lazy(DicomSegmentation, url, storage_options, **kwargs)
-
-
-def _whole(url: Source, storage_options: dict[str, Any] | None) -> bytes:
-    fs, path = _locate(url, storage_options)
-    return fs.cat_file(path)
 
 
 def srread(url: Source, storage_options: dict[str, Any] | None = None) -> Any:
     """Read a Structured Report in one request; returns a highdicom SR object."""
-    return hd.sr.srread(_whole(url, storage_options))
+    return hd.sr.srread(whole(url, storage_options))
 
 
 def annread(url: Source, storage_options: dict[str, Any] | None = None) -> Any:
     """Read Microscopy Bulk Simple Annotations in one request."""
-    return hd.ann.annread(_whole(url, storage_options))
+    return hd.ann.annread(whole(url, storage_options))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gc
 import io
+import os
 
 import fsspec
 import highdicom as hd
@@ -270,6 +271,72 @@ def test_imread_of_a_path_and_srread_of_an_openfile(tmp_path, http_server):
     http_server.log.clear()
     assert "open file text" in str(hdfsspec.srread(fsspec.open(url)))
     assert http_server.log.bytes == len(sr)
+
+
+def test_imread_of_an_open_file_reads_it_again_under_the_dicom_layer(http_server, tmp_path):
+    """A file opened by fsspec (``fs.open``) or by ``open``: read again by its filesystem
+    and path, at the URL's cost; the caller's file is neither moved nor closed."""
+    url = http_server.put("openfile-handle.dcm", SLIDE)
+    expected = local(SLIDE).get_total_pixel_matrix(**REGION)
+    _, url_requests, url_rounds = _region_costs(http_server, url)
+    handle = fsspec.filesystem("http", skip_instance_cache=True).open(url)
+    handle.seek(7)
+    region, requests, rounds = _region_costs(http_server, handle)
+    assert np.array_equal(region, expected)
+    assert (requests, rounds) == (url_requests, url_rounds)
+    assert not handle.closed and handle.tell() == 7
+    path = tmp_path / "slide.dcm"
+    path.write_bytes(SLIDE)
+    with hdfsspec.imread(path) as im:
+        im.get_total_pixel_matrix(**REGION)
+        by_path = (im.file.stats.requests, im.file.stats.rounds)
+    with open(path, "rb") as builtin, hdfsspec.imread(builtin) as im:
+        assert np.array_equal(im.get_total_pixel_matrix(**REGION), expected)
+        assert (im.file.stats.requests, im.file.stats.rounds) == by_path == (2, 2)
+        assert builtin.tell() == 0
+    with hdfsspec.imread(os.fsencode(path)) as im:  # a bytes path, as highdicom takes
+        assert np.array_equal(im.get_frames([2]), local(SLIDE).get_frames([2]))
+
+
+def test_what_cannot_name_an_object_is_refused(tmp_path):
+    path = tmp_path / "slide.dcm"
+    path.write_bytes(SLIDE)
+    with pytest.raises(TypeError, match=r"not BytesIO \(bytes in memory: use highdicom.imread\)"):
+        hdfsspec.imread(io.BytesIO(SLIDE))
+    with open(path) as text, pytest.raises(TypeError, match="not TextIOWrapper"):
+        hdfsspec.imread(text)
+    with pytest.raises(TypeError, match="lazy_frame_retrieval is a keyword"):
+        hdfsspec.imread(path, True)  # highdicom's second positional argument
+    with open(path, "ab") as appending, pytest.raises(TypeError, match="not BufferedWriter"):
+        hdfsspec.imread(appending)
+    with open(path, "r+b", buffering=0) as updating, pytest.raises(ValueError, match="rb\\+"):
+        hdfsspec.imread(updating)  # a raw FileIO: its mode
+    with pytest.raises(TypeError, match="an open file has its filesystem"):
+        hdfsspec.imread(fsspec.open(str(path)).open(), {"file": {}})
+    assert path.read_bytes() == SLIDE
+
+
+def test_eager_reads_are_one_whole_request(http_server):
+    """``lazy_frame_retrieval=False``, as highdicom takes it: one GET of the whole object,
+    highdicom's own object with its frames in memory."""
+    url = http_server.put("eager.dcm", SLIDE)
+    http_server.log.clear()
+    im = hdfsspec.imread(url, lazy_frame_retrieval=False)
+    assert type(im) is hd.Image and http_server.log.requests == 1
+    assert http_server.log.bytes == len(SLIDE)
+    assert np.array_equal(
+        im.get_total_pixel_matrix(**REGION), local(SLIDE).get_total_pixel_matrix(**REGION)
+    )
+    assert http_server.log.requests == 1
+    seg_url = http_server.put("eager-seg.dcm", SEG)
+    http_server.log.clear()
+    seg = hdfsspec.segread(seg_url, lazy_frame_retrieval=False)
+    assert type(seg) is hd.seg.Segmentation and http_server.log.requests == 1
+    expected = hd.seg.segread(io.BytesIO(SEG)).get_volume(segment_numbers=[2]).array
+    assert np.array_equal(seg.get_volume(segment_numbers=[2]).array, expected)
+    opened = fsspec.open("dicom::" + url).open()
+    assert isinstance(hdfsspec.imread(opened, lazy_frame_retrieval=False), hd.Image)
+    assert opened.closed  # a DicomFile given is owned, as by the lazy object
 
 
 def test_an_openfile_that_is_not_raw_bytes_is_refused(tmp_path):
