@@ -36,7 +36,7 @@ from hdfsspec.errors import (
 from hdfsspec.index import UNKNOWN, FrameIndex
 from hdfsspec.items import join_fragments
 from hdfsspec.layout import LayoutCache
-from hdfsspec.planning import FetchPlan, block_range, block_ranges, plan_frames
+from hdfsspec.planning import FetchPlan, block_range, block_ranges, frame_numbers, plan_frames
 
 __all__ = ["DicomFrameCache"]
 
@@ -218,7 +218,7 @@ class DicomFrameCache(LayoutCache):
 
     def prefetch(self, frames: Iterable[int]) -> None:
         """Fetch the blocks of ``frames`` (0-based) into the cache in one round."""
-        self._load(frames)
+        self._load(frame_numbers(frames))
 
     def frame_payload(self, frame: int, block: tuple[int, bytes]) -> bytes:
         """Return the encoded frame: its fragment values joined, or its native bytes."""
@@ -231,6 +231,7 @@ class DicomFrameCache(LayoutCache):
 
     def read_frames(self, frames: Sequence[int]) -> list[bytes]:
         """Return the encoded bytes of ``frames`` (0-based), fetched in one round."""
+        frames = frame_numbers(frames)
         blocks = self._load(frames)
         if not frames:
             return []
@@ -253,7 +254,7 @@ class DicomFrameCache(LayoutCache):
         fetched, except the item headers of the last frame when it is asked for and
         only a Basic Offset Table gave its start.
         """
-        frames = set(frames)
+        frames = set(frame_numbers(frames))
         index = self.view(frames=max(frames) + 1 if frames else 0)
         if index.number_of_frames - 1 in frames and int(index.stops[-1]) == UNKNOWN:
             index = self._resolve_last()

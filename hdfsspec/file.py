@@ -17,7 +17,7 @@ from hdfsspec.index import FrameIndex
 from hdfsspec.link import ramped_size
 from hdfsspec.parse import ParsedHeader, number_of_frames
 from hdfsspec.pin import VersionPin
-from hdfsspec.planning import FetchPlan
+from hdfsspec.planning import FetchPlan, frame_numbers
 from hdfsspec.stats import CacheStats
 
 if TYPE_CHECKING:
@@ -209,7 +209,8 @@ class DicomFile(AbstractBufferedFile):
         cache = self._frames
         parsed = cache.parsed
         total = 0 if parsed.header.pixel_data_offset is None else number_of_frames(parsed)
-        wanted = np.asarray(frames if frames is not None else range(total), dtype=np.int64)
+        chosen = frame_numbers(frames) if frames is not None else range(total)
+        wanted = np.asarray(chosen, dtype=np.int64)
         if wanted.size and (wanted.min() < 0 or wanted.max() >= total):
             bad = int(wanted.min() if wanted.min() < 0 else wanted.max())
             raise IndexError(f"frame {bad} out of range (0..{total - 1})")

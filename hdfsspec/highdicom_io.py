@@ -13,8 +13,10 @@ This is the only module that imports highdicom.
 from __future__ import annotations
 
 import io
+import operator
 import weakref
 from collections.abc import Callable, Iterable, Iterator
+from contextvars import ContextVar
 from pathlib import PurePosixPath
 from typing import Any, Literal, TypeVar, overload
 
@@ -23,7 +25,9 @@ from highdicom.enum import PixelDataKeywords
 from highdicom.io import ImageFileReader
 from pydicom.dataset import Dataset, FileDataset
 
+from hdfsspec.errors import DicomFormatError
 from hdfsspec.file import DicomFile
+from hdfsspec.parse import ParsedHeader
 from hdfsspec.planning import FetchPlan
 from hdfsspec.sources import Source, open_dicom, whole
 
@@ -107,11 +111,11 @@ class DicomFrameReader(ImageFileReader):
         so a call larger than the cache decodes a batch before the next one evicts it.
         """
         items = list(items)
-        cache = self._file.cache
+        cache = self._file._frames  # a closed file raises as it does for any read
         distinct = list(dict.fromkeys(frame_of(item) for item in items))  # first-use order
         n = self.number_of_frames
-        if any(not 0 <= f < n for f in distinct):  # highdicom raises its own IndexError
-            yield from items
+        if any(not _integral(f) or not 0 <= f < n for f in distinct):
+            yield from items  # highdicom raises its own IndexError (a float: a TypeError)
             return
         batches = list(
             self._file.frame_batches(distinct, max(1, cache.options.max_cache_bytes // 2))
@@ -124,6 +128,14 @@ class DicomFrameReader(ImageFileReader):
                 fetched += 1
                 cache.prefetch(batches[fetched])
             yield item
+
+
+def _integral(value: Any) -> bool:
+    try:
+        operator.index(value)
+    except TypeError:
+        return False
+    return True
 
 
 class _Planned(Exception):
@@ -144,16 +156,19 @@ class _Prefetching(Iterator[T]):
         return next(self._items)
 
 
+_PLANNING: ContextVar[object | None] = ContextVar("hdfsspec_planning", default=None)
+"""The object whose pixel call is being planned in this thread (``plan()``), if any."""
+
+
 class _BatchedFrames:
     """Mixin: every pixel call fetches its frames in one batch before decoding."""
 
     _file_reader: Any
-    _dry_run = False
 
     def _batched(self, items: Iterable[T], frame_of: Callable[[T], int]) -> Iterable[T]:
         if isinstance(items, _Prefetching):  # an outer call has planned them already
             return items
-        if self._dry_run:
+        if _PLANNING.get() is self:
             raise _Planned([frame_of(item) for item in items])
         reader = self._file_reader
         if isinstance(reader, DicomFrameReader):
@@ -189,14 +204,19 @@ class _BatchedFrames:
         file = self.file
         if file is None:
             raise TypeError("plan() needs an object read through hdfsspec")
-        self._dry_run = True
+        token = _PLANNING.set(self)  # this thread's calls only: others read as usual
         try:
             call(*args, **kwargs)
         except _Planned as planned:
             return file.plan(planned.frames)
         finally:
-            self._dry_run = False
+            _PLANNING.reset(token)
         return file.plan([])  # the call needed no frame
+
+    def get_raw_frame(self, frame_number: int, as_index: bool = False) -> bytes:
+        if _PLANNING.get() is self:  # get_frame, get_stored_frame come here too
+            raise _Planned([self._standardize_frame_index(frame_number, as_index)])  # type: ignore[attr-defined]
+        return super().get_raw_frame(frame_number, as_index)  # type: ignore[misc]
 
     def _get_pixels_by_frame(
         self, spatial_shape: Any, indices_iterator: Any, *args: Any, **kwargs: Any
@@ -261,12 +281,27 @@ class DicomSegmentation(_BatchedFrames, hd.seg.Segmentation):
         return super()._get_pixels_by_seg_frame(spatial_shape, batched, *args, **kwargs)
 
 
+def _has_pixels(parsed: ParsedHeader) -> None:
+    """Refuse an object without pixels, as highdicom's lazy reader does (a ValueError)."""
+    if parsed.header.pixel_data_offset is None:
+        raise DicomFormatError(
+            "no Pixel Data, Float Pixel Data or Double Float Pixel Data element: the data "
+            "set does not represent an image (structured reports and annotations: srread, "
+            "annread)",
+            path=parsed.path,
+            offset=parsed.header_end,
+            tag=0x7FE00010,
+        )
+
+
 def _lazy(
     cls: Any, url: Source | DicomFile, storage_options: dict[str, Any] | None, **kwargs: Any
 ) -> Any:
     file = url if isinstance(url, DicomFile) else open_dicom(url, storage_options, **kwargs)
     try:
         reader = DicomFrameReader(file)
+        if file.metadata.complete:  # else an Extended Offset Table is on its way: pixels
+            _has_pixels(file.metadata)
         dataset = FileDataset(
             str(file.path),
             dataset=reader._dataset,
@@ -276,11 +311,12 @@ def _lazy(
         )
         obj = cls.from_dataset(dataset, copy=False)
         reader.complete(obj)  # a deferred Extended Offset Table came in meanwhile
+        _has_pixels(file.header)
     except BaseException:
         file.close()
         raise
     obj._file_reader = reader
-    weakref.finalize(obj, file.close)
+    weakref.finalize(reader, file.close)  # shared by copy.copy(obj): closed after the last
     return obj
 
 

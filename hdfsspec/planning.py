@@ -8,8 +8,10 @@ which gaps to bridge and whether to read the whole Pixel Data. No I/O.
 
 from __future__ import annotations
 
+import operator
 from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 from fsspec.utils import merge_offset_ranges
@@ -22,6 +24,7 @@ __all__ = [
     "block_range",
     "block_ranges",
     "coalesce",
+    "frame_numbers",
     "pixel_span",
     "plan_frames",
     "touching",
@@ -29,6 +32,23 @@ __all__ = [
 
 NEXT_ITEM_HEADER = 8
 """highdicom reads the tag of the item after a frame: frame blocks include it."""
+
+
+def frame_numbers(frames: Iterable[Any]) -> list[int]:
+    """``frames`` as a list of ints (numpy integers too); anything else is a TypeError.
+
+    A float such as ``2.5`` would otherwise be truncated to a frame, or fail later as
+    an unrelated error.
+    """
+    out = []
+    for f in frames:
+        try:
+            out.append(operator.index(f))
+        except TypeError:
+            raise TypeError(
+                f"frame numbers must be integers, not {type(f).__name__} (frame index {f!r})"
+            ) from None
+    return out
 
 
 def block_range(index: FrameIndex, frame: int) -> tuple[int, int]:

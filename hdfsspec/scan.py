@@ -11,9 +11,10 @@ object.
 Fragments are grouped into frames one-to-one, or on JPEG / JPEG 2000 start
 markers checked against Number of Frames. While the walk is partial, frames are
 recognised as they go (a new frame begins at each fragment with a start marker,
-for the JPEG family; one fragment per frame for RLE, as the standard requires);
-when it ends, the grouping is checked against Number of Frames and against what
-was already served. Pure: reads through a ``fetch_ranges`` callable, no fsspec.
+for the JPEG family; at each fragment with an RLE header for RLE, one fragment a
+frame as the standard requires), and a frame is complete once the next one is seen
+to begin; when it ends, the grouping is checked against Number of Frames and
+against what was already served. Pure: reads through a ``fetch_ranges`` callable, no fsspec.
 """
 
 from __future__ import annotations
@@ -45,6 +46,7 @@ _ITEM_HEAD = struct.Struct("<LL")  # an item's tag (as one little-endian word) a
 _ITEM_WORD = 0xE000FFFE  # (FFFE,E000) read as one little-endian word
 _JPEG_FAMILY = "1.2.840.10008.1.2.4."
 _RLE = "1.2.840.10008.1.2.5"
+_RLE_HEADER = struct.Struct("<LL")  # an RLE frame's number of segments, first segment offset
 _MIN_ROUND = 256 * 1024  # a walk aimed at a few frames still fetches this much
 _MARGIN = 1.02  # a walk aimed at given frames fetches this much more than the mean predicts
 
@@ -106,6 +108,27 @@ class ItemScanner:
         self.mode = (
             "markers" if syntax.startswith(_JPEG_FAMILY) else "one" if syntax == _RLE else None
         )
+        self._head = 16 if self.mode == "one" else 10  # bytes kept of each item
+
+    def _starts_frame(self, head: bytes) -> bool:
+        """Whether an item (its first bytes) begins a frame, while the walk is partial.
+
+        JPEG family: a start marker. RLE: a fragment is a frame, as the standard
+        requires, if it begins with an RLE header (1-15 segments, the first at 64);
+        one that does not ends the partial grouping (:meth:`_unsure`).
+        """
+        if self.mode == "markers":
+            return head[8:10] in START_MARKERS
+        return (
+            len(head) == 16
+            and 1 <= _RLE_HEADER.unpack_from(head, 8)[0] <= 15
+            and (_RLE_HEADER.unpack_from(head, 8)[1] == 64)
+        )
+
+    def _unsure(self) -> None:
+        """Fragments that cannot be grouped while walking: no frame is complete before
+        the end, where they are grouped (and checked against those already served)."""
+        self.mode = None
 
     # -- fetching ahead -----------------------------------------------------------------
     def _limit(self) -> int:
@@ -113,7 +136,7 @@ class ItemScanner:
         size = self.parsed.size
         if self._goal is None:
             return size
-        return min(size, max(self.pos + 10, self._floor, self._goal))
+        return min(size, max(self.pos + self._head, self._floor, self._goal))
 
     def _fill(self) -> None:
         """Keep ``scan_concurrency`` windows in flight, contiguous, up to the limit."""
@@ -200,7 +223,7 @@ class ItemScanner:
                 offset=pos,
                 tag=_PIXEL_TAG,
             )
-        while min(pos + 10, size) > self.base + len(self.chunk):  # item header + 2 marker bytes
+        while min(pos + self._head, size) > self.base + len(self.chunk):  # header, first bytes
             self._take()
         rel = pos - self.base
         tag, length = item_header(
@@ -210,8 +233,10 @@ class ItemScanner:
             self.done = True
             self.close()
             return
-        head = bytes(self.chunk[rel : rel + 8 + min(length, 2)])
-        if self.mode == "one" or not self.offsets or head[8:10] in START_MARKERS:
+        head = bytes(self.chunk[rel : rel + 8 + min(length, self._head - 8)])
+        if self.mode == "one" and not self._starts_frame(head):
+            self._unsure()
+        if not self.offsets or (self.mode is not None and self._starts_frame(head)):
             self.first_fragments.append(len(self.offsets))
         self.offsets.append(pos)
         self.lengths.append(length)
@@ -230,9 +255,8 @@ class ItemScanner:
         if self.done:
             return self.frames
         if self.mode is None or self.frames == 1:
-            return 0
-        started = len(self.first_fragments)
-        return min(self.frames, started if self.mode == "one" else max(0, started - 1))
+            return 0  # a frame is complete once the next one is seen to begin
+        return min(self.frames, max(0, len(self.first_fragments) - 1))
 
     def _last_fragment(self, frame: int) -> int:
         firsts = self.first_fragments
@@ -248,7 +272,7 @@ class ItemScanner:
 
     def walk_buffered(self) -> None:
         """Walk the items whose headers are already in memory (no request)."""
-        while not self.done and min(self.pos + 10, self.parsed.size) <= self.base + len(
+        while not self.done and min(self.pos + self._head, self.parsed.size) <= self.base + len(
             self.chunk
         ):
             if not self._walk_plain():
@@ -257,27 +281,31 @@ class ItemScanner:
     def _walk_plain(self, frames: int | None = None, offset: int | None = None) -> bool:
         """Walk buffered plain fragments in a tight loop; return whether it walked any.
 
-        A plain fragment has at least two bytes, ends inside the object, and its
-        header and first two bytes are in the buffer; anything else is left to
-        :meth:`step`. It stops once ``frames`` frames would be complete, or past
-        ``offset`` (:meth:`advance` then checks exactly).
+        A plain fragment holds at least the bytes kept of it, ends inside the object,
+        its header and first bytes are in the buffer, and (RLE) it begins a frame;
+        anything else is left to :meth:`step`. It stops once ``frames`` frames would
+        be complete, or past ``offset`` (:meth:`advance` then checks exactly).
         """
         size, chunk, base, pos = self.parsed.size, self.chunk, self.base, self.pos
         held = min(base + len(chunk), size)
         offsets, lengths, heads = self.offsets, self.lengths, self.heads
-        firsts, every = self.first_fragments, self.mode == "one"
+        firsts, keep, mode = self.first_fragments, self._head, self.mode
         enough = past = None  # frame starts at which ``frames`` are complete; ``offset``
-        if self.mode is not None and self.frames != 1:  # else none is complete before the end
-            enough = None if frames is None else frames + (not every)
+        if mode is not None and self.frames != 1:  # else none is complete before the end
+            enough = None if frames is None else frames + 1
             past = offset
         unpack, start = _ITEM_HEAD.unpack_from, pos
-        while pos + 10 <= held:
+        while pos + keep <= held:
             rel = pos - base
             word, length = unpack(chunk, rel)
-            if word != _ITEM_WORD or length < 2 or pos + 8 + length > size:
+            if word != _ITEM_WORD or length < keep - 8 or pos + 8 + length > size:
                 break
-            head = bytes(chunk[rel : rel + 10])
-            if every or not offsets or head[8:10] in START_MARKERS:
+            head = bytes(chunk[rel : rel + keep])
+            if mode == "one":
+                if not self._starts_frame(head):
+                    break  # step() ends the partial grouping
+                firsts.append(len(offsets))
+            elif not offsets or (mode is not None and head[8:10] in START_MARKERS):
                 firsts.append(len(offsets))
             offsets.append(pos)
             lengths.append(length)

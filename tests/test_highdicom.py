@@ -193,6 +193,119 @@ def test_plan_is_a_dry_run_of_a_pixel_call():
         assert np.array_equal(region, local(SLIDE).get_total_pixel_matrix(**REGION))
 
 
+def _counted(name: str, blob: bytes = SLIDE):
+    fs = fsspec.filesystem("memory")
+    fs.pipe(f"/{name}", blob)
+    target = CountingFileSystem(fs=fs)
+    dfs = fsspec.filesystem("dicom", fs=target, skip_instance_cache=True, first_request=4096)
+    return hdfsspec.imread(dfs.open(f"/{name}")), target
+
+
+@pytest.mark.parametrize("method", ["get_frame", "get_stored_frame", "get_raw_frame"])
+def test_plan_of_a_single_frame_call_is_a_dry_run(method):
+    im, target = _counted(f"single-{method}.dcm")
+    with im:
+        opened = target.requests
+        plan = im.plan(method, 12)
+        assert plan.frames == (11,) and plan.requests == 1 and target.requests == opened
+        assert im.plan(method, 3, as_index=True).frames == (3,)
+        with pytest.raises(IndexError):  # highdicom's own check of the number
+            im.plan(method, 0)
+        assert target.requests == opened
+        getattr(im, method)(12)
+        assert target.requests == opened + 1 and im.plan(method, 12).requests == 0
+
+
+def test_plan_in_one_thread_leaves_the_calls_of_others_alone():
+    """A dry run is this thread's: a pixel call in another thread meanwhile reads."""
+    import threading
+
+    im, _ = _counted("threads.dcm")
+    expected = local(SLIDE).get_frames([1, 2, 3])
+    errors: list[BaseException] = []
+    stop = threading.Event()
+
+    def read() -> None:
+        while not stop.is_set():
+            try:
+                assert np.array_equal(im.get_frames([1, 2, 3]), expected)
+            except BaseException as exc:  # reported below
+                errors.append(exc)
+                return
+
+    with im:
+        worker = threading.Thread(target=read)
+        worker.start()
+        try:
+            for _ in range(200):
+                assert im.plan("get_total_pixel_matrix", **REGION).frames
+        finally:
+            stop.set()
+            worker.join(30)
+    assert not errors and not worker.is_alive()
+
+
+def test_pixel_calls_on_a_closed_object_raise_as_a_closed_file_does():
+    im, target = _counted("closed.dcm")
+    im.close()
+    opened = target.requests
+    for call in (
+        lambda: im.get_frames([1]),
+        lambda: im.get_stored_frames([1]),
+        lambda: im.get_total_pixel_matrix(**REGION),
+        lambda: im.get_frame(1),
+        lambda: im.plan("get_frames", [1]),
+    ):
+        with pytest.raises(ValueError, match="I/O operation on closed file"):
+            call()
+    assert target.requests == opened
+
+
+def test_a_shallow_copy_reads_after_the_original_is_gone():
+    import copy
+
+    im, _ = _counted("copied.dcm")
+    f = im.file
+    duplicate = copy.copy(im)
+    del im
+    gc.collect()
+    assert not f.closed  # the copy shares the file: it stays open while one holds it
+    assert np.array_equal(duplicate.get_frames([3, 9]), local(SLIDE).get_frames([3, 9]))
+    del duplicate
+    gc.collect()
+    assert f.closed
+
+
+@pytest.mark.parametrize("number", [2.0, 2.5, np.float64(3)])
+def test_frame_numbers_that_are_not_integers_raise_type_error_and_fetch_nothing(number):
+    im, target = _counted(f"float-{number}.dcm")
+    with im:
+        opened = target.requests
+        for call in (im.get_frames, im.get_stored_frames):
+            with pytest.raises(TypeError):
+                call([number])
+        with pytest.raises(TypeError):
+            im.get_frame(number)
+        with pytest.raises(TypeError, match="frame numbers must be integers, not"):
+            im.file.read_frames([number])
+        with pytest.raises(TypeError, match="frame numbers must be integers, not"):
+            im.file.plan([number])
+        assert target.requests == opened
+        assert np.array_equal(im.get_frames(np.array([2])), local(SLIDE).get_frames([2]))
+
+
+def test_an_object_without_pixels_is_refused_as_highdicom_lazy_reader_does(tmp_path):
+    from pydicom.data import get_testdata_file
+
+    path = get_testdata_file("rtplan.dcm")
+    with pytest.raises(ValueError, match="does not represent an image"):
+        hd.imread(path, lazy_frame_retrieval=True)
+    with pytest.raises(hdfsspec.DicomFormatError, match="does not represent an image") as err:
+        hdfsspec.imread(path)
+    assert err.value.tag == 0x7FE00010 and err.value.path.endswith("rtplan.dcm")
+    assert isinstance(err.value, ValueError)
+
+
 EOT_SLIDE = build_slide(1024, 1024, tile=64, tiles=TILES, offset_table="eot")  # 256 tiles
 
 

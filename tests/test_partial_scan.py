@@ -101,6 +101,71 @@ def test_grouping_that_changes_at_the_end_is_an_error():
             f.index  # noqa: B018
 
 
+RLE = "1.2.840.10008.1.2.5"
+
+
+def rle_like(count: int, seed: int) -> list[bytes]:
+    """Frames that begin as RLE frames do (one segment, at offset 64), with filler."""
+    sizes = fake_jpeg_frames(count, seed=seed, min_size=700, max_size=900)
+    header = (1).to_bytes(4, "little") + (64).to_bytes(4, "little") + bytes(56)
+    return [header + bytes([k % 251]) * (len(f) - 64) for k, f in enumerate(sizes)]
+
+
+def test_rle_frames_found_a_fragment_each_while_walking():
+    frames = rle_like(300, seed=7)
+    blob = build_encapsulated(frames, offset_table="empty", transfer_syntax=RLE)
+    f, counting = open_counted(blob, "rle.dcm")
+    with f:
+        assert f.read_frames([5, 7]) == [frames[5], frames[7]]
+        assert counting.bytes < len(blob) / 4 and f.cache._index is None
+        assert f.read_frames(list(range(300))) == frames
+
+
+def test_rle_fragments_that_do_not_begin_frames_are_never_served_as_frames():
+    """Two fragments a frame (the standard allows one): the second does not begin
+    with an RLE header, so no frame is taken for complete while walking; at the end
+    the 8 fragments cannot be split into 4 frames. Before, frame 0 came back as its
+    first fragment alone."""
+    import io
+
+    import numpy as np
+    import pydicom
+    from pydicom.encaps import generate_frames
+
+    from hdfsspec.testing import build_native
+
+    pixels = np.random.default_rng(5).integers(0, 250, (4, 33, 35, 3)).astype(np.uint8)
+    ds = pydicom.dcmread(io.BytesIO(build_native(pixels)))
+    ds.compress(RLE)
+    frames = list(generate_frames(ds.PixelData, number_of_frames=4))
+    blob = build_encapsulated(
+        frames, rows=33, cols=35, samples=3, offset_table="empty", fragments_per_frame=2,
+        transfer_syntax=RLE, photometric="RGB",
+    )  # fmt: skip
+    for first_request in (1024, 4096, 65536):
+        f, counting = open_counted(
+            blob, f"rle-split-{first_request}.dcm", first_request=first_request
+        )
+        with f:
+            for frame in (0, 1, 0):
+                with pytest.raises(FrameIndexError, match="cannot split 8 fragments into 4"):
+                    f.read_frames([frame])
+        assert counting.bytes <= len(blob)
+
+
+def test_an_rle_fragment_without_header_walks_to_the_end_then_groups_one_to_one():
+    frames = rle_like(100, seed=8)
+    frames[50] = b"\x00" * 8 + frames[50][8:]  # its header damaged: a fragment all the same
+    blob = build_encapsulated(frames, offset_table="empty", transfer_syntax=RLE)
+    f, counting = open_counted(blob, "rle-odd.dcm")
+    with f:
+        assert f.read_frames([10]) == [frames[10]]
+        assert counting.bytes < len(blob) / 2  # found while walking
+        assert f.read_frames([49]) == [frames[49]]  # ends where frame 50 begins: no header
+        assert f.read_frames([70, 20]) == [frames[70], frames[20]]
+        assert f.index.offset_table == "scan"
+
+
 @pytest.mark.parametrize("name", ["bot.dcm", "eot.dcm", "fragmented_empty.dcm", "native_bits.dcm"])
 def test_iter_frames_in_order_with_read_ahead(name):
     from conftest import CORPUS
@@ -291,9 +356,8 @@ def _walk_state(blob: bytes, targets, fast: bool, monkeypatch) -> list:
 SCANNED = {
     "one": build_encapsulated(FRAMES[:120], offset_table="empty"),
     "fragmented": build_encapsulated(FRAMES[:60], offset_table="empty", fragments_per_frame=3),
-    "rle": build_encapsulated(
-        FRAMES[:50], offset_table="empty", transfer_syntax="1.2.840.10008.1.2.5"
-    ),
+    "rle": build_encapsulated(rle_like(50, seed=3), offset_table="empty", transfer_syntax=RLE),
+    "rle-odd": build_encapsulated(FRAMES[:50], offset_table="empty", transfer_syntax=RLE),
     "other": build_encapsulated(
         FRAMES[:40], offset_table="empty", transfer_syntax="1.2.840.10008.1.2.1.98"
     ),
