@@ -36,6 +36,7 @@ from hdfsspec.errors import (
 from hdfsspec.index import UNKNOWN, FrameIndex
 from hdfsspec.items import join_fragments
 from hdfsspec.layout import LayoutCache
+from hdfsspec.parse import number_of_frames
 from hdfsspec.planning import FetchPlan, block_range, block_ranges, frame_numbers, plan_frames
 
 __all__ = ["DicomFrameCache"]
@@ -99,9 +100,25 @@ class DicomFrameCache(LayoutCache):
     name = "dicom"
 
     # -- frame blocks -------------------------------------------------------------------
+    def check_range(self, wanted: np.ndarray) -> None:
+        """Raise IndexError unless every frame of ``wanted`` is one of the object's.
+
+        The number of frames comes from the header, not from the index: without an
+        offset table the index may hold only the frames found so far, and numpy would
+        read a negative number as one of those.
+        """
+        if not wanted.size:
+            return
+        parsed = self.parsed
+        total = 0 if parsed.header.pixel_data_offset is None else number_of_frames(parsed)
+        lo, hi = int(wanted.min()), int(wanted.max())
+        if lo < 0 or hi >= total:
+            raise IndexError(f"frame {lo if lo < 0 else hi} out of range (0..{total - 1})")
+
     def _load(self, frames: Iterable[int]) -> dict[int, tuple[int, bytes]]:
         """Return the blocks of ``frames``, fetching the missing ones in one round."""
         wanted = np.unique(np.fromiter((int(f) for f in frames), dtype=np.int64))
+        self.check_range(wanted)
         if not wanted.size:
             return {}
         last = int(wanted[-1])
@@ -255,6 +272,7 @@ class DicomFrameCache(LayoutCache):
         only a Basic Offset Table gave its start.
         """
         frames = set(frame_numbers(frames))
+        self.check_range(np.fromiter(frames, dtype=np.int64))
         index = self.view(frames=max(frames) + 1 if frames else 0)
         if index.number_of_frames - 1 in frames and int(index.stops[-1]) == UNKNOWN:
             index = self._resolve_last()

@@ -211,9 +211,7 @@ class DicomFile(AbstractBufferedFile):
         total = 0 if parsed.header.pixel_data_offset is None else number_of_frames(parsed)
         chosen = frame_numbers(frames) if frames is not None else range(total)
         wanted = np.asarray(chosen, dtype=np.int64)
-        if wanted.size and (wanted.min() < 0 or wanted.max() >= total):
-            bad = int(wanted.min() if wanted.min() < 0 else wanted.max())
-            raise IndexError(f"frame {bad} out of range (0..{total - 1})")
+        cache.check_range(wanted)
         index = None
         if frames and not walk_ahead:  # a known set: one walk to the furthest frame
             index = cache.view(frames=int(wanted.max()) + 1)

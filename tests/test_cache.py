@@ -167,3 +167,22 @@ def test_error_pickles_with_its_fields():
     again = pickle.loads(pickle.dumps(err))
     assert (again.path, again.offset, again.tag) == ("s3://b/k", 12, 0x7FE00010)
     assert str(again) == "s3://b/k: changed [byte 12, tag (7FE0,0010)]"
+
+
+@pytest.mark.parametrize("name", NAMES)
+@pytest.mark.parametrize("first_request", [256, 65536])
+def test_frame_numbers_outside_the_object_raise_index_error_and_fetch_nothing(name, first_request):
+    """Checked against Number of Frames, cold: before, -1 gave the last frame found so
+    far (frame 0 of a partial scan), or the last frame by numpy's wraparound."""
+    cache, log = make_cache(CORPUS[name], first_request=first_request)
+    cache._fetch(0, 16)  # the header: the number of frames is known, no index yet
+    n, total = len(log), len(reference_frames(CORPUS[name]))
+    for frames in ([-1], [0, -2], [total], [total + 5, 0]):
+        with pytest.raises(IndexError, match="out of range"):
+            cache.read_frames(frames)
+        with pytest.raises(IndexError, match="out of range"):
+            cache.prefetch(frames)
+        with pytest.raises(IndexError, match="out of range"):
+            cache.plan(frames)
+    assert len(log) == n
+    assert cache.read_frames([total - 1]) == reference_frames(CORPUS[name])[-1:]
