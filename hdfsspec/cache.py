@@ -302,7 +302,7 @@ class DicomFrameCache(LayoutCache):
         with self._lock:
             self._blocks.clear()
             self._heads.clear()
-            self._tail = None
+            self._tail, self._spare = None, (0, b"")
 
     # -- byte reads -----------------------------------------------------------------------
     def _fetch(self, start: int | None, stop: int | None) -> bytes:
@@ -317,7 +317,24 @@ class DicomFrameCache(LayoutCache):
                 # not DICOM, or a layout we cannot trust: a cache stays transparent for
                 # bytes (index / read_frames raise); ObjectChangedError propagates
                 self._layout_error = exc
-        return self._get([(start, stop)], "other")[0]
+        return self._plain(start, stop)
+
+    def _plain(self, start: int, stop: int) -> bytes:
+        """Bytes of an object whose layout is unknown, as fsspec's read-ahead cache reads.
+
+        Served from the first request's bytes or from the last block read; a miss
+        reads ``first_request`` bytes from ``start`` (at least up to ``stop``).
+        """
+        with self._lock:
+            for base, data in ((0, self._known_prefix), self._spare):
+                if base <= start and stop <= base + len(data):
+                    self.hit_count += 1
+                    self.stats.hit("other")
+                    return data[start - base : stop - base]
+            end = min(self.size, max(stop, start + self.options.first_request))
+            data = self._get([(start, end)], "other")[0]
+            self._spare = (start, data)
+            return data[: stop - start]
 
     def _fetch_known(self, start: int, stop: int) -> bytes:
         prefix = self.parsed.prefix

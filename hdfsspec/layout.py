@@ -79,7 +79,8 @@ class LayoutCache(BaseCache):
         self._held: FrameIndex | None = None  # index from the BOT entries held
         self._held_known = False
         self._scan: PartialScan | None = None  # the walk, without offset table
-        self._layout_error: Exception | None = None  # byte reads go straight through after it
+        self._layout_error: Exception | None = None  # byte reads read ahead after it
+        self._spare: tuple[int, bytes] = (0, b"")  # the last block such a read fetched
         self._known_prefix = known[1] if known is not None else prefix
         if prefix:  # fetched for this file, with its info: one request
             self.stats.record("header", 1, len(prefix), rounds=1)
@@ -165,7 +166,10 @@ class LayoutCache(BaseCache):
         return data
 
     def _fetch_header_now(self, start: int, stop: int) -> bytes:
-        return self._get([(start, stop)], "header", keep_whole=True)[0]
+        data = self._get([(start, stop)], "header", keep_whole=True)[0]
+        if start == 0 and len(data) > len(self._known_prefix):  # kept should the parse fail
+            self._known_prefix = data
+        return data
 
     # -- layout --------------------------------------------------------------------------
     @property
