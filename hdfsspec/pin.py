@@ -17,8 +17,15 @@ length check; signed S3 reads send ``If-Match``, see :mod:`hdfsspec.signed`.)
   as adlfs reads them, with the open's ETag as an ``If-Match`` condition (adlfs's
   ``cat_file`` passes no such argument); Azure's ``ResourceModifiedError`` is
   :class:`~hdfsspec.errors.ObjectChangedError`.
+* S3 (s3fs) read by s3fs, i.e. without signed reads (``signed_urls=False``, or
+  the ranges signed reads hand back after a failure): ``GetObject`` with the open's
+  ETag as ``IfMatch``, as s3fs's own files read; on a version-aware filesystem the
+  open's ``VersionId`` instead, which reads the opened version even once replaced.
+  A ``PreconditionFailed`` is :class:`~hdfsspec.errors.ObjectChangedError`.
 * Local files: after each batch the file's inode, size and modification time
   are compared with the open's (``os.stat``: a few microseconds).
+* fsspec's memory filesystem: after each batch the object must still be the one
+  opened (writing a path makes a new one), of the same size.
 
 GCS is read as it is: gcsfs takes ``generation=``, but the emulator the tests run
 ignores it, so it could not be tested.
@@ -35,6 +42,7 @@ from typing import Any
 import fsspec
 from fsspec.asyn import sync
 from fsspec.implementations.local import LocalFileSystem
+from fsspec.implementations.memory import MemoryFileSystem
 
 from hdfsspec._types import http_status, is_instance
 from hdfsspec.errors import ObjectChangedError
@@ -43,6 +51,7 @@ __all__ = ["VersionPin"]
 
 _PRECONDITION_FAILED = 412
 _AZURE_CONCURRENCY = 64
+_S3_CONCURRENCY = 64
 
 
 class VersionPin:
@@ -75,8 +84,10 @@ class VersionPin:
         self.kwargs: dict[str, Any] = {}
         self._etag: str | None = None
         self._azure_etag: str | None = None
+        self._s3: dict[str, str] | None = None  # the GetObject arguments that pin a read
         self._stat: tuple[int, int, int] | None = None
         self._local = ""  # the OS path of a local file
+        self._memory: tuple[Any, int] | None = None  # a memory file, and its size
         if is_instance(fs, "adlfs", "AzureBlobFileSystem"):
             etag = (info or {}).get("etag")
             self._azure_etag = etag if isinstance(etag, str) and etag else None
@@ -85,9 +96,14 @@ class VersionPin:
             if isinstance(etag, str) and etag.startswith('"'):  # strong: W/"..." never matches
                 self._etag = etag
                 self.kwargs = {"headers": {"If-Match": etag}}
+        elif is_instance(fs, "s3fs", "S3FileSystem"):
+            self._s3 = _s3_pin(fs, path, info or {})
         elif isinstance(fs, LocalFileSystem):
             self._local = fs._strip_protocol(path)
             self._stat = _signature(self._local)
+        elif isinstance(fs, MemoryFileSystem):
+            held = fs.store.get(fs._strip_protocol(path))
+            self._memory = None if held is None else (held, held.size)
 
     def _arguments(self, fs: fsspec.AbstractFileSystem) -> dict[str, Any]:
         """:attr:`kwargs`, with the headers the target sends anyway (fsspec's HTTP filesystem
@@ -115,6 +131,8 @@ class VersionPin:
         starts, stops = [a for a, _ in ranges], [b for _, b in ranges]
         if self._azure_etag is not None:
             return list(sync(fs.loop, self._azure_ranges, ranges))
+        if self._s3:
+            return list(sync(fs.loop, self._s3_ranges, ranges))
         out = list(fs.cat_ranges(paths, starts, stops, **self._arguments(fs)))
         again = self.check(ranges, out)
         if again:
@@ -156,6 +174,31 @@ class VersionPin:
         async with fs.service_client.get_blob_client(container=container, blob=blob) as client:
             return list(await asyncio.gather(*(one(client, a, b) for a, b in ranges)))
 
+    async def _s3_ranges(self, ranges: Sequence[tuple[int, int]]) -> list[Any]:
+        fs, pin = self.fs, self._s3 or {}
+        bucket, key, _ = fs.split_path(self.path)
+        limit = asyncio.Semaphore(_S3_CONCURRENCY)
+
+        async def one(start: int, stop: int) -> Any:
+            if stop <= start:
+                return b""
+            async with limit:
+                try:  # s3fs's call: its retries, its errors, its extra arguments
+                    span = f"bytes={start}-{stop - 1}"
+                    resp = await fs._call_s3(
+                        "get_object", Bucket=bucket, Key=key, Range=span, **pin
+                    )
+                    try:
+                        return await resp["Body"].read()
+                    finally:
+                        resp["Body"].close()
+                except Exception as exc:  # returned, as cat_ranges(on_error="return")
+                    if _precondition_failed(exc):
+                        return self._changed(start, f"ETag {pin.get('IfMatch')} no longer matches")
+                    return exc
+
+        return list(await asyncio.gather(*(one(a, b) for a, b in ranges)))
+
     def check(self, ranges: Sequence[tuple[int, int]], out: list[Any]) -> list[int]:
         """Check one batch's results; return the indices to read again without the pin.
 
@@ -168,6 +211,13 @@ class VersionPin:
             now = _signature(self._local)
             if now != self._stat:
                 raise self._changed(ranges[0][0] if ranges else 0, "inode, size or mtime")
+            return []
+        if self._memory is not None:
+            fs = self.fs
+            held, size = self._memory
+            now = fs.store.get(fs._strip_protocol(self.path))
+            if now is not held or now.size != size:
+                raise self._changed(ranges[0][0] if ranges else 0, "a new memory file")
             return []
         refused = [k for k, data in enumerate(out) if http_status(data) == _PRECONDITION_FAILED]
         if not refused or self._etag is None:
@@ -185,6 +235,25 @@ class VersionPin:
             path=self.fs.unstrip_protocol(self.path),
             offset=offset,
         )
+
+
+def _s3_pin(fs: Any, path: str, info: dict[str, Any]) -> dict[str, str] | None:
+    """``VersionId`` (version-aware, not already in the path) or ``IfMatch``, or None."""
+    _, _, in_path = fs.split_path(path)
+    if in_path:
+        return None  # s3fs reads that version
+    version, etag = info.get("VersionId"), info.get("ETag")
+    if getattr(fs, "version_aware", False) and isinstance(version, str) and version:
+        return {"VersionId": version}
+    return {"IfMatch": etag} if isinstance(etag, str) and etag else None
+
+
+def _precondition_failed(exc: BaseException) -> bool:
+    """Whether s3fs's error is S3's ``PreconditionFailed`` (an ``OSError(EINVAL)``)."""
+    cause = getattr(getattr(exc, "__cause__", None), "response", None) or {}
+    if cause.get("Error", {}).get("Code") == "PreconditionFailed":
+        return True
+    return isinstance(exc, OSError) and exc.errno == errno.EINVAL and "condition" in str(exc)
 
 
 def _signature(path: str) -> tuple[int, int, int]:

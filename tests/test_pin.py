@@ -112,6 +112,27 @@ def test_same_size_replacement_of_a_local_file_raises(tmp_path, how):
     assert err.value.path == f"file://{path}"
 
 
+@pytest.mark.parametrize("how", ["pipe", "append"])
+def test_replacement_of_a_memory_file_raises(how):
+    """Writing a path of the memory filesystem makes a new file (appending grows the
+    old one): either is caught after the batch, never served at the old offsets."""
+    memory = fsspec.filesystem("memory")
+    memory.pipe(f"/pinned-{how}.dcm", BLOB)
+    with _dicom("memory").open(f"/pinned-{how}.dcm") as f:
+        assert f.read_frames([3]) == [FRAMES[3]]
+        if how == "pipe":
+            memory.pipe(f"/pinned-{how}.dcm", OTHER)
+        else:
+            with memory.open(f"/pinned-{how}.dcm", "ab") as out:
+                out.write(b"\x00" * 10)
+        with pytest.raises(ObjectChangedError, match="a new memory file") as err:
+            f.read_frames([39])
+    assert err.value.path == f"memory:///pinned-{how}.dcm"
+    now = OTHER if how == "pipe" else BLOB  # appended: the same frames, bytes after them
+    with _dicom("memory").open(f"/pinned-{how}.dcm") as f:  # a new open: the new object
+        assert f.read_frames([39]) == [reference_frames(now)[39]]
+
+
 def test_same_size_replacement_on_azure_raises(azure_connection):
     """adlfs reads ranges without conditions: ours send the open's ETag (Azurite honours it)."""
     from conftest import BUCKET

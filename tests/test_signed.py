@@ -77,20 +77,44 @@ def test_signed_urls_false_reads_every_range_through_s3fs(s3_endpoint, proxy):
         assert proxy.log.requests == f.stats.requests and proxy.log.bytes == f.stats.bytes
 
 
-def test_an_object_replaced_while_open_raises_object_changed(s3_endpoint, proxy):
-    path = _put(s3_endpoint, "c.dcm", SLIDE)
+@pytest.mark.parametrize("signed_urls", [True, False], ids=["signed", "s3fs"])
+def test_an_object_replaced_while_open_raises_object_changed(s3_endpoint, proxy, signed_urls):
+    """Signed reads send If-Match; s3fs's reads (``signed_urls=False``, and the ranges
+    signed reads hand back after a failure) GetObject with IfMatch: before, those
+    served the new object's bytes at the old offsets."""
+    path = _put(s3_endpoint, f"c-{signed_urls}.dcm", SLIDE)
     changed = bytearray(SLIDE)
     changed[-100] ^= 0xFF  # a byte of the last tile: same size, only the ETag tells
     other = bytes(changed)
-    with _dicom(proxy).open(path) as f:
+    with _dicom(proxy, signed_urls=signed_urls).open(path) as f:
         f.index  # noqa: B018
         requests = proxy.log.requests
-        _put(s3_endpoint, "c.dcm", other)
+        _put(s3_endpoint, f"c-{signed_urls}.dcm", other)
         with pytest.raises(hdfsspec.ObjectChangedError, match="ETag") as err:
             f.read_frames([20])
         assert err.value.path is not None and path in err.value.path
         assert err.value.offset == f.index.frame_range(20)[0]
         assert proxy.log.requests == requests + 1  # one GET, answered 412
+
+
+def test_a_version_aware_target_reads_the_opened_version_once_replaced(s3_endpoint, proxy):
+    """With ``version_aware=True`` s3fs's reads name the open's VersionId: the frames of
+    the version opened, after another was written over it."""
+    direct = fsspec.filesystem("s3", **_s3_options(s3_endpoint))
+    bucket = "hdfsspec-versioned"
+    if not direct.exists(bucket):
+        direct.mkdir(bucket)
+        direct.make_bucket_versioned(bucket)
+    path = f"{bucket}/slide.dcm"
+    direct.pipe_file(path, SLIDE)
+    other = build_slide(512, 512, tile=64, tiles=jpeg_tiles(4, 64, 3, seed=9))
+    expected = reference_frames(SLIDE)
+    fs = _dicom(proxy, signed_urls=False, target={"version_aware": True})
+    with fs.open(path) as f:
+        assert f.read_frames([3]) == [expected[3]]
+        direct.pipe_file(path, other)
+        assert f.read_frames([20, 63]) == [expected[20], expected[63]]
+        assert all("versionId=" in e[1] for e in proxy.log.gets()[1:])
 
 
 def test_a_refused_url_is_signed_again_once(s3_endpoint, proxy):
