@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import errno
 import functools
+import os
 import pickle
 import threading
 from typing import Any, ClassVar
@@ -267,6 +269,8 @@ class DicomFileSystem(ChainedFileSystem):
             else:  # one GET gave the info and the header's first request
                 info, first = got
                 cache_options = {"prefix": first, **(cache_options or {})}
+            if info.get("type") == "directory":  # the target would give a 0-byte file
+                raise IsADirectoryError(errno.EISDIR, os.strerror(errno.EISDIR), path)
             size = info["size"]
             identity = object_identity(self.target_protocol, path, info)
         return DicomFile(
@@ -353,6 +357,15 @@ class DicomFileSystem(ChainedFileSystem):
 
     def modified(self, path: str) -> Any:
         return self.fs.modified(self._target(path))
+
+    def created(self, path: str) -> Any:
+        return self.fs.created(self._target(path))
+
+    def checksum(self, path: str) -> int:
+        return int(self.fs.checksum(self._target(path)))
+
+    def sign(self, path: str, expiration: int = 100, **kwargs: Any) -> str:
+        return str(self.fs.sign(self._target(path), expiration=expiration, **kwargs))
 
     # -- read-only ----------------------------------------------------------------------------
     def _read_only(self, *args: Any, **kwargs: Any) -> None:

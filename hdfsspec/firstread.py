@@ -14,6 +14,7 @@ emulator the tests run lacks the latter: not done, untested.)
 
 from __future__ import annotations
 
+import errno
 import re
 from typing import Any
 
@@ -67,9 +68,14 @@ def _size_from(content_range: Any, received: int) -> int | None:
 async def _s3_first(fs: Any, path: str, nbytes: int) -> tuple[dict[str, Any], bytes] | None:
     bucket, key, version = fs.split_path(path)
     extra = {"VersionId": version} if version else {}
-    resp = await fs._call_s3(
-        "get_object", Bucket=bucket, Key=key, Range=f"bytes=0-{nbytes - 1}", **extra
-    )
+    try:
+        resp = await fs._call_s3(
+            "get_object", Bucket=bucket, Key=key, Range=f"bytes=0-{nbytes - 1}", **extra
+        )
+    except FileNotFoundError as exc:  # s3fs's message alone ("The specified key does not
+        if exc.filename:  # exist."): named, as s3fs's own open names it
+            raise
+        raise FileNotFoundError(errno.ENOENT, str(exc), path) from exc
     try:
         data = await resp["Body"].read()
     finally:

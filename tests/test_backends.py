@@ -204,3 +204,14 @@ def test_a_bot_mostly_beyond_the_first_request_is_read_behind_the_open(backend):
         start, stop = block_range(f.index, 19_000)  # the table was in: the frame alone
         assert counting.requests == 3 and counting.ranges[-1][1:] == (start, stop)
         assert f.stats.phases["index"].requests == 1 and f.stats.phases["index"].hits == 1
+
+
+def test_a_missing_object_raises_file_not_found_naming_it(backend):
+    """The target's error type; its message names the object (S3's own did not: the
+    open's ranged GetObject said only "The specified key does not exist.")."""
+    path = backend.put("present.dcm", SLIDE).replace("present.dcm", "absent-object.dcm")
+    fs = fsspec.filesystem("dicom", fs=backend.target, skip_instance_cache=True)
+    with pytest.raises(FileNotFoundError, match=r"absent-object\.dcm"):
+        fs.open(path)
+    with pytest.raises(FileNotFoundError, match=r"absent-object\.dcm"):
+        hdfsspec.imread(backend.url(path), backend.storage_options)

@@ -72,6 +72,19 @@ def test_listing_delegates_to_target(memfile):
     assert fs.exists("/fsdir/b.dcm") and not fs.exists("/fsdir/zz.dcm")
     assert fs.isdir("/fsdir/sub") and fs.isfile("/fsdir/sub/c.dcm")
     assert fs.cat_file("/fsdir/a.dcm", 128, 132) == b"DICM"
+    target = fsspec.filesystem("memory")
+    for method in ("created", "checksum", "modified", "ukey"):
+        try:
+            expected = getattr(target, method)("/fsdir/a.dcm")
+        except NotImplementedError:
+            continue
+        assert getattr(fs, method)("/fsdir/a.dcm") == expected, method
+
+
+def test_opening_a_directory_raises_is_a_directory(memfile, tmp_path):
+    for url in ("dicom::memory://fsdir/sub", f"dicom::file://{tmp_path}"):
+        with pytest.raises(IsADirectoryError):
+            fsspec.open(url).open().read(10)
 
 
 def test_open_files_with_glob(memfile):
