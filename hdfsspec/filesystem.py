@@ -340,6 +340,16 @@ class DicomFileSystem(ChainedFileSystem):
             self._target(path), maxdepth=maxdepth, withdirs=withdirs, detail=detail, **kwargs
         )
 
+    def walk(self, path: str, maxdepth: int | None = None, **kwargs: Any) -> Any:
+        return self.fs.walk(self._target(path), maxdepth=maxdepth, **kwargs)
+
+    def expand_path(
+        self, path: Any, recursive: bool = False, maxdepth: int | None = None, **kwargs: Any
+    ) -> list[str]:
+        paths = [self._target(p) for p in path] if isinstance(path, list | tuple) else path
+        target = paths if isinstance(paths, list) else self._target(paths)
+        return list(self.fs.expand_path(target, recursive=recursive, maxdepth=maxdepth, **kwargs))
+
     def exists(self, path: str, **kwargs: Any) -> bool:
         return self.fs.exists(self._target(path), **kwargs)
 

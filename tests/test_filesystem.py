@@ -73,6 +73,9 @@ def test_listing_delegates_to_target(memfile):
     assert fs.isdir("/fsdir/sub") and fs.isfile("/fsdir/sub/c.dcm")
     assert fs.cat_file("/fsdir/a.dcm", 128, 132) == b"DICM"
     target = fsspec.filesystem("memory")
+    for path in ("/fsdir/", "fsdir", "memory://fsdir", "dicom::memory://fsdir/"):
+        assert [r for r, _, _ in fs.walk(path)] == ["/fsdir", "/fsdir/sub"]
+        assert fs.expand_path(path, recursive=True) == target.expand_path("/fsdir", True)
     for method in ("created", "checksum", "modified", "ukey"):
         try:
             expected = getattr(target, method)("/fsdir/a.dcm")
