@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime
 from collections import deque
 from collections.abc import Iterable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -73,6 +74,7 @@ class DicomFile(AbstractBufferedFile):
                 f"the dicom filesystem is read-only: cannot open {path!r} in mode {mode!r}"
             )
         kwargs.pop("cache_type", None)
+        self._opened = {"identity": identity, "info": _portable(info)}
         self._pin = VersionPin(lambda: fs.fs, path, info)
         self._signed = fs.signed_reader(path, etag, self._target_ranges)
         options = dict(cache_options or {})
@@ -99,6 +101,13 @@ class DicomFile(AbstractBufferedFile):
         )
         self.cache: DicomFrameCache
         self._stats = self.cache.stats
+
+    def __reduce__(self) -> Any:
+        """Reopened where it is unpickled, pinned to the version this file was opened at
+        (its ETag, version or ``os.stat``), not to whatever the object is by then."""
+        reopen, args = super().__reduce__()
+        *head, kwargs = args
+        return reopen, (*head, {**kwargs, **self._opened})
 
     # -- backend -----------------------------------------------------------------------
     def _fetch_range(self, start: int, end: int) -> bytes:
@@ -261,3 +270,11 @@ class DicomFile(AbstractBufferedFile):
     # -- read-only ---------------------------------------------------------------------
     def write(self, data: Any) -> int:
         raise ReadOnlyError(f"the dicom filesystem is read-only: cannot write to {self.path!r}")
+
+
+def _portable(info: dict[str, Any] | None) -> dict[str, Any] | None:
+    """The plain values of an ``info()`` (what pins a version), for pickling."""
+    if info is None:
+        return None
+    plain = (str, int, float, bool, datetime.datetime, type(None))
+    return {k: v for k, v in info.items() if isinstance(v, plain)}

@@ -257,13 +257,21 @@ class DicomFileSystem(ChainedFileSystem):
                 f"the dicom filesystem is read-only: cannot open {path!r} in mode {mode!r}"
             )
         size = kwargs.pop("size", None)
-        identity = info = None
+        # a pickled file opened again (``DicomFile.__reduce__``): the version it was opened at
+        identity, info = kwargs.pop("identity", None), kwargs.pop("info", None)
         if size is None:  # the size, and the version that keys the index store
             store = self.index_store
             known = store is not None and store.latest(self.target_protocol, path) is not None
             # with an entry for this path, the object's identity is all the open needs: a
             # byte (the entry has the header); it is used only if the identity still matches
-            got = first_read(self.fs, path, 1 if known else self.options.first_request)
+            try:
+                got = first_read(self.fs, path, 1 if known else self.options.first_request)
+            except FileNotFoundError:  # an object store's "directory" is no object: say so
+                if self.fs.isdir(path):
+                    raise IsADirectoryError(
+                        errno.EISDIR, os.strerror(errno.EISDIR), path
+                    ) from None
+                raise
             if got is None:
                 info = self.fs.info(path)  # a HEAD, then the header's first GET
             else:  # one GET gave the info and the header's first request

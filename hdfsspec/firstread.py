@@ -67,6 +67,8 @@ def _size_from(content_range: Any, received: int) -> int | None:
 
 async def _s3_first(fs: Any, path: str, nbytes: int) -> tuple[dict[str, Any], bytes] | None:
     bucket, key, version = fs.split_path(path)
+    if not key:
+        return None  # a bucket: info() says what it is
     extra = {"VersionId": version} if version else {}
     try:
         resp = await fs._call_s3(

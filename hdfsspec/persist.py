@@ -39,7 +39,7 @@ __all__ = ["MAX_BYTES", "IndexStore", "default_store", "object_identity"]
 
 MAX_BYTES = 2**30
 """Default bound of a store's entries, in bytes."""
-_MAGIC = b"HDFSIDX1"
+_MAGIC = b"HDFSIDX2"  # then the SHA-256 of the rest: any damage to an entry is seen
 _VERSION_KEYS = (
     "ETag",
     "etag",
@@ -51,6 +51,7 @@ _VERSION_KEYS = (
     "LastModified",
     "created",
 )
+_LOCAL_KEYS = ("ino", "created")  # with a local file's mtime (``tar -x``, ``cp -p``)
 _OFF = {"", "0", "off", "false", "no", "none"}
 
 
@@ -59,11 +60,14 @@ def object_identity(protocol: str, path: str, info: Mapping[str, Any]) -> dict[s
     for key in _VERSION_KEYS:
         value = info.get(key)
         if value not in (None, ""):
+            version = [f"{key}={value}"]
+            if key == "mtime":  # a local file: a copy keeping size and mtime is a new inode
+                version += [f"{k}={info[k]}" for k in _LOCAL_KEYS if info.get(k) is not None]
             return {
                 "protocol": protocol,
                 "path": path,
                 "size": int(info["size"]),
-                "version": f"{key}={value}",
+                "version": ";".join(version),
             }
     return None
 
@@ -128,13 +132,14 @@ class IndexStore:
     def _decode(data: bytes, identity: Mapping[str, Any]) -> tuple[FrameIndex, bytes]:
         if data[:8] != _MAGIC:
             raise ValueError("not an index entry")
-        (meta_len,) = struct.unpack("<Q", data[8:16])
-        meta = json.loads(data[16 : 16 + meta_len])
-        prefix = data[16 + meta_len :]
+        body = data[40:]
+        if hashlib.sha256(body).digest() != data[8:40]:
+            raise ValueError("entry damaged")
+        (meta_len,) = struct.unpack("<Q", body[:8])
+        meta = json.loads(body[8 : 8 + meta_len])
+        prefix = body[8 + meta_len :]
         if meta["identity"] != dict(identity):
             raise ValueError("entry of another object")
-        if hashlib.sha256(prefix).hexdigest() != meta["prefix_sha256"]:
-            raise ValueError("header bytes damaged")
         index = FrameIndex.from_dict(meta["index"])  # validates bounds and order
         if index.size != identity["size"] or len(prefix) < index.header_end:
             raise ValueError("entry inconsistent with the object")
@@ -142,14 +147,9 @@ class IndexStore:
 
     def save(self, identity: Mapping[str, Any], index: FrameIndex, prefix: bytes) -> None:
         """Write an entry atomically; errors writing are ignored (the store is a cache)."""
-        meta = json.dumps(
-            {
-                "identity": dict(identity),
-                "index": index.to_dict(),
-                "prefix_sha256": hashlib.sha256(prefix).hexdigest(),
-            }
-        ).encode()
-        entry = _MAGIC + struct.pack("<Q", len(meta)) + meta + prefix
+        meta = json.dumps({"identity": dict(identity), "index": index.to_dict()}).encode()
+        body = struct.pack("<Q", len(meta)) + meta + prefix
+        entry = _MAGIC + hashlib.sha256(body).digest() + body
         protocol, path = str(identity["protocol"]), str(identity["path"])
         replaced = self.latest(protocol, path)
         if _write_atomically(self._file(identity), entry):

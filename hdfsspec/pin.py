@@ -85,7 +85,7 @@ class VersionPin:
         self._etag: str | None = None
         self._azure_etag: str | None = None
         self._s3: dict[str, str] | None = None  # the GetObject arguments that pin a read
-        self._stat: tuple[int, int, int] | None = None
+        self._stat: tuple[int, int, float] | None = None
         self._local = ""  # the OS path of a local file
         self._memory: tuple[Any, int] | None = None  # a memory file, and its size
         if is_instance(fs, "adlfs", "AzureBlobFileSystem"):
@@ -100,7 +100,11 @@ class VersionPin:
             self._s3 = _s3_pin(fs, path, info or {})
         elif isinstance(fs, LocalFileSystem):
             self._local = fs._strip_protocol(path)
-            self._stat = _signature(self._local)
+            known = info or {}
+            if all(isinstance(known.get(k), int | float) for k in ("ino", "size", "mtime")):
+                self._stat = (known["ino"], known["size"], known["mtime"])  # at the open
+            else:
+                self._stat = _signature(self._local)
         elif isinstance(fs, MemoryFileSystem):
             held = fs.store.get(fs._strip_protocol(path))
             self._memory = None if held is None else (held, held.size)
@@ -256,6 +260,6 @@ def _precondition_failed(exc: BaseException) -> bool:
     return isinstance(exc, OSError) and exc.errno == errno.EINVAL and "condition" in str(exc)
 
 
-def _signature(path: str) -> tuple[int, int, int]:
+def _signature(path: str) -> tuple[int, int, float]:
     st = os.stat(path)
-    return st.st_ino, st.st_size, st.st_mtime_ns
+    return st.st_ino, st.st_size, st.st_mtime  # as fsspec's local info() has them

@@ -215,3 +215,15 @@ def test_a_missing_object_raises_file_not_found_naming_it(backend):
         fs.open(path)
     with pytest.raises(FileNotFoundError, match=r"absent-object\.dcm"):
         hdfsspec.imread(backend.url(path), backend.storage_options)
+
+
+def test_opening_a_directory_raises_is_a_directory(backend):
+    if backend.name == "http":
+        pytest.skip("HTTP has no directories")
+    path = backend.put("inside-a-directory.dcm", SLIDE).rsplit("/", 1)[0]
+    fs = fsspec.filesystem("dicom", fs=backend.target, skip_instance_cache=True)
+    with pytest.raises(IsADirectoryError):
+        fs.open(path).read(10)
+    if backend.name == "s3":  # the bucket itself (s3fs: a ValueError of its own open)
+        with pytest.raises(IsADirectoryError):
+            fs.open(path.split("/", 1)[0])

@@ -75,7 +75,63 @@ def test_damaged_entry_is_removed_and_rebuilt(tmp_path):
     assert len(list(tmp_path.rglob("*.idx"))) == 1  # and saved again
 
 
-@pytest.mark.parametrize("garbage", [b"", b"HDFSIDX1", b"HDFSIDX1" + b"\xff" * 8, b"junk" * 10])
+def _one_offset_changed(data: bytes, frame: int) -> bytes:
+    """The entry with the start of ``frame`` in its JSON moved by 2 (still in order, in
+    bounds): only a digest of the whole entry tells."""
+    import json
+    import re
+
+    start = data.index(b"{")
+    meta_end = data.index(b"}}", start) + 2
+    meta = json.loads(data[start:meta_end])
+    starts = meta["index"]["starts"]
+    old = str(starts[frame]).encode()
+    new = str(starts[frame] + 2).encode()
+    head = re.sub(rb"\b" + old + rb"\b", new, data[start:meta_end], count=1)
+    assert head != data[start:meta_end] and len(head) == len(data[start:meta_end])
+    return data[:start] + head + data[meta_end:]
+
+
+def test_an_entry_with_an_index_value_changed_is_removed_and_rebuilt(tmp_path):
+    target = fsspec.filesystem("memory")
+    target.pipe("/dmg/y.dcm", BLOB)
+    fs, _ = dicom_fs(target, tmp_path)
+    with fs.open("/dmg/y.dcm") as f:
+        f.index  # noqa: B018
+    (entry,) = tmp_path.rglob("*.idx")
+    entry.write_bytes(_one_offset_changed(entry.read_bytes(), 200))
+    fs2, _ = dicom_fs(target, tmp_path)
+    with fs2.open("/dmg/y.dcm") as f:
+        assert f.read_frames([200, 199]) == [FRAMES[200], FRAMES[199]]  # not 2 bytes off
+        assert f.stats.phases["header"].requests == 1  # rebuilt from the object
+
+
+def test_a_local_copy_with_the_same_size_and_mtime_is_a_new_object(tmp_path):
+    """``cp -p``, ``tar -x``, ``rsync -t`` keep the size and the modification time; the
+    inode (and ctime) are new, and the entry of the file replaced is not used."""
+    path = tmp_path / "data" / "x.dcm"
+    path.parent.mkdir()
+    path.write_bytes(BLOB)
+    fs, _ = dicom_fs(fsspec.filesystem("file"), tmp_path / "store")
+    with fs.open(str(path)) as f:
+        f.index  # noqa: B018
+    other = build_encapsulated(
+        [f[:2] + bytes(b ^ 0x33 for b in f[2:-2]) + f[-2:] for f in FRAMES], offset_table="empty"
+    )
+    assert len(other) == len(BLOB)
+    st = os.stat(path)
+    (tmp_path / "data" / "new.dcm").write_bytes(other)
+    os.utime(tmp_path / "data" / "new.dcm", ns=(st.st_atime_ns, st.st_mtime_ns))
+    os.replace(tmp_path / "data" / "new.dcm", path)
+    fs2, _ = dicom_fs(fsspec.filesystem("file"), tmp_path / "store")
+    with fs2.open(str(path)) as f:
+        assert f.read_frames([0, 399]) == [
+            reference_frames(other)[0],
+            reference_frames(other)[399],
+        ]
+
+
+@pytest.mark.parametrize("garbage", [b"", b"HDFSIDX2", b"HDFSIDX2" + b"\xff" * 40, b"junk" * 10])
 def test_store_rejects_garbage(tmp_path, garbage):
     store = IndexStore(tmp_path)
     identity = {"protocol": "memory", "path": "/x", "size": 10, "version": "created=1"}

@@ -172,3 +172,34 @@ def test_if_match_keeps_the_headers_the_target_sends():
 
         with pytest.raises(aiohttp.ClientResponseError, match="403"):  # it checks the token
             fsspec.filesystem("http", skip_instance_cache=True).cat_file(url)
+
+
+@pytest.mark.parametrize("where", ["http", "file"])
+def test_a_file_unpickled_after_a_replacement_raises(tmp_path, where):
+    """A pickled file (spawn, dask) is pinned where it is unpickled to the version it was
+    opened at: before, it took whatever the object was by then (and lost its ETag)."""
+    import pickle
+
+    def run(url: str, replace) -> None:
+        with _dicom(where).open(url) as f:
+            assert f.read_frames([3]) == [FRAMES[3]]
+            blob = pickle.dumps(f)
+        replace()
+        with pickle.loads(blob) as g:
+            with pytest.raises(ObjectChangedError):
+                g.read_frames([39])
+        with pickle.loads(pickle.dumps(_dicom(where).open(url))) as h:  # a new open: new bytes
+            assert h.read_frames([39]) == [reference_frames(OTHER)[39]]
+
+    if where == "http":
+        with RangeHTTPServer() as server:
+            run(server.put("pickled.dcm", BLOB), lambda: server.put("pickled.dcm", OTHER))
+    else:
+        path = tmp_path / "pickled.dcm"
+        path.write_bytes(BLOB)
+
+        def replace() -> None:
+            (tmp_path / "new.dcm").write_bytes(OTHER)
+            os.replace(tmp_path / "new.dcm", path)
+
+        run(str(path), replace)
