@@ -352,6 +352,8 @@ class DicomFrameCache(LayoutCache):
         local: dict[int, tuple[int, bytes]] = {}
         while pos < stop:
             piece = self._piece(pos, stop, local)
+            if not piece:  # a layout that does not tile the bytes (a damaged table): exact
+                piece = self._get([(pos, stop)], "other")[0]
             out += piece
             pos += len(piece)
         return bytes(out)

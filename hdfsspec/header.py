@@ -119,7 +119,7 @@ def _file_meta(buf: PrefixBuffer) -> tuple[str, int]:
         raise NotDicomError(
             "not a DICOM Part 10 file: no 'DICM' prefix after the 128-byte preamble",
             path=buf.path,
-            offset=128,
+            offset=min(128, buf.size),
         )
     walker = Walker(buf, implicit=False, little=True)
     syntax = None

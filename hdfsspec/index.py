@@ -110,8 +110,9 @@ class FrameIndex:
         i = int(np.searchsorted(self.starts, offset, side="right")) - 1
         stop = int(self.stops[i])
         if stop != UNKNOWN and offset >= stop:
-            # native 1-bit frames share bytes: the next frame may hold it
-            return i + 1 if i + 1 < n and offset < int(self.stops[i + 1]) else -1
+            # native 1-bit frames share bytes: the next frame may hold it (not a gap before it)
+            held = i + 1 < n and int(self.starts[i + 1]) <= offset < int(self.stops[i + 1])
+            return i + 1 if held else -1
         return i
 
     def covers(self, frames: int | None = None, offset: int | None = None) -> bool:

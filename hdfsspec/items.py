@@ -68,6 +68,13 @@ def join_fragments(
     OffsetTableError
         When no item starts where the offset table says, or an item overruns ``stop``.
     """
+    if stop < start + 8:
+        raise OffsetTableError(
+            f"frame {frame}: {stop - start} bytes, too few for a fragment item",
+            path=path,
+            offset=start,
+            tag=_PIXEL_TAG,
+        )
     parts, pos = [], start
     while pos < stop:
         rel = pos - base

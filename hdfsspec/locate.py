@@ -51,6 +51,13 @@ def _native_index(parsed: ParsedHeader) -> FrameIndex:
     if photometric == "YBR_FULL_422" and bits >= 8:
         samples = 2  # Cb and Cr are subsampled: two samples per pixel on average
     frame_bits = rows * cols * samples * bits
+    if frame_bits <= 0 < n:
+        raise FrameIndexError(
+            f"frames of {rows}x{cols}x{samples} pixels at {bits} bits hold no bytes",
+            path=parsed.path,
+            offset=hdr.pixel_data_offset,
+            tag=_PIXEL_TAG,
+        )
     start, length = hdr.pixel_value_offset, hdr.pixel_length
     if start + length > parsed.size:
         raise TruncatedDicomError(
@@ -136,7 +143,8 @@ def _eot_index(parsed: ParsedHeader, n: int) -> FrameIndex | None:
     starts = parsed.header_end + offsets
     if hdr.eot_lengths is not None and hdr.eot_lengths[1] == 8 * n:
         lpos = hdr.eot_lengths[0]
-        lengths = np.frombuffer(prefix[lpos : lpos + 8 * n], dtype="<u8").astype(np.int64)
+        raw = np.frombuffer(prefix[lpos : lpos + 8 * n], dtype="<u8")
+        lengths = np.minimum(raw, parsed.size).astype(np.int64)  # no wrap to negative
         stops = starts + 8 + lengths
         if np.any(stops[:-1] > starts[1:]) or (n and stops[-1] > parsed.size):
             raise OffsetTableError(

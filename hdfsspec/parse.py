@@ -153,7 +153,9 @@ def parse_header(
                 offset=pos + 4,
                 tag=_PIXEL_TAG,
             )
-        buf.ensure(pos + 8 + length, tag=_PIXEL_TAG, what="Basic Offset Table", fetch=False)
+        buf.ensure(
+            pos + 8 + length, tag=_PIXEL_TAG, what="Basic Offset Table", at=pos, fetch=False
+        )
         bot_span, header_end = (pos + 8, pos + 8 + length), pos + 8 + length
         if header_end <= len(buf.data):
             bot = struct.unpack(f"<{length // 4}L", bytes(buf.data[pos + 8 : header_end]))
@@ -195,8 +197,7 @@ def attr(ds: Dataset, keyword: str, default: Any, parsed: ParsedHeader) -> Any:
     try:
         return ds.get(keyword, default)
     except _PYDICOM_FAILURES as exc:
-        tag = pydicom.datadict.tag_for_keyword(keyword) or 0
-        offset = getattr(ds.get_item(tag, keep_deferred=True), "value_tell", None)
+        tag, offset = _where(ds, keyword)
         raise NotDicomError(
             f"pydicom cannot read {keyword}: {exc}",
             path=parsed.path,
@@ -205,7 +206,18 @@ def attr(ds: Dataset, keyword: str, default: Any, parsed: ParsedHeader) -> Any:
         ) from exc
 
 
+def _where(ds: Dataset, keyword: str) -> tuple[int, int | None]:
+    """The tag of ``keyword`` and the offset of its value in the object, when known."""
+    tag = pydicom.datadict.tag_for_keyword(keyword) or 0
+    try:
+        elem = ds.get_item(tag, keep_deferred=True) if tag in ds else None
+    except _PYDICOM_FAILURES:
+        elem = None
+    return tag, getattr(elem, "value_tell", None)
+
+
 def int_attr(ds: Dataset, keyword: str, default: int | None, parsed: ParsedHeader) -> int:
+    tag, offset = _where(ds, keyword)  # before pydicom converts it (the offset goes then)
     value = attr(ds, keyword, default, parsed)
     if value is None or value == "":
         if default is not None:
@@ -222,19 +234,20 @@ def int_attr(ds: Dataset, keyword: str, default: int | None, parsed: ParsedHeade
         raise FrameIndexError(
             f"{keyword} is not an integer: {value!r}",
             path=parsed.path,
-            offset=0,
-            tag=_NUMBER_OF_FRAMES,
+            offset=offset if offset is not None else parsed.header.pixel_data_offset,
+            tag=tag,
         ) from exc
 
 
 def number_of_frames(parsed: ParsedHeader) -> int:
     """Number of Frames of the data set (1 when absent)."""
+    _, offset = _where(parsed.dataset, "NumberOfFrames")
     n = int_attr(parsed.dataset, "NumberOfFrames", 1, parsed)
-    if n < 0:
+    if n < 0 or n > 8 * parsed.size:  # a frame holds a bit at least
         raise FrameIndexError(
-            f"Number of Frames is negative ({n})",
+            f"Number of Frames is {n}: negative, or more than the object's {parsed.size} bytes",
             path=parsed.path,
-            offset=0,
+            offset=offset if offset is not None else parsed.header.pixel_data_offset,
             tag=_NUMBER_OF_FRAMES,
         )
     return n

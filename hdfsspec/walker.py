@@ -89,7 +89,7 @@ class PrefixBuffer:
             raise TruncatedDicomError(
                 f"{what} ends at byte {stop}, beyond the end of the object ({self.size} bytes)",
                 path=self.path,
-                offset=stop if at is None else at,
+                offset=min(self.size, stop if at is None else at),  # within the object
                 tag=tag,
             )
         have = len(self.data)

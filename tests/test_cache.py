@@ -186,3 +186,45 @@ def test_frame_numbers_outside_the_object_raise_index_error_and_fetch_nothing(na
             cache.plan(frames)
     assert len(log) == n
     assert cache.read_frames([total - 1]) == reference_frames(CORPUS[name])[-1:]
+
+
+def _with_eot_length(blob: bytes, frame: int, value: int) -> bytes:
+    """The object with entry ``frame`` of its Extended Offset Table Lengths set to ``value``."""
+    import struct
+
+    tag = blob.index(b"\xe0\x7f\x02\x00OV")  # (7FE0,0002), explicit VR: tag, VR, 2, length
+    (length,) = struct.unpack_from("<L", blob, tag + 8)
+    lengths = list(struct.unpack_from(f"<{length // 8}Q", blob, tag + 12))
+    lengths[frame] = value
+    return (
+        blob[: tag + 12] + struct.pack(f"<{len(lengths)}Q", *lengths) + blob[tag + 12 + length :]
+    )
+
+
+@pytest.mark.parametrize("damage", ["short-40", "short-100", "zero", "2**63", "2**64-8"])
+@pytest.mark.parametrize("first_request", [256, 1024, 65536])
+def test_damaged_eot_lengths_give_exact_bytes_and_a_typed_error_for_frames(damage, first_request):
+    """A Lengths entry that leaves a gap before the next frame, or is 0, or wraps negative
+    as int64: byte reads stay exact (before: wrong bytes in the gap, or a read that never
+    returned); the frame is an OffsetTableError (before: b"" for a negative length)."""
+    from hdfsspec import OffsetTableError
+
+    blob = CORPUS["eot.dcm"]
+    true = reference_frames(blob)[2]
+    value = {"short-40": len(true) - 40, "short-100": len(true) - 100, "zero": 0}.get(
+        damage, 2**63 if damage == "2**63" else 2**64 - 8
+    )
+    bad = _with_eot_length(blob, 2, value)
+    cache, log = make_cache(bad, first_request=first_request)
+    assert cache._fetch(0, len(bad)) == bad
+    for start in range(0, len(bad), 97):
+        assert cache._fetch(start, start + 300) == bad[start : start + 300]
+    assert sum(b - a for a, b in log) <= 40 * len(bad)
+    with pytest.raises(OffsetTableError) as err:
+        cache.read_frames([2])
+    assert err.value.tag in (0x7FE00002, 0x7FE00010) and 0 <= err.value.offset < len(bad)
+    if damage.startswith("2**"):  # a length beyond the object: the table is refused
+        with pytest.raises(OffsetTableError, match="end of the object"):
+            cache.read_frames([0])
+    else:  # the other frames are read
+        assert cache.read_frames([0, 5]) == [reference_frames(blob)[i] for i in (0, 5)]

@@ -380,3 +380,52 @@ def test_bot_over_4gib_wraps(counting_fetch):
     offsets = np.array([0, 3 * 2**30, (5 * 2**30) % 2**32], dtype=np.int64)
     out = _check_offsets(offsets, P, "Basic Offset Table", 0x7FE00010)  # type: ignore[arg-type]
     assert out.tolist() == [0, 3 * 2**30, 5 * 2**30]
+
+
+def _with_value(blob: bytes, tag: int, vr: bytes, value: bytes) -> bytes:
+    """``blob`` with the (short, explicit VR) element ``tag`` given ``value`` (even length)."""
+    import struct
+
+    head = struct.pack("<HH", tag >> 16, tag & 0xFFFF) + vr
+    at = blob.index(head)
+    (length,) = struct.unpack_from("<H", blob, at + 6)
+    return blob[:at] + head + struct.pack("<H", len(value)) + value + blob[at + 8 + length :]
+
+
+@pytest.mark.filterwarnings("ignore:Invalid value for VR IS")
+def test_attributes_that_break_the_frame_count_name_their_element(counting_fetch):
+    """Number of Frames of 10**10 on a small object, a frame of no bytes (Rows 0), a
+    Number of Frames that is no integer: FrameIndexError with the element's tag and the
+    offset of its value (before: numpy's MemoryError, or offset 0 and the tag of Number
+    of Frames whatever the element)."""
+    import numpy as np
+
+    from hdfsspec.testing import build_native
+
+    native = build_native(np.zeros((2, 3, 4), dtype=np.uint8))
+    cases = {
+        "huge": (_with_value(native, 0x00280008, b"IS", b"10000000000 "), 0x00280008, None),
+        "rows": (_with_value(native, 0x00280010, b"US", b"\x00\x00"), 0x7FE00010, None),
+        "letters": (_with_value(native, 0x00280008, b"IS", b"abc "), 0x00280008, b"abc "),
+    }
+    for name, (blob, tag, value) in cases.items():
+        with pytest.raises(FrameIndexError) as err:
+            index_of(blob, counting_fetch)
+        assert err.value.tag == tag, name
+        assert 0 <= err.value.offset < len(blob), name
+        if value is not None:
+            assert blob[err.value.offset : err.value.offset + len(value)] == value, name
+
+
+def test_truncation_offsets_lie_within_the_object(counting_fetch):
+    from conftest import CORPUS
+
+    blob = CORPUS["bot.dcm"]
+    pixel = blob.index(b"\xe0\x7f\x10\x00OB")
+    for cut in (pixel + 10, pixel + 14, pixel + 20):
+        with pytest.raises(TruncatedDicomError) as err:
+            index_of(blob[:cut], counting_fetch)
+        assert 0 <= err.value.offset <= cut
+    with pytest.raises(NotDicomError) as err:
+        index_of(b"", counting_fetch)
+    assert err.value.offset == 0
