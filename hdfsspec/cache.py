@@ -34,7 +34,7 @@ from hdfsspec.errors import (
     UnsupportedTransferSyntaxError,
 )
 from hdfsspec.index import UNKNOWN, FrameIndex
-from hdfsspec.items import join_fragments
+from hdfsspec.items import check_next_item, join_fragments
 from hdfsspec.layout import LayoutCache
 from hdfsspec.parse import number_of_frames
 from hdfsspec.planning import FetchPlan, block_range, block_ranges, frame_numbers, plan_frames
@@ -257,11 +257,15 @@ class DicomFrameCache(LayoutCache):
             return [self.frame_payload(f, blocks[f]) for f in frames]
         chosen = np.asarray(frames, dtype=np.int64)
         starts, stops = index.starts[chosen].tolist(), index.stops[chosen].tolist()
-        path = self.path
+        path, single = self.path, index.offset_table == "tiff"  # a tile is one item
         out = []
         for f, start, stop in zip(frames, starts, stops, strict=True):
             base, data = blocks[f]
-            out.append(join_fragments(data, base, start, stop, frame=f, path=path))
+            out.append(join_fragments(data, base, start, stop, frame=f, path=path, single=single))
+            if single and f + 1 < index.number_of_frames:  # the next tile's item, held too
+                a, b = int(index.starts[f + 1]), int(index.stops[f + 1])
+                if b != UNKNOWN:
+                    check_next_item(data, base, a, b - a - 8, frame=f, path=path)
         return out
 
     def plan(self, frames: Iterable[int]) -> FetchPlan:

@@ -59,14 +59,25 @@ def item_header(
 
 
 def join_fragments(
-    data: bytes, base: int, start: int, stop: int, *, frame: int, path: str | None
+    data: bytes,
+    base: int,
+    start: int,
+    stop: int,
+    *,
+    frame: int,
+    path: str | None,
+    single: bool = False,
 ) -> bytes:
     """Join the fragment values of the items in ``[start, stop)``; ``data`` starts at ``base``.
+
+    With ``single`` the range must be one item (a table that says each frame is one
+    fragment: a dual DICOM-TIFF file's tiles).
 
     Raises
     ------
     OffsetTableError
-        When no item starts where the offset table says, or an item overruns ``stop``.
+        When no item starts where the offset table says, or an item overruns ``stop``,
+        or (``single``) the range holds several items.
     """
     if stop < start + 8:
         raise OffsetTableError(
@@ -89,7 +100,33 @@ def join_fragments(
             )
         parts.append(data[rel + 8 : rel + 8 + length])
         pos += 8 + length
+        if single and pos < stop:
+            raise OffsetTableError(
+                f"frame {frame}: the table gives one fragment a frame, the range holds more",
+                path=path,
+                offset=pos,
+                tag=_PIXEL_TAG,
+            )
     return b"".join(parts)
+
+
+def check_next_item(
+    data: bytes, base: int, at: int, length: int, *, frame: int, path: str | None
+) -> None:
+    """Check that the item after a frame (at ``at``, if ``data`` holds its header) is
+    the next frame's single fragment, ``length`` bytes long."""
+    rel = at - base
+    if rel < 0 or rel + 8 > len(data):
+        return
+    group, elem, found = struct.unpack("<HHL", data[rel : rel + 8])
+    if (group << 16 | elem) != ITEM or found != length:
+        raise OffsetTableError(
+            f"frame {frame + 1}: the table gives one fragment of {length} bytes, the item "
+            f"there is tag {group:04X}{elem:04X} of {found}",
+            path=path,
+            offset=at,
+            tag=_PIXEL_TAG,
+        )
 
 
 def find_items_end(

@@ -19,6 +19,7 @@ import struct
 from collections.abc import Callable
 
 import numpy as np
+from pydicom.uid import UID
 
 from hdfsspec._types import DEFAULT_OPTIONS, Fetch, FetchRanges, ReadOptions
 from hdfsspec.errors import FrameIndexError, OffsetTableError, TruncatedDicomError
@@ -194,6 +195,14 @@ def build_index(
     return scanned_index(parsed, starts, stops), scan
 
 
+def _encapsulated_syntax(uid: str) -> bool:
+    """Whether pydicom knows ``uid`` as an encapsulated transfer syntax (unknown: no)."""
+    try:
+        return bool(UID(uid).is_encapsulated)
+    except ValueError:
+        return False
+
+
 def index_from_tables(parsed: ParsedHeader, fetch: Fetch | None = None) -> FrameIndex | None:
     """The index when the header gives it (native, BOT, EOT); None when a scan is needed.
 
@@ -203,6 +212,15 @@ def index_from_tables(parsed: ParsedHeader, fetch: Fetch | None = None) -> Frame
     if hdr.pixel_data_offset is None:
         return _index(parsed, "none", [], [])
     if not hdr.encapsulated:
+        if _encapsulated_syntax(hdr.transfer_syntax_uid):
+            raise FrameIndexError(
+                f"Pixel Data of defined length ({hdr.pixel_length} bytes) under the "
+                f"encapsulated transfer syntax {hdr.transfer_syntax_uid}: its frames are "
+                "items of an undefined-length value (PS3.5 A.4), not native bytes",
+                path=parsed.path,
+                offset=hdr.pixel_data_offset,
+                tag=_PIXEL_TAG,
+            )
         return _native_index(parsed)
     n = number_of_frames(parsed)
     if n == 0:

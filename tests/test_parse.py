@@ -429,3 +429,14 @@ def test_truncation_offsets_lie_within_the_object(counting_fetch):
     with pytest.raises(NotDicomError) as err:
         index_of(b"", counting_fetch)
     assert err.value.offset == 0
+
+
+def test_encapsulated_syntax_with_pixel_data_of_defined_length_is_refused(counting_fetch):
+    """Its value holds the items, not native frames: before, it was indexed as native and
+    read_frames returned slices of the item stream."""
+    blob = build_encapsulated(fake_jpeg_frames(3, seed=8), offset_table="bot")
+    tag = blob.index(b"\xe0\x7f\x10\x00OB")
+    defined = blob[: tag + 8] + struct.pack("<L", len(blob) - tag - 12) + blob[tag + 12 :]
+    with pytest.raises(FrameIndexError, match="defined length") as err:
+        index_of(defined, counting_fetch)
+    assert err.value.offset == tag and err.value.tag == 0x7FE00010

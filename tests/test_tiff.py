@@ -413,3 +413,41 @@ def test_corrupt_tile_table_falls_back_to_the_scan():
     assert [
         bytes(dual[a + 8 : b]) for a, b in zip(index.starts, index.stops, strict=True)
     ] == frames
+
+
+def test_a_tile_table_that_regroups_the_items_is_an_error_not_frames():
+    """Items A0 | B0 B1 | C0 (B1 a continuation), Number of Frames 3; the tile table says
+    A0, B0, B1+C0: back to back, the first tile right, the last ending at the delimiter.
+    Reading tile 1 now checks the next tile's item (B1 is not B1+C0) and tile 2 that it is
+    one item; before, both came back wrong without an error."""
+    import struct
+
+    from hdfsspec import OffsetTableError
+    from hdfsspec.cache import DicomFrameCache
+
+    a0, b0, b1, c0 = fake_jpeg_frames(4, seed=7)
+    b1, b0 = b"\x00\x11" + b1[2:], b0[:-2] + b"\x00\x00"
+    blob = build_encapsulated([a0, b0, b1, c0], offset_table="empty", dual_tiff=True)
+    nf = blob.index(b"\x28\x00\x08\x00IS")
+    (nf_len,) = struct.unpack_from("<H", blob, nf + 6)
+    blob = blob[: nf + 6] + struct.pack("<H", 2) + b"3 " + blob[nf + 8 + nf_len :]
+    (ifd,) = struct.unpack_from("<L", blob, 4)
+    (count,) = struct.unpack_from("<H", blob, ifd)
+    entries = {}
+    for k in range(count):
+        tag, _, _, value = struct.unpack_from("<HHLL", blob, ifd + 2 + 12 * k)
+        entries[tag] = (ifd + 2 + 12 * k, value)
+    out = bytearray(blob)
+    offsets = struct.unpack_from("<4L", blob, entries[324][1])
+    counts = struct.unpack_from("<4L", blob, entries[325][1])
+    for tag in (324, 325):
+        struct.pack_into("<L", out, entries[tag][0] + 4, 3)
+    struct.pack_into("<3L", out, entries[325][1], counts[0], counts[1], counts[2] + 8 + counts[3])
+    assert offsets[0] < offsets[1] < offsets[2]
+    blob = bytes(out)
+    cache = DicomFrameCache(0, lambda a, b: blob[a:b], len(blob), path="mem://t.dcm")
+    assert cache.index.offset_table == "tiff"  # the table passes the checks made at open
+    assert cache.read_frames([0]) == [a0]
+    for frame in (1, 2):
+        with pytest.raises(OffsetTableError, match="one fragment"):
+            cache.read_frames([frame])
