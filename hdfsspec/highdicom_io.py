@@ -27,7 +27,7 @@ from pydicom.dataset import Dataset, FileDataset
 
 from hdfsspec.errors import DicomFormatError
 from hdfsspec.file import DicomFile
-from hdfsspec.parse import ParsedHeader
+from hdfsspec.parse import ParsedHeader, check_image
 from hdfsspec.planning import FetchPlan
 from hdfsspec.sources import Source, open_dicom, whole
 
@@ -302,6 +302,7 @@ def _lazy(
         reader = DicomFrameReader(file)
         if file.metadata.complete:  # else an Extended Offset Table is on its way: pixels
             _has_pixels(file.metadata)
+        check_image(file.metadata)  # what highdicom's tables are built from
         dataset = FileDataset(
             str(file.path),
             dataset=reader._dataset,

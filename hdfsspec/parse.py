@@ -30,7 +30,14 @@ from hdfsspec.header import (
     read_header,
 )
 
-__all__ = ["ParsedHeader", "attr", "int_attr", "number_of_frames", "parse_header"]
+__all__ = [
+    "ParsedHeader",
+    "attr",
+    "check_image",
+    "int_attr",
+    "number_of_frames",
+    "parse_header",
+]
 
 _PIXEL_TAG = 0x7FE00010
 _NUMBER_OF_FRAMES = 0x00280008
@@ -251,3 +258,49 @@ def number_of_frames(parsed: ParsedHeader) -> int:
             tag=_NUMBER_OF_FRAMES,
         )
     return n
+
+
+def check_image(parsed: ParsedHeader) -> None:
+    """Check the attributes highdicom builds its frame tables from, before it does.
+
+    Number of Frames at least 1 (and at most 8 x the object size), Rows and Columns at
+    least 1, a total pixel matrix of at least one pixel that (TILED_FULL) has no more
+    tiles than frames: damaged values would otherwise fail inside highdicom with
+    unrelated errors (a ``ZeroDivisionError``, a ``MemoryError``), or keep it busy
+    for minutes laying out 10**9 rows of tiles.
+
+    Raises
+    ------
+    FrameIndexError
+        Naming the attribute's tag and the offset of its value.
+    """
+    ds = parsed.dataset
+    n = number_of_frames(parsed)
+    values = {"NumberOfFrames": n}
+    for keyword in ("Rows", "Columns", "TotalPixelMatrixRows", "TotalPixelMatrixColumns"):
+        if keyword in ds or keyword in ("Rows", "Columns"):
+            values[keyword] = int_attr(ds, keyword, None, parsed)
+    for keyword, value in values.items():
+        if value < 1:
+            _bad(parsed, keyword, f"{keyword} is {value}: an image has at least one")
+    if str(attr(ds, "DimensionOrganizationType", "", parsed)).upper() == "TILED_FULL":
+        rows, cols = values.get("TotalPixelMatrixRows"), values.get("TotalPixelMatrixColumns")
+        if rows is not None and cols is not None:
+            tiles = -(-rows // values["Rows"]) * -(-cols // values["Columns"])
+            if tiles > n:
+                _bad(
+                    parsed,
+                    "TotalPixelMatrixRows",
+                    f"a total pixel matrix of {rows} x {cols} in tiles of {values['Rows']} x "
+                    f"{values['Columns']} has {tiles} tiles, more than the {n} frames",
+                )
+
+
+def _bad(parsed: ParsedHeader, keyword: str, message: str) -> None:
+    tag, offset = _where(parsed.dataset, keyword)
+    raise FrameIndexError(
+        message,
+        path=parsed.path,
+        offset=offset if offset is not None else parsed.header.pixel_data_offset,
+        tag=tag,
+    )

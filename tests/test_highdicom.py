@@ -584,3 +584,34 @@ def test_any_frame_list_equals_local(numbers, bound, stored):
         assert rounds == 1 and requests <= distinct
     else:  # a block per batch, read again by highdicom when the cache cannot keep it
         assert requests <= 2 * len(numbers)
+
+
+def _with_short_value(blob: bytes, tag: int, vr: bytes, value: bytes) -> bytes:
+    import struct
+
+    head = struct.pack("<HH", tag >> 16, tag & 0xFFFF) + vr
+    at = blob.index(head)
+    (length,) = struct.unpack_from("<H", blob, at + 6)
+    return blob[:at] + head + struct.pack("<H", len(value)) + value + blob[at + 8 + length :]
+
+
+@pytest.mark.filterwarnings("ignore:Invalid value for VR IS")
+@pytest.mark.parametrize(
+    ("tag", "vr", "value"),
+    [
+        (0x00280008, b"IS", b"abc "),  # Number of Frames: TypeError inside highdicom
+        (0x00280008, b"IS", b"100000000000"),  # MemoryError
+        (0x00280008, b"IS", b"0 "),  # IndexError at the first frame
+        (0x00280010, b"US", b"\x00\x00"),  # Rows 0: ZeroDivisionError
+        (0x00480007, b"UL", b"\x00\x00\x00\x00"),  # Total Pixel Matrix Rows 0: TypeError
+        (0x00480007, b"UL", b"\x00\xca\x9a\x3b"),  # 10**9 rows: highdicom busy for minutes
+    ],
+    ids=["frames-abc", "frames-1e11", "frames-0", "rows-0", "matrix-0", "matrix-1e9"],
+)
+def test_damaged_image_attributes_raise_a_typed_error_at_the_open(tag, vr, value):
+    blob = _with_short_value(SLIDE, tag, vr, value)
+    fs = fsspec.filesystem("memory")
+    fs.pipe(f"/damaged-{tag:x}-{value.hex()}.dcm", blob)
+    with pytest.raises(hdfsspec.FrameIndexError) as err:
+        hdfsspec.imread(f"memory:///damaged-{tag:x}-{value.hex()}.dcm")
+    assert err.value.tag == tag and 0 < err.value.offset < len(blob)
