@@ -80,9 +80,10 @@ def _one_offset_changed(data: bytes, frame: int) -> bytes:
     bounds): only a digest of the whole entry tells."""
     import json
     import re
+    import struct
 
-    start = data.index(b"{")
-    meta_end = data.index(b"}}", start) + 2
+    (length,) = struct.unpack_from("<Q", data, 40)  # magic, SHA-256, the JSON's length
+    start, meta_end = 48, 48 + length
     meta = json.loads(data[start:meta_end])
     starts = meta["index"]["starts"]
     old = str(starts[frame]).encode()
