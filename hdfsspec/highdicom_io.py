@@ -300,7 +300,8 @@ def _lazy(
     file = url if isinstance(url, DicomFile) else open_dicom(url, storage_options, **kwargs)
     try:
         reader = DicomFrameReader(file)
-        if file.metadata.complete:  # else an Extended Offset Table is on its way: pixels
+        deferred = not file.metadata.complete  # an Extended Offset Table is on its way
+        if not deferred:
             _has_pixels(file.metadata)
         check_image(file.metadata)  # what highdicom's tables are built from
         dataset = FileDataset(
@@ -312,7 +313,8 @@ def _lazy(
         )
         obj = cls.from_dataset(dataset, copy=False)
         reader.complete(obj)  # a deferred Extended Offset Table came in meanwhile
-        _has_pixels(file.header)
+        if deferred:
+            _has_pixels(file.header)
     except BaseException:
         file.close()
         raise

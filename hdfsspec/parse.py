@@ -40,7 +40,6 @@ __all__ = [
 ]
 
 _PIXEL_TAG = 0x7FE00010
-_NUMBER_OF_FRAMES = 0x00280008
 # what pydicom raises on bytes it cannot read or values it cannot convert (a VR it
 # does not know, a length that is no multiple of the value size, text it cannot decode)
 _PYDICOM_FAILURES = (
@@ -223,8 +222,25 @@ def _where(ds: Dataset, keyword: str) -> tuple[int, int | None]:
     return tag, getattr(elem, "value_tell", None)
 
 
-def int_attr(ds: Dataset, keyword: str, default: int | None, parsed: ParsedHeader) -> int:
+def int_attr(
+    ds: Dataset,
+    keyword: str,
+    default: int | None,
+    parsed: ParsedHeader,
+    low: int | None = None,
+    high: int | None = None,
+    why: str = "",
+) -> int:
+    """The integer value of ``keyword`` (or ``default``), within ``[low, high]`` if given.
+
+    Raises
+    ------
+    FrameIndexError
+        Missing without a default, not an integer, or out of bounds (``why`` says what
+        the bounds are); naming the element's tag and the offset of its value.
+    """
     tag, offset = _where(ds, keyword)  # before pydicom converts it (the offset goes then)
+    at = offset if offset is not None else parsed.header.pixel_data_offset
     value = attr(ds, keyword, default, parsed)
     if value is None or value == "":
         if default is not None:
@@ -236,28 +252,22 @@ def int_attr(ds: Dataset, keyword: str, default: int | None, parsed: ParsedHeade
             tag=_PIXEL_TAG,
         )
     try:
-        return int(value)
+        number = int(value)
     except (TypeError, ValueError) as exc:
         raise FrameIndexError(
-            f"{keyword} is not an integer: {value!r}",
-            path=parsed.path,
-            offset=offset if offset is not None else parsed.header.pixel_data_offset,
-            tag=tag,
+            f"{keyword} is not an integer: {value!r}", path=parsed.path, offset=at, tag=tag
         ) from exc
+    if (low is not None and number < low) or (high is not None and number > high):
+        message = f"{keyword} is {number}: {why}"
+        raise FrameIndexError(message, path=parsed.path, offset=at, tag=tag)
+    return number
 
 
 def number_of_frames(parsed: ParsedHeader) -> int:
     """Number of Frames of the data set (1 when absent)."""
-    _, offset = _where(parsed.dataset, "NumberOfFrames")
-    n = int_attr(parsed.dataset, "NumberOfFrames", 1, parsed)
-    if n < 0 or n > 8 * parsed.size:  # a frame holds a bit at least
-        raise FrameIndexError(
-            f"Number of Frames is {n}: negative, or more than the object's {parsed.size} bytes",
-            path=parsed.path,
-            offset=offset if offset is not None else parsed.header.pixel_data_offset,
-            tag=_NUMBER_OF_FRAMES,
-        )
-    return n
+    size = parsed.size
+    why = f"negative, or more than the object's {size} bytes"  # a frame holds a bit at least
+    return int_attr(parsed.dataset, "NumberOfFrames", 1, parsed, 0, 8 * size, why)
 
 
 def check_image(parsed: ParsedHeader) -> None:
@@ -275,32 +285,24 @@ def check_image(parsed: ParsedHeader) -> None:
         Naming the attribute's tag and the offset of its value.
     """
     ds = parsed.dataset
-    n = number_of_frames(parsed)
-    values = {"NumberOfFrames": n}
+    matrix_tag, matrix_at = _where(ds, "TotalPixelMatrixRows")  # before it is converted
+    why = f"less than one, or more than 8 x the object's {parsed.size} bytes"
+    n = int_attr(ds, "NumberOfFrames", 1, parsed, 1, 8 * parsed.size, why)
+    values = {}
     for keyword in ("Rows", "Columns", "TotalPixelMatrixRows", "TotalPixelMatrixColumns"):
         if keyword in ds or keyword in ("Rows", "Columns"):
-            values[keyword] = int_attr(ds, keyword, None, parsed)
-    for keyword, value in values.items():
-        if value < 1:
-            _bad(parsed, keyword, f"{keyword} is {value}: an image has at least one")
-    if str(attr(ds, "DimensionOrganizationType", "", parsed)).upper() == "TILED_FULL":
-        rows, cols = values.get("TotalPixelMatrixRows"), values.get("TotalPixelMatrixColumns")
-        if rows is not None and cols is not None:
-            tiles = -(-rows // values["Rows"]) * -(-cols // values["Columns"])
-            if tiles > n:
-                _bad(
-                    parsed,
-                    "TotalPixelMatrixRows",
-                    f"a total pixel matrix of {rows} x {cols} in tiles of {values['Rows']} x "
-                    f"{values['Columns']} has {tiles} tiles, more than the {n} frames",
-                )
-
-
-def _bad(parsed: ParsedHeader, keyword: str, message: str) -> None:
-    tag, offset = _where(parsed.dataset, keyword)
-    raise FrameIndexError(
-        message,
-        path=parsed.path,
-        offset=offset if offset is not None else parsed.header.pixel_data_offset,
-        tag=tag,
-    )
+            values[keyword] = int_attr(ds, keyword, None, parsed, 1, None, "less than one")
+    if str(attr(ds, "DimensionOrganizationType", "", parsed)).upper() != "TILED_FULL":
+        return
+    rows, cols = values.get("TotalPixelMatrixRows"), values.get("TotalPixelMatrixColumns")
+    if rows is None or cols is None:
+        return
+    tiles = -(-rows // values["Rows"]) * -(-cols // values["Columns"])
+    if tiles > n:
+        raise FrameIndexError(
+            f"a total pixel matrix of {rows} x {cols} in tiles of {values['Rows']} x "
+            f"{values['Columns']} has {tiles} tiles, more than the {n} frames",
+            path=parsed.path,
+            offset=matrix_at if matrix_at is not None else parsed.header.pixel_data_offset,
+            tag=matrix_tag,
+        )

@@ -74,6 +74,16 @@ def _corpus() -> dict[str, bytes]:
     }
 
 
+def with_short_value(blob: bytes, tag: int, vr: bytes, value: bytes) -> bytes:
+    """``blob`` with the (short, explicit VR) element ``tag`` given ``value`` (even length)."""
+    import struct
+
+    head = struct.pack("<HH", tag >> 16, tag & 0xFFFF) + vr
+    at = blob.index(head)
+    (length,) = struct.unpack_from("<H", blob, at + 6)
+    return blob[:at] + head + struct.pack("<H", len(value)) + value + blob[at + 8 + length :]
+
+
 CORPUS = _corpus()
 
 

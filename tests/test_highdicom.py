@@ -10,6 +10,7 @@ import fsspec
 import highdicom as hd
 import numpy as np
 import pytest
+from conftest import with_short_value
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from test_backends import REGION, SLIDE, TILES
@@ -586,15 +587,6 @@ def test_any_frame_list_equals_local(numbers, bound, stored):
         assert requests <= 2 * len(numbers)
 
 
-def _with_short_value(blob: bytes, tag: int, vr: bytes, value: bytes) -> bytes:
-    import struct
-
-    head = struct.pack("<HH", tag >> 16, tag & 0xFFFF) + vr
-    at = blob.index(head)
-    (length,) = struct.unpack_from("<H", blob, at + 6)
-    return blob[:at] + head + struct.pack("<H", len(value)) + value + blob[at + 8 + length :]
-
-
 @pytest.mark.filterwarnings("ignore:Invalid value for VR IS")
 @pytest.mark.parametrize(
     ("tag", "vr", "value"),
@@ -609,7 +601,7 @@ def _with_short_value(blob: bytes, tag: int, vr: bytes, value: bytes) -> bytes:
     ids=["frames-abc", "frames-1e11", "frames-0", "rows-0", "matrix-0", "matrix-1e9"],
 )
 def test_damaged_image_attributes_raise_a_typed_error_at_the_open(tag, vr, value):
-    blob = _with_short_value(SLIDE, tag, vr, value)
+    blob = with_short_value(SLIDE, tag, vr, value)
     fs = fsspec.filesystem("memory")
     fs.pipe(f"/damaged-{tag:x}-{value.hex()}.dcm", blob)
     with pytest.raises(hdfsspec.FrameIndexError) as err:

@@ -7,6 +7,7 @@ import struct
 
 import numpy as np
 import pytest
+from conftest import with_short_value
 from oracle import reference_frames
 
 from hdfsspec import (
@@ -382,16 +383,6 @@ def test_bot_over_4gib_wraps(counting_fetch):
     assert out.tolist() == [0, 3 * 2**30, 5 * 2**30]
 
 
-def _with_value(blob: bytes, tag: int, vr: bytes, value: bytes) -> bytes:
-    """``blob`` with the (short, explicit VR) element ``tag`` given ``value`` (even length)."""
-    import struct
-
-    head = struct.pack("<HH", tag >> 16, tag & 0xFFFF) + vr
-    at = blob.index(head)
-    (length,) = struct.unpack_from("<H", blob, at + 6)
-    return blob[:at] + head + struct.pack("<H", len(value)) + value + blob[at + 8 + length :]
-
-
 @pytest.mark.filterwarnings("ignore:Invalid value for VR IS")
 def test_attributes_that_break_the_frame_count_name_their_element(counting_fetch):
     """Number of Frames of 10**10 on a small object, a frame of no bytes (Rows 0), a
@@ -404,9 +395,9 @@ def test_attributes_that_break_the_frame_count_name_their_element(counting_fetch
 
     native = build_native(np.zeros((2, 3, 4), dtype=np.uint8))
     cases = {
-        "huge": (_with_value(native, 0x00280008, b"IS", b"10000000000 "), 0x00280008, None),
-        "rows": (_with_value(native, 0x00280010, b"US", b"\x00\x00"), 0x7FE00010, None),
-        "letters": (_with_value(native, 0x00280008, b"IS", b"abc "), 0x00280008, b"abc "),
+        "huge": (with_short_value(native, 0x00280008, b"IS", b"10000000000 "), 0x00280008, None),
+        "rows": (with_short_value(native, 0x00280010, b"US", b"\x00\x00"), 0x7FE00010, None),
+        "letters": (with_short_value(native, 0x00280008, b"IS", b"abc "), 0x00280008, b"abc "),
     }
     for name, (blob, tag, value) in cases.items():
         with pytest.raises(FrameIndexError) as err:

@@ -58,13 +58,19 @@ def test_replaced_object_gets_a_new_index(tmp_path):
         assert counting.requests >= 1
 
 
-def test_damaged_entry_is_removed_and_rebuilt(tmp_path):
+def _saved_entry(tmp_path, path: str):
+    """A memory target holding BLOB at ``path``, and the store entry its index was saved in."""
     target = fsspec.filesystem("memory")
-    target.pipe("/dmg/x.dcm", BLOB)
+    target.pipe(path, BLOB)
     fs, _ = dicom_fs(target, tmp_path)
-    with fs.open("/dmg/x.dcm") as f:
+    with fs.open(path) as f:
         f.index  # noqa: B018
     (entry,) = tmp_path.rglob("*.idx")
+    return target, entry
+
+
+def test_damaged_entry_is_removed_and_rebuilt(tmp_path):
+    target, entry = _saved_entry(tmp_path, "/dmg/x.dcm")
     data = bytearray(entry.read_bytes())
     data[-10] ^= 0xFF  # flip a header byte: its checksum no longer matches
     entry.write_bytes(bytes(data))
@@ -94,12 +100,7 @@ def _one_offset_changed(data: bytes, frame: int) -> bytes:
 
 
 def test_an_entry_with_an_index_value_changed_is_removed_and_rebuilt(tmp_path):
-    target = fsspec.filesystem("memory")
-    target.pipe("/dmg/y.dcm", BLOB)
-    fs, _ = dicom_fs(target, tmp_path)
-    with fs.open("/dmg/y.dcm") as f:
-        f.index  # noqa: B018
-    (entry,) = tmp_path.rglob("*.idx")
+    target, entry = _saved_entry(tmp_path, "/dmg/y.dcm")
     entry.write_bytes(_one_offset_changed(entry.read_bytes(), 200))
     fs2, _ = dicom_fs(target, tmp_path)
     with fs2.open("/dmg/y.dcm") as f:

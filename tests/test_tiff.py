@@ -422,15 +422,15 @@ def test_a_tile_table_that_regroups_the_items_is_an_error_not_frames():
     one item; before, both came back wrong without an error."""
     import struct
 
+    from conftest import with_short_value
+
     from hdfsspec import OffsetTableError
     from hdfsspec.cache import DicomFrameCache
 
     a0, b0, b1, c0 = fake_jpeg_frames(4, seed=7)
     b1, b0 = b"\x00\x11" + b1[2:], b0[:-2] + b"\x00\x00"
     blob = build_encapsulated([a0, b0, b1, c0], offset_table="empty", dual_tiff=True)
-    nf = blob.index(b"\x28\x00\x08\x00IS")
-    (nf_len,) = struct.unpack_from("<H", blob, nf + 6)
-    blob = blob[: nf + 6] + struct.pack("<H", 2) + b"3 " + blob[nf + 8 + nf_len :]
+    blob = with_short_value(blob, 0x00280008, b"IS", b"3 ")  # Number of Frames 3
     (ifd,) = struct.unpack_from("<L", blob, 4)
     (count,) = struct.unpack_from("<H", blob, ifd)
     entries = {}
