@@ -327,7 +327,8 @@ class DicomFrameCache(LayoutCache):
         """Bytes of an object whose layout is unknown, as fsspec's read-ahead cache reads.
 
         Served from the first request's bytes or from the last block read; a miss
-        reads ``first_request`` bytes from ``start`` (at least up to ``stop``).
+        reads ``first_request`` bytes from ``start`` (at least up to ``stop``), or
+        from the end of the first request's bytes when ``start`` is within them.
         """
         with self._lock:
             for base, data in ((0, self._known_prefix), self._spare):
@@ -335,10 +336,12 @@ class DicomFrameCache(LayoutCache):
                     self.hit_count += 1
                     self.stats.hit("other")
                     return data[start - base : stop - base]
-            end = min(self.size, max(stop, start + self.options.first_request))
-            data = self._get([(start, end)], "other")[0]
-            self._spare = (start, data)
-            return data[: stop - start]
+            held = self._known_prefix[start:]
+            first = start + len(held)
+            end = min(self.size, max(stop, first + self.options.first_request))
+            data = self._get([(first, end)], "other")[0]
+            self._spare = (first, data)
+            return held + data[: stop - first]
 
     def _fetch_known(self, start: int, stop: int) -> bytes:
         prefix = self.parsed.prefix

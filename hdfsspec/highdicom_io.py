@@ -25,7 +25,7 @@ from highdicom.enum import PixelDataKeywords
 from highdicom.io import ImageFileReader
 from pydicom.dataset import Dataset, FileDataset
 
-from hdfsspec.errors import DicomFormatError
+from hdfsspec.errors import DicomFormatError, UnsupportedTransferSyntaxError
 from hdfsspec.file import DicomFile
 from hdfsspec.parse import ParsedHeader, check_image
 from hdfsspec.planning import FetchPlan
@@ -294,16 +294,41 @@ def _has_pixels(parsed: ParsedHeader) -> None:
         )
 
 
+def _read_whole(file: DicomFile) -> bytes:
+    """All bytes of an open file (the first request's bytes are not fetched again)."""
+    with file:
+        file.seek(0)
+        return file.read()
+
+
 def _lazy(
-    cls: Any, url: Source | DicomFile, storage_options: dict[str, Any] | None, **kwargs: Any
+    cls: Any,
+    eager: Callable[[io.BytesIO], Any],
+    url: Source | DicomFile,
+    storage_options: dict[str, Any] | None,
+    **kwargs: Any,
 ) -> Any:
+    """``cls`` over an open file, with lazy frames; ``eager`` reads a deflated data set.
+
+    A data set deflated as a whole (Deflated Explicit VR Little Endian) has no frame
+    byte ranges: it is read whole (the bytes the open fetched, and one request for
+    the rest) and ``eager`` builds highdicom's own object from it, as
+    ``lazy_frame_retrieval=False`` does.
+    """
     file = url if isinstance(url, DicomFile) else open_dicom(url, storage_options, **kwargs)
     try:
+        meta = file.metadata
+    except UnsupportedTransferSyntaxError:  # a data set deflated as a whole
+        return eager(io.BytesIO(_read_whole(file)))
+    except BaseException:
+        file.close()
+        raise
+    try:
         reader = DicomFrameReader(file)
-        deferred = not file.metadata.complete  # an Extended Offset Table is on its way
+        deferred = not meta.complete  # an Extended Offset Table is on its way
         if not deferred:
-            _has_pixels(file.metadata)
-        check_image(file.metadata)  # what highdicom's tables are built from
+            _has_pixels(meta)
+        check_image(meta)  # what highdicom's tables are built from
         dataset = FileDataset(
             str(file.path),
             dataset=reader._dataset,
@@ -321,6 +346,10 @@ def _lazy(
     obj._file_reader = reader
     weakref.finalize(reader, file.close)  # shared by copy.copy(obj): closed after the last
     return obj
+
+
+def _eager_image(data: io.BytesIO) -> hd.Image:
+    return hd.imread(data, lazy_frame_retrieval=False)
 
 
 @overload
@@ -372,8 +401,8 @@ def imread(
         A :class:`highdicom.Image`; ``close()`` or ``with`` releases its file.
     """
     if not lazy_frame_retrieval:
-        return hd.imread(io.BytesIO(whole(url, storage_options)), lazy_frame_retrieval=False)
-    return _lazy(DicomImage, url, storage_options, **kwargs)
+        return _eager_image(io.BytesIO(whole(url, storage_options)))
+    return _lazy(DicomImage, _eager_image, url, storage_options, **kwargs)
 
 
 @overload
@@ -407,7 +436,7 @@ def segread(
     """
     if not lazy_frame_retrieval:
         return hd.seg.segread(io.BytesIO(whole(url, storage_options)))
-    return _lazy(DicomSegmentation, url, storage_options, **kwargs)
+    return _lazy(DicomSegmentation, hd.seg.segread, url, storage_options, **kwargs)
 
 
 def srread(url: Source, storage_options: dict[str, Any] | None = None) -> Any:
