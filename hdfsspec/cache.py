@@ -326,22 +326,30 @@ class DicomFrameCache(LayoutCache):
     def _plain(self, start: int, stop: int) -> bytes:
         """Bytes of an object whose layout is unknown, as fsspec's read-ahead cache reads.
 
-        Served from the first request's bytes or from the last block read; a miss
-        reads ``first_request`` bytes from ``start`` (at least up to ``stop``), or
-        from the end of the first request's bytes when ``start`` is within them.
+        Served from the first request's bytes, from the last block read, or from both
+        where the block continues them; a miss reads ``first_request`` bytes (at least
+        up to ``stop``) from ``start``, or from the end of the first request's bytes
+        when ``start`` is within them.
         """
         with self._lock:
-            for base, data in ((0, self._known_prefix), self._spare):
-                if base <= start and stop <= base + len(data):
-                    self.hit_count += 1
-                    self.stats.hit("other")
-                    return data[start - base : stop - base]
-            held = self._known_prefix[start:]
+            prefix, (base, spare) = self._known_prefix, self._spare
+            if stop <= len(prefix):
+                return self._plain_hit(prefix[start:stop])
+            if base <= start and stop <= base + len(spare):
+                return self._plain_hit(spare[start - base : stop - base])
+            if start < base <= len(prefix) and stop <= base + len(spare):  # across the seam
+                return self._plain_hit(prefix[start:base] + spare[: stop - base])
+            held = prefix[start:]
             first = start + len(held)
             end = min(self.size, max(stop, first + self.options.first_request))
             data = self._get([(first, end)], "other")[0]
             self._spare = (first, data)
             return held + data[: stop - first]
+
+    def _plain_hit(self, data: bytes) -> bytes:
+        self.hit_count += 1
+        self.stats.hit("other")
+        return data
 
     def _fetch_known(self, start: int, stop: int) -> bytes:
         prefix = self.parsed.prefix
