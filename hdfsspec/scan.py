@@ -9,12 +9,16 @@ region of a slide without offset table costs the bytes up to its frames, not the
 object.
 
 Fragments are grouped into frames one-to-one, or on JPEG / JPEG 2000 start
-markers checked against Number of Frames. While the walk is partial, frames are
-recognised as they go (a new frame begins at each fragment with a start marker,
-for the JPEG family; at each fragment with an RLE header for RLE, one fragment a
-frame as the standard requires), and a frame is complete once the next one is seen
-to begin; when it ends, the grouping is checked against Number of Frames and
-against what was already served. Pure: reads through a ``fetch_ranges`` callable, no fsspec.
+markers checked against Number of Frames (or, when a continuation fragment happens
+to begin with a start marker, on the markers that follow an end-of-image marker).
+While the walk is partial, frames are recognised as they go (for the JPEG family a
+new frame begins at each fragment with a start marker whose previous fragment ends
+with an EOI / EOC marker, FFD9, and a marker without it, or an FFD9 followed by no
+marker, stops the partial grouping; for RLE at each fragment with an RLE header,
+one fragment a frame as the standard requires), and a frame is complete once the
+next one is seen to begin; when it ends, the grouping is checked against Number of
+Frames and against what was already served. Pure: reads through a ``fetch_ranges``
+callable, no fsspec.
 """
 
 from __future__ import annotations
@@ -41,6 +45,8 @@ if TYPE_CHECKING:
 __all__ = ["START_MARKERS", "ItemScan", "ItemScanner", "group_fragments", "scan_items"]
 
 START_MARKERS = (b"\xff\xd8", b"\xff\x4f")  # JPEG / JPEG-LS SOI, JPEG 2000 SOC
+_END_MARKER = b"\xff\xd9"  # JPEG / JPEG-LS EOI, JPEG 2000 EOC
+_TAIL = 8  # bytes of a fragment's end looked at for its end marker (then zero padding)
 _PIXEL_TAG = 0x7FE00010
 _ITEM_HEAD = struct.Struct("<LL")  # an item's tag (as one little-endian word) and length
 _ITEM_WORD = 0xE000FFFE  # (FFFE,E000) read as one little-endian word
@@ -62,6 +68,8 @@ class ItemScan:
     requests: int
     bytes_fetched: int
     delimited: bool = True
+    ended: list[bool] | None = None
+    """Per fragment, whether the one before it ends with an end marker (JPEG family)."""
 
 
 class ItemScanner:
@@ -95,6 +103,7 @@ class ItemScanner:
         self.offsets: list[int] = []
         self.lengths: list[int] = []
         self.heads: list[bytes] = []
+        self.ended: list[bool] = []  # JPEG family: the fragment before each ends with FFD9
         self.first_fragments: list[int] = []  # fragment number that opens each frame
         self.done, self.delimited = False, True
         self.requests = self.fetched = 0
@@ -109,6 +118,8 @@ class ItemScanner:
             "markers" if syntax.startswith(_JPEG_FAMILY) else "one" if syntax == _RLE else None
         )
         self._head = 16 if self.mode == "one" else 10  # bytes kept of each item
+        self._markers = self.mode == "markers"  # tails are looked at (also once unsure)
+        self._sure = 0  # frames complete when the grouping stopped (see _unsure)
 
     def _starts_frame(self, head: bytes) -> bool:
         """Whether an item (its first bytes) begins a frame, while the walk is partial.
@@ -125,9 +136,31 @@ class ItemScanner:
             and (_RLE_HEADER.unpack_from(head, 8)[1] == 64)
         )
 
+    def _after_end(self, rel: int) -> bool:
+        """Whether the fragment before the item at ``rel`` (in the buffer) ends a frame:
+        an end marker, then nothing but zero padding, in its last bytes."""
+        value = self.offsets[-1] + 8 - self.base  # the previous fragment's value
+        low = max(value, rel - _TAIL)
+        if low < 0:
+            return False  # not in the buffer (windows start _TAIL bytes early: not seen)
+        return bytes(self.chunk[low:rel]).rstrip(b"\x00").endswith(_END_MARKER)
+
+    def _boundary(self, rel: int, head: bytes) -> bool:
+        """JPEG family: whether the item at ``rel`` begins a frame; stops the partial
+        grouping where its start marker and the previous fragment's end disagree."""
+        ended = self._after_end(rel)
+        self.ended.append(ended)
+        marked = head[8:10] in START_MARKERS
+        if marked != ended:
+            self._unsure()
+        return marked and self.mode is not None
+
     def _unsure(self) -> None:
-        """Fragments that cannot be grouped while walking: no frame is complete before
-        the end, where they are grouped (and checked against those already served)."""
+        """Fragments that cannot be grouped while walking: no frame beyond those already
+        complete is complete before the end, where they are grouped (and checked
+        against those already served)."""
+        if self.mode is not None:
+            self._sure = max(0, len(self.first_fragments) - 1)  # before the current one
         self.mode = None
 
     # -- fetching ahead -----------------------------------------------------------------
@@ -145,8 +178,9 @@ class ItemScanner:
         if not self._pending:
             end = self.base + len(self.chunk)
             # continue where the last window ended when the skipped bytes are few: the
-            # windows stay contiguous and the cache can keep their frames
-            self._next = end if self.pos <= end + opts.scan_window else self.pos
+            # windows stay contiguous and the cache can keep their frames; else start
+            # with the end of the fragment before the next item (its end marker)
+            self._next = end if self.pos <= end + opts.scan_window else self.pos - _TAIL
         free = opts.scan_concurrency - len(self._pending)
         for size in self._window_sizes(free, limit - self._next, first):
             if self._next >= limit:
@@ -190,8 +224,9 @@ class ItemScanner:
         if self._on_chunk is not None:
             self._on_chunk(start, data)
         end = self.base + len(self.chunk)
-        if start == end and self.base <= self.pos < end:  # an item head across the seam
-            self.chunk, self.base = self.chunk[self.pos - self.base :] + data, self.pos
+        keep = max(self.base, self.pos - _TAIL)  # the next item, and the end before it
+        if start == end and keep < end:  # an item head, or the end before it, at the seam
+            self.chunk, self.base = self.chunk[keep - self.base :] + data, keep
         else:
             self.chunk, self.base = data, start
         self._fill()  # the window just taken makes room for the next one
@@ -236,7 +271,13 @@ class ItemScanner:
         head = bytes(self.chunk[rel : rel + 8 + min(length, self._head - 8)])
         if self.mode == "one" and not self._starts_frame(head):
             self._unsure()
-        if not self.offsets or (self.mode is not None and self._starts_frame(head)):
+        if not self.offsets:
+            self.first_fragments.append(0)
+            self.ended.append(True)
+        elif self._markers:
+            if self._boundary(rel, head):
+                self.first_fragments.append(len(self.offsets))
+        elif self.mode is not None and self._starts_frame(head):
             self.first_fragments.append(len(self.offsets))
         self.offsets.append(pos)
         self.lengths.append(length)
@@ -254,9 +295,11 @@ class ItemScanner:
         """Number of frames known to be complete."""
         if self.done:
             return self.frames
-        if self.mode is None or self.frames == 1:
-            return 0  # a frame is complete once the next one is seen to begin
-        return min(self.frames, max(0, len(self.first_fragments) - 1))
+        if self.frames == 1:
+            return 0
+        if self.mode is None:
+            return min(self.frames, self._sure)
+        return min(self.frames, max(0, len(self.first_fragments) - 1))  # the next one began
 
     def _last_fragment(self, frame: int) -> int:
         firsts = self.first_fragments
@@ -289,7 +332,7 @@ class ItemScanner:
         size, chunk, base, pos = self.parsed.size, self.chunk, self.base, self.pos
         held = min(base + len(chunk), size)
         offsets, lengths, heads = self.offsets, self.lengths, self.heads
-        firsts, keep, mode = self.first_fragments, self._head, self.mode
+        firsts, keep, mode, markers = self.first_fragments, self._head, self.mode, self._markers
         enough = past = None  # frame starts at which ``frames`` are complete; ``offset``
         if mode is not None and self.frames != 1:  # else none is complete before the end
             enough = None if frames is None else frames + 1
@@ -301,11 +344,13 @@ class ItemScanner:
             if word != _ITEM_WORD or length < keep - 8 or pos + 8 + length > size:
                 break
             head = bytes(chunk[rel : rel + keep])
+            if not offsets:
+                break  # step() opens the first frame
             if mode == "one":
                 if not self._starts_frame(head):
                     break  # step() ends the partial grouping
                 firsts.append(len(offsets))
-            elif not offsets or (mode is not None and head[8:10] in START_MARKERS):
+            elif markers and self._boundary(rel, head):
                 firsts.append(len(offsets))
             offsets.append(pos)
             lengths.append(length)
@@ -372,6 +417,7 @@ class ItemScanner:
             self.requests,
             self.fetched,
             self.delimited,
+            self.ended if self._markers else None,
         )
 
 
@@ -401,10 +447,13 @@ def group_fragments(scan: ItemScan, n: int, parsed: ParsedHeader) -> tuple[np.nd
     if n == 1 and count > 0:
         return offsets[:1], ends[-1:]
     marked = np.array([h[8:10] in START_MARKERS for h in scan.heads], dtype=bool)
-    if count > n and int(marked.sum()) == n and marked[0]:
-        first = np.flatnonzero(marked)
-        last = np.append(first[1:] - 1, count - 1)
-        return offsets[first], ends[last]
+    if count > n and marked[0]:
+        if int(marked.sum()) != n and scan.ended is not None:  # a marker inside a frame
+            marked &= np.asarray(scan.ended, dtype=bool)  # those after an end marker
+        if int(marked.sum()) == n:
+            first = np.flatnonzero(marked)
+            last = np.append(first[1:] - 1, count - 1)
+            return offsets[first], ends[last]
     raise FrameIndexError(
         f"cannot split {count} fragments into {n} frames ({int(marked.sum())} fragments "
         "begin with a JPEG or JPEG 2000 start marker) and there is no offset table",

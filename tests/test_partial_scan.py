@@ -84,21 +84,86 @@ def test_fragmented_frames_found_on_markers_while_walking():
         assert f.read_frames(list(range(300))) == reference_frames(blob)
 
 
-def test_grouping_that_changes_at_the_end_is_an_error():
-    # 4 frames declared, 4 fragments of which 2 start with a JPEG marker: while walking,
-    # fragments 0-1 look like frame 0; at the end, 4 fragments for 4 frames means 1:1.
-    marked, plain = b"\xff\xd8" + b"\x11" * 40_000, b"\x22" * 40_002  # beyond one round
-    blob = build_encapsulated(
-        [marked + plain, marked + plain], offset_table="empty", fragments_per_frame=2
-    )
-    import pydicom.filebase  # noqa: F401
+def _declare(blob: bytes, built: int, frames: int) -> bytes:
+    """``blob`` with its Number of Frames (``built``, as written) changed to ``frames``."""
+    old, new = (f"{n:<2d}".encode() for n in (built, frames))
+    assert len(old) == len(new) == 2
+    return blob.replace(b"\x28\x00\x08\x00IS\x02\x00" + old, b"\x28\x00\x08\x00IS\x02\x00" + new)
 
-    blob = blob.replace(b"\x28\x00\x08\x00IS\x02\x002 ", b"\x28\x00\x08\x00IS\x02\x004 ")
+
+def test_grouping_that_changes_at_the_end_is_an_error():
+    # 4 frames declared, 4 fragments, of which 2 start with a JPEG marker after an end
+    # marker: while walking, fragments 0-1 look like frame 0; at the end, 4 fragments
+    # for 4 frames means 1:1.
+    marked, plain = b"\xff\xd8" + b"\x11" * 40_000, b"\x22" * 40_000 + b"\xff\xd9"
+    blob = _declare(
+        build_encapsulated(
+            [marked + plain, marked + plain], offset_table="empty", fragments_per_frame=2
+        ),
+        2,
+        4,
+    )
     f, _ = open_counted(blob, "bad.dcm", max_gap=0)
     with f:
-        f.read_frames([0])
+        assert f.read_frames([0]) == [marked + plain]
+        assert f.cache._index is None  # served while walking
         with pytest.raises(FrameIndexError, match="differ from the final grouping"):
             f.index  # noqa: B018
+
+
+def test_a_continuation_fragment_with_a_start_marker_is_not_taken_for_a_frame():
+    """Frame 7's second fragment begins with FFD8 (an embedded thumbnail, a split at a
+    marker): the fragment before it does not end with FFD9, so the walk stops grouping
+    while partial, and at the end groups on the markers that follow an end marker.
+    Before, frame 7 came back as its first fragment alone and every later frame was the
+    one before it, until the walk reached the end and raised."""
+    halves = []
+    for k, frame in enumerate(fake_jpeg_frames(20, seed=8, min_size=900, max_size=1100)):
+        cut = len(frame) // 2 // 2 * 2
+        first, second = frame[:cut], frame[cut:]
+        if k == 7:
+            second = b"\xff\xd8" + second[2:]
+        halves += [first, second]
+    truth = [a + b for a, b in zip(halves[::2], halves[1::2], strict=True)]
+    blob = _declare(build_encapsulated(halves, offset_table="empty"), 40, 20)
+    f, counting = open_counted(blob, "thumb.dcm")
+    with f:
+        assert f.read_frames([3]) == [truth[3]]  # before frame 7: found while walking
+        assert f.read_frames([10]) == [truth[10]]
+        assert f.index.offset_table == "scan"
+        assert f.read_frames(list(range(20))) == truth
+    assert counting.bytes <= 2 * len(blob)
+
+
+def test_a_frame_without_start_marker_stops_the_partial_grouping():
+    """One fragment a frame, but frame 150 does not begin with FFD8 (a boxed JPEG 2000
+    frame, say): taken for a continuation of frame 149 while walking, every later frame
+    would be served as the one after it. The end marker before it says otherwise."""
+    frames = fake_jpeg_frames(300, seed=9, min_size=900, max_size=1100)
+    frames[150] = b"\x00\x00\x00\x0cjP  " + frames[150][10:]
+    blob = build_encapsulated(frames, offset_table="empty")
+    f, counting = open_counted(blob, "boxed.dcm")
+    with f:
+        assert f.read_frames([10]) == [frames[10]]
+        early = counting.bytes
+        assert early < len(blob) / 4 and f.cache._index is None
+        assert f.read_frames([200, 149]) == [frames[200], frames[149]]
+        assert f.index.number_of_frames == 300  # walked to the end, then grouped 1:1
+    assert counting.bytes <= len(blob) + 3 * WINDOW
+
+
+def test_end_markers_of_fragments_larger_than_a_window_are_fetched():
+    """The walk skips the bodies of fragments larger than a window; each window starts
+    with the last bytes of the fragment before its item, so the end marker is seen
+    and frames are still served while walking."""
+    frames = fake_jpeg_frames(60, seed=10, min_size=40_000, max_size=44_000)
+    blob = build_encapsulated(frames, offset_table="empty")
+    f, counting = open_counted(blob, "large.dcm")
+    with f:
+        assert f.read_frames([5]) == [frames[5]]
+        assert f.cache._index is None  # still partial: the ends were seen
+        assert counting.bytes < len(blob) / 4
+        assert f.read_frames([40, 59]) == [frames[40], frames[59]]
 
 
 RLE = "1.2.840.10008.1.2.5"
@@ -343,6 +408,7 @@ def _walk_state(blob: bytes, targets, fast: bool, monkeypatch) -> list:
                     list(scanner.lengths),
                     list(scanner.heads),
                     list(scanner.first_fragments),
+                    list(scanner.ended),
                     scanner.pos,
                     scanner.done,
                     scanner.complete,
