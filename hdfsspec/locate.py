@@ -23,10 +23,11 @@ from pydicom.uid import UID
 
 from hdfsspec._types import DEFAULT_OPTIONS, Fetch, FetchRanges, ReadOptions
 from hdfsspec.errors import FrameIndexError, OffsetTableError, TruncatedDicomError
+from hdfsspec.fragments import ItemScan, group_fragments
 from hdfsspec.header import EXTENDED_OFFSET_TABLE
 from hdfsspec.index import UNKNOWN, FrameIndex
 from hdfsspec.parse import ParsedHeader, attr, int_attr, number_of_frames
-from hdfsspec.scan import ItemScan, group_fragments, scan_items
+from hdfsspec.scan import scan_items
 from hdfsspec.tiff import read_tile_table, tiff_ifd_offset, tile_table_frames
 
 __all__ = [

@@ -21,6 +21,7 @@ import numpy as np
 from hdfsspec._types import FetchRanges, ReadOptions
 from hdfsspec.blocks import Block, FrameBlocks
 from hdfsspec.errors import FrameIndexError
+from hdfsspec.fragments import group_fragments
 from hdfsspec.index import UNKNOWN, FrameIndex
 from hdfsspec.items import slice_run
 from hdfsspec.link import LinkModel
@@ -28,7 +29,7 @@ from hdfsspec.locate import scanned_index
 from hdfsspec.parse import ParsedHeader, number_of_frames
 from hdfsspec.planning import block_ranges
 from hdfsspec.progress import Progress, ScanProgress
-from hdfsspec.scan import ItemScanner, group_fragments
+from hdfsspec.scan import ItemScanner
 from hdfsspec.stats import CacheStats
 
 __all__ = ["PartialScan"]

@@ -8,17 +8,14 @@ resumable: it walks only as far as the frames (or bytes) asked for, so the first
 region of a slide without offset table costs the bytes up to its frames, not the
 object.
 
-Fragments are grouped into frames one-to-one, or on JPEG / JPEG 2000 start
-markers checked against Number of Frames (or, when a continuation fragment happens
-to begin with a start marker, on the markers that follow an end-of-image marker).
 While the walk is partial, frames are recognised as they go (for the JPEG family a
 new frame begins at each fragment with a start marker whose previous fragment ends
-with an EOI / EOC marker, FFD9, and a marker without it, or an FFD9 followed by no
-marker, stops the partial grouping; for RLE at each fragment with an RLE header,
-one fragment a frame as the standard requires), and a frame is complete once the
-next one is seen to begin; when it ends, the grouping is checked against Number of
-Frames and against what was already served. Pure: reads through a ``fetch_ranges``
-callable, no fsspec.
+with an end marker, FFD9; where the two disagree the partial grouping stops; for RLE
+at each fragment with an RLE header, one fragment a frame as the standard requires),
+and a frame is complete once the next one is seen to begin. When the walk ends, the
+fragments are grouped by :func:`hdfsspec.fragments.group_fragments`, and checked
+against what was already served. Pure: reads through a ``fetch_ranges`` callable, no
+fsspec.
 """
 
 from __future__ import annotations
@@ -27,7 +24,6 @@ import struct
 from collections import deque
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -35,6 +31,7 @@ import numpy as np
 from hdfsspec._fork import renew_after_fork
 from hdfsspec._types import DEFAULT_OPTIONS, FetchRanges, ReadOptions
 from hdfsspec.errors import FrameIndexError, TruncatedDicomError
+from hdfsspec.fragments import START_MARKERS, TAIL, ItemScan, ends_frame, rle_frame_head
 from hdfsspec.header import SEQUENCE_DELIMITER
 from hdfsspec.items import item_header
 from hdfsspec.link import ramped_size
@@ -42,34 +39,15 @@ from hdfsspec.link import ramped_size
 if TYPE_CHECKING:
     from hdfsspec.parse import ParsedHeader
 
-__all__ = ["START_MARKERS", "ItemScan", "ItemScanner", "group_fragments", "scan_items"]
+__all__ = ["ItemScanner", "scan_items"]
 
-START_MARKERS = (b"\xff\xd8", b"\xff\x4f")  # JPEG / JPEG-LS SOI, JPEG 2000 SOC
-_END_MARKER = b"\xff\xd9"  # JPEG / JPEG-LS EOI, JPEG 2000 EOC
-_TAIL = 8  # bytes of a fragment's end looked at for its end marker (then zero padding)
 _PIXEL_TAG = 0x7FE00010
 _ITEM_HEAD = struct.Struct("<LL")  # an item's tag (as one little-endian word) and length
 _ITEM_WORD = 0xE000FFFE  # (FFFE,E000) read as one little-endian word
 _JPEG_FAMILY = "1.2.840.10008.1.2.4."
 _RLE = "1.2.840.10008.1.2.5"
-_RLE_HEADER = struct.Struct("<LL")  # an RLE frame's number of segments, first segment offset
 _MIN_ROUND = 256 * 1024  # a walk aimed at a few frames still fetches this much
 _MARGIN = 1.02  # a walk aimed at given frames fetches this much more than the mean predicts
-
-
-@dataclass(frozen=True)
-class ItemScan:
-    """Fragment items found by a scan: absolute offsets, value lengths, first bytes."""
-
-    offsets: list[int]
-    lengths: list[int]
-    heads: list[bytes]
-    end: int
-    requests: int
-    bytes_fetched: int
-    delimited: bool = True
-    ended: list[bool] | None = None
-    """Per fragment, whether the one before it ends with an end marker (JPEG family)."""
 
 
 class ItemScanner:
@@ -121,29 +99,14 @@ class ItemScanner:
         self._markers = self.mode == "markers"  # tails are looked at (also once unsure)
         self._sure = 0  # frames complete when the grouping stopped (see _unsure)
 
-    def _starts_frame(self, head: bytes) -> bool:
-        """Whether an item (its first bytes) begins a frame, while the walk is partial.
-
-        JPEG family: a start marker. RLE: a fragment is a frame, as the standard
-        requires, if it begins with an RLE header (1-15 segments, the first at 64);
-        one that does not ends the partial grouping (:meth:`_unsure`).
-        """
-        if self.mode == "markers":
-            return head[8:10] in START_MARKERS
-        return (
-            len(head) == 16
-            and 1 <= _RLE_HEADER.unpack_from(head, 8)[0] <= 15
-            and (_RLE_HEADER.unpack_from(head, 8)[1] == 64)
-        )
-
     def _after_end(self, rel: int) -> bool:
         """Whether the fragment before the item at ``rel`` (in the buffer) ends a frame:
         an end marker, then nothing but zero padding, in its last bytes."""
         value = self.offsets[-1] + 8 - self.base  # the previous fragment's value
-        low = max(value, rel - _TAIL)
+        low = max(value, rel - TAIL)
         if low < 0:
-            return False  # not in the buffer (windows start _TAIL bytes early: not seen)
-        return bytes(self.chunk[low:rel]).rstrip(b"\x00").endswith(_END_MARKER)
+            return False  # not in the buffer (windows start TAIL bytes early: not seen)
+        return ends_frame(self.chunk[low:rel])
 
     def _boundary(self, rel: int, head: bytes) -> bool:
         """JPEG family: whether the item at ``rel`` begins a frame; stops the partial
@@ -180,7 +143,7 @@ class ItemScanner:
             # continue where the last window ended when the skipped bytes are few: the
             # windows stay contiguous and the cache can keep their frames; else start
             # with the end of the fragment before the next item (its end marker)
-            self._next = end if self.pos <= end + opts.scan_window else self.pos - _TAIL
+            self._next = end if self.pos <= end + opts.scan_window else self.pos - TAIL
         free = opts.scan_concurrency - len(self._pending)
         for size in self._window_sizes(free, limit - self._next, first):
             if self._next >= limit:
@@ -224,7 +187,7 @@ class ItemScanner:
         if self._on_chunk is not None:
             self._on_chunk(start, data)
         end = self.base + len(self.chunk)
-        keep = max(self.base, self.pos - _TAIL)  # the next item, and the end before it
+        keep = max(self.base, self.pos - TAIL)  # the next item, and the end before it
         if start == end and keep < end:  # an item head, or the end before it, at the seam
             self.chunk, self.base = self.chunk[keep - self.base :] + data, keep
         else:
@@ -269,7 +232,7 @@ class ItemScanner:
             self.close()
             return
         head = bytes(self.chunk[rel : rel + 8 + min(length, self._head - 8)])
-        if self.mode == "one" and not self._starts_frame(head):
+        if self.mode == "one" and not rle_frame_head(head):
             self._unsure()
         if not self.offsets:
             self.first_fragments.append(0)
@@ -277,7 +240,7 @@ class ItemScanner:
         elif self._markers:
             if self._boundary(rel, head):
                 self.first_fragments.append(len(self.offsets))
-        elif self.mode is not None and self._starts_frame(head):
+        elif self.mode is not None and rle_frame_head(head):
             self.first_fragments.append(len(self.offsets))
         self.offsets.append(pos)
         self.lengths.append(length)
@@ -347,7 +310,7 @@ class ItemScanner:
             if not offsets:
                 break  # step() opens the first frame
             if mode == "one":
-                if not self._starts_frame(head):
+                if not rle_frame_head(head):
                     break  # step() ends the partial grouping
                 firsts.append(len(offsets))
             elif markers and self._boundary(rel, head):
@@ -435,29 +398,3 @@ def scan_items(
     bytes are passed to ``on_chunk(offset, data)`` (the cache keeps what fits).
     """
     return ItemScanner(parsed, fetch_ranges, 0, options, on_chunk).result()
-
-
-def group_fragments(scan: ItemScan, n: int, parsed: ParsedHeader) -> tuple[np.ndarray, np.ndarray]:
-    """Return frame ``(starts, stops)`` from the fragments of a scan."""
-    offsets = np.asarray(scan.offsets, dtype=np.int64)
-    ends = offsets + 8 + np.asarray(scan.lengths, dtype=np.int64)
-    count = offsets.size
-    if count == n:
-        return offsets, ends
-    if n == 1 and count > 0:
-        return offsets[:1], ends[-1:]
-    marked = np.array([h[8:10] in START_MARKERS for h in scan.heads], dtype=bool)
-    if count > n and marked[0]:
-        if int(marked.sum()) != n and scan.ended is not None:  # a marker inside a frame
-            marked &= np.asarray(scan.ended, dtype=bool)  # those after an end marker
-        if int(marked.sum()) == n:
-            first = np.flatnonzero(marked)
-            last = np.append(first[1:] - 1, count - 1)
-            return offsets[first], ends[last]
-    raise FrameIndexError(
-        f"cannot split {count} fragments into {n} frames ({int(marked.sum())} fragments "
-        "begin with a JPEG or JPEG 2000 start marker) and there is no offset table",
-        path=parsed.path,
-        offset=parsed.header_end,
-        tag=_PIXEL_TAG,
-    )

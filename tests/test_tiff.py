@@ -11,9 +11,10 @@ import pydicom
 import pytest
 
 from hdfsspec import TruncatedDicomError
+from hdfsspec.fragments import group_fragments
 from hdfsspec.locate import build_index, scanned_index
 from hdfsspec.parse import number_of_frames, parse_header
-from hdfsspec.scan import group_fragments, scan_items
+from hdfsspec.scan import scan_items
 from hdfsspec.testing import build_encapsulated, build_slide, fake_jpeg_frames, jpeg_tiles
 from hdfsspec.tiff import (
     IFD_WINDOW,

@@ -1,0 +1,95 @@
+"""What the first and last bytes of fragments say, and how a scan's fragments make frames.
+
+Encapsulated Pixel Data without offset table holds fragments, not frames. A JPEG
+family frame begins with a start marker (SOI FFD8, JPEG 2000 SOC FF4F) and ends with
+an end marker (EOI / EOC, FFD9), then at most zero padding; an RLE frame is one
+fragment that begins with an RLE header. :func:`group_fragments` groups the fragments
+of a whole scan (:class:`ItemScan`) into frames: one-to-one, or on the start markers
+checked against Number of Frames (or, when a continuation fragment happens to begin
+with a start marker, on the markers that follow an end marker). Pure: bytes in,
+arrays out.
+"""
+
+from __future__ import annotations
+
+import struct
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from hdfsspec.errors import FrameIndexError
+
+if TYPE_CHECKING:
+    from hdfsspec.parse import ParsedHeader
+
+__all__ = [
+    "START_MARKERS",
+    "TAIL",
+    "ItemScan",
+    "ends_frame",
+    "group_fragments",
+    "rle_frame_head",
+]
+
+START_MARKERS = (b"\xff\xd8", b"\xff\x4f")  # JPEG / JPEG-LS SOI, JPEG 2000 SOC
+_END_MARKER = b"\xff\xd9"  # JPEG / JPEG-LS EOI, JPEG 2000 EOC
+TAIL = 8
+"""Bytes of a fragment's end looked at for its end marker (then zero padding)."""
+_RLE_HEADER = struct.Struct("<LL")  # an RLE frame's number of segments, first segment offset
+_PIXEL_TAG = 0x7FE00010
+
+
+def ends_frame(tail: bytes) -> bool:
+    """Whether the last bytes of a JPEG-family fragment end a frame: FFD9, then zeros."""
+    return bytes(tail).rstrip(b"\x00").endswith(_END_MARKER)
+
+
+def rle_frame_head(head: bytes) -> bool:
+    """Whether an item's first 16 bytes (header, then value) begin an RLE frame:
+    1-15 segments, the first at offset 64."""
+    if len(head) != 16:
+        return False
+    segments, first = _RLE_HEADER.unpack_from(head, 8)
+    return 1 <= segments <= 15 and first == 64
+
+
+@dataclass(frozen=True)
+class ItemScan:
+    """Fragment items found by a scan: absolute offsets, value lengths, first bytes."""
+
+    offsets: list[int]
+    lengths: list[int]
+    heads: list[bytes]
+    end: int
+    requests: int
+    bytes_fetched: int
+    delimited: bool = True
+    ended: list[bool] | None = None
+    """Per fragment, whether the one before it ends with an end marker (JPEG family)."""
+
+
+def group_fragments(scan: ItemScan, n: int, parsed: ParsedHeader) -> tuple[np.ndarray, np.ndarray]:
+    """Return frame ``(starts, stops)`` from the fragments of a scan."""
+    offsets = np.asarray(scan.offsets, dtype=np.int64)
+    ends = offsets + 8 + np.asarray(scan.lengths, dtype=np.int64)
+    count = offsets.size
+    if count == n:
+        return offsets, ends
+    if n == 1 and count > 0:
+        return offsets[:1], ends[-1:]
+    marked = np.array([h[8:10] in START_MARKERS for h in scan.heads], dtype=bool)
+    if count > n and marked[0]:
+        if int(marked.sum()) != n and scan.ended is not None:  # a marker inside a frame
+            marked &= np.asarray(scan.ended, dtype=bool)  # those after an end marker
+        if int(marked.sum()) == n:
+            first = np.flatnonzero(marked)
+            last = np.append(first[1:] - 1, count - 1)
+            return offsets[first], ends[last]
+    raise FrameIndexError(
+        f"cannot split {count} fragments into {n} frames ({int(marked.sum())} fragments "
+        "begin with a JPEG or JPEG 2000 start marker) and there is no offset table",
+        path=parsed.path,
+        offset=parsed.header_end,
+        tag=_PIXEL_TAG,
+    )
