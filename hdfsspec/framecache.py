@@ -1,0 +1,215 @@
+"""Frame blocks: the frames of an object, fetched in one coalesced round, kept in an LRU.
+
+:class:`FrameCache` is the middle layer of :class:`~hdfsspec.cache.DicomFrameCache`:
+on top of what :class:`~hdfsspec.layout.LayoutCache` learns (the header, the frame
+index), it serves frames. A frame's block is the exact byte range of its items plus
+the next item's 8-byte header (which highdicom reads); the blocks of the frames a
+call needs and does not hold are planned (:func:`~hdfsspec.planning.plan_frames`:
+gaps worth bridging, one whole read when most of the object is wanted) and fetched
+in one round; frames a bridged gap brought in are kept too.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+
+import numpy as np
+
+from hdfsspec.index import UNKNOWN, FrameIndex
+from hdfsspec.items import check_next_item, join_fragments
+from hdfsspec.layout import LayoutCache
+from hdfsspec.parse import number_of_frames
+from hdfsspec.planning import FetchPlan, block_range, block_ranges, frame_numbers, plan_frames
+
+__all__ = ["FrameCache"]
+
+
+class FrameCache(LayoutCache):
+    """The part of :class:`~hdfsspec.cache.DicomFrameCache` that serves frames.
+
+    Parameters are those of :class:`~hdfsspec.cache.DicomFrameCache`.
+    """
+
+    # -- frame blocks -------------------------------------------------------------------
+    def check_range(self, wanted: np.ndarray) -> None:
+        """Raise IndexError unless every frame of ``wanted`` is one of the object's.
+
+        The number of frames comes from the header, not from the index: without an
+        offset table the index may hold only the frames found so far, and numpy would
+        read a negative number as one of those.
+        """
+        if not wanted.size:
+            return
+        parsed = self.parsed
+        total = 0 if parsed.header.pixel_data_offset is None else number_of_frames(parsed)
+        lo, hi = int(wanted.min()), int(wanted.max())
+        if lo < 0 or hi >= total:
+            raise IndexError(f"frame {lo if lo < 0 else hi} out of range (0..{total - 1})")
+
+    def _load(self, frames: Iterable[int]) -> dict[int, tuple[int, bytes]]:
+        """Return the blocks of ``frames``, fetching the missing ones in one round."""
+        wanted = np.unique(np.fromiter((int(f) for f in frames), dtype=np.int64))
+        self.check_range(wanted)
+        if not wanted.size:
+            return {}
+        last = int(wanted[-1])
+        index = self.view(frames=last + 1)
+        if last == index.number_of_frames - 1 and int(index.stops[-1]) == UNKNOWN:
+            out: dict[int, tuple[int, bytes]] = {}
+            held = b""
+            if wanted.size > 1:  # look for the last frame's end in the same round as the rest
+                start = int(index.starts[-1])
+                guess = (start, min(self.size, start + self._last_guess(index)))
+                out, pieces = self._load_blocks(index, wanted[:-1], also=guess)
+                held = max(
+                    (d[start - a :] for a, d in pieces if a <= start < a + len(d)),
+                    key=len,
+                    default=b"",
+                )
+            index, block = self._walk_last(held)
+            if block is not None:  # the walk read all of it (kept even past the bound)
+                out[last] = block
+                return out
+            out.update(self._load_blocks(index, wanted[-1:])[0])
+            return out
+        return self._load_blocks(index, wanted)[0]
+
+    def _load_blocks(
+        self, index: FrameIndex, wanted: np.ndarray, also: tuple[int, int] | None = None
+    ) -> tuple[dict[int, tuple[int, bytes]], list[tuple[int, bytes]]]:
+        """The blocks of ``wanted`` (sorted, distinct, every end known), in one round.
+
+        ``also`` is one more range to fetch in the same round, unless the first
+        request or a fetched range holds it. Returns the blocks and the
+        ``(offset, bytes)`` pieces fetched.
+        """
+        prefix = self.parsed.prefix
+        held = len(prefix)
+        starts, stops = block_ranges(index, wanted)
+        out: dict[int, tuple[int, bytes]] = {}
+        absent = np.zeros(wanted.size, dtype=bool)
+        for k, (f, stop) in enumerate(zip(wanted.tolist(), stops.tolist(), strict=True)):
+            block = (0, prefix) if stop <= held else self._blocks.get(f)
+            if block is None:
+                absent[k] = True
+            else:
+                out[f] = block
+        missing = wanted[absent].tolist()
+        self.hit_count += len(out)
+        self.stats.hit("frames", len(out))
+        ranges = self._plan(index, missing).ranges if missing else []
+        asked = list(ranges)
+        if (
+            also is not None
+            and also[0] >= held
+            and not any(a <= also[0] and also[1] <= b for a, b in ranges)
+        ):
+            asked.append(also)
+        if not asked:
+            return out, []
+        datas = self._get(asked, "frames")
+        fetched = [(a, data) for (a, _), data in zip(asked, datas, strict=True)]
+        pieces, fetched = fetched, fetched[: len(ranges)]
+        if not missing:
+            return out, pieces
+        bases = [a for a, _ in fetched]
+        self._keep_extra(index, fetched, set(missing))
+        m_starts, m_stops = starts[absent], stops[absent]
+        lows = np.maximum(m_starts, held)
+        which = np.searchsorted(np.asarray(bases, dtype=np.int64), lows, side="right") - 1
+        blocks = []
+        for f, s, e, lo, k in zip(
+            missing,
+            m_starts.tolist(),
+            m_stops.tolist(),
+            lows.tolist(),
+            which.tolist(),
+            strict=True,
+        ):
+            a, data = fetched[k]
+            head = prefix[s:held] if s < held else b""
+            out[f] = (s, head + data[lo - a : e - a])
+            blocks.append((f, out[f]))
+        self._blocks.put(blocks)
+        return out, pieces
+
+    def _plan(self, index: FrameIndex, frames: Iterable[int]) -> FetchPlan:
+        return plan_frames(
+            index,
+            frames,
+            max_gap=self.options.max_gap,
+            max_block=self.options.max_block,
+            held_below=len(self.parsed.prefix),
+            link=self.link.estimate,
+            whole_below=self.options.max_cache_bytes // 2,
+        )
+
+    def _keep_extra(
+        self, index: FrameIndex, fetched: list[tuple[int, bytes]], skip: set[int]
+    ) -> None:
+        """Remember the frames that bridged gaps or a whole read brought in for free."""
+        starts = index.starts
+        if index.number_of_frames and int(index.stops[-1]) == UNKNOWN:
+            starts = starts[:-1]  # the end of the last frame is not known yet
+        held = len(self.parsed.prefix)
+        blocks = []
+        for a, data in fetched:
+            first = int(np.searchsorted(starts, a, side="left"))
+            last = int(np.searchsorted(starts, a + len(data), side="left"))
+            for f in range(first, last):
+                if f in skip:
+                    continue
+                s, e = block_range(index, f)
+                if held <= s and e <= a + len(data):
+                    blocks.append((f, (s, data[s - a : e - a])))
+        self._blocks.put(blocks)  # one LRU update, not one per frame
+
+    def prefetch(self, frames: Iterable[int]) -> None:
+        """Fetch the blocks of ``frames`` (0-based) into the cache in one round."""
+        self._load(frame_numbers(frames))
+
+    def frame_payload(self, frame: int, block: tuple[int, bytes]) -> bytes:
+        """Return the encoded frame: its fragment values joined, or its native bytes."""
+        index = self.view(frames=frame + 1)
+        start, stop = index.frame_range(frame)
+        base, data = block
+        if not index.encapsulated:
+            return data[start - base : stop - base]
+        return join_fragments(data, base, start, stop, frame=frame, path=self.path)
+
+    def read_frames(self, frames: Sequence[int]) -> list[bytes]:
+        """Return the encoded bytes of ``frames`` (0-based), fetched in one round."""
+        frames = frame_numbers(frames)
+        blocks = self._load(frames)
+        if not frames:
+            return []
+        index = self.view(frames=max(frames) + 1)
+        if not index.encapsulated:
+            return [self.frame_payload(f, blocks[f]) for f in frames]
+        chosen = np.asarray(frames, dtype=np.int64)
+        starts, stops = index.starts[chosen].tolist(), index.stops[chosen].tolist()
+        path, single = self.path, index.offset_table == "tiff"  # a tile is one item
+        out = []
+        for f, start, stop in zip(frames, starts, stops, strict=True):
+            base, data = blocks[f]
+            out.append(join_fragments(data, base, start, stop, frame=f, path=path, single=single))
+            if single and f + 1 < index.number_of_frames:  # the next tile's item, held too
+                a, b = int(index.starts[f + 1]), int(index.stops[f + 1])
+                if b != UNKNOWN:
+                    check_next_item(data, base, a, b - a - 8, frame=f, path=path)
+        return out
+
+    def plan(self, frames: Iterable[int]) -> FetchPlan:
+        """Dry run: the :class:`~hdfsspec.planning.FetchPlan` of reading ``frames`` now.
+
+        Its ``frames`` are all of them, its ranges fetch those not cached. Nothing is
+        fetched, except the item headers of the last frame when it is asked for and
+        only a Basic Offset Table gave its start.
+        """
+        frames = set(frame_numbers(frames))
+        self.check_range(np.fromiter(frames, dtype=np.int64))
+        index = self.view(frames=max(frames) + 1 if frames else 0)
+        if index.number_of_frames - 1 in frames and int(index.stops[-1]) == UNKNOWN:
+            index = self._resolve_last()
+        missing = [f for f in frames if f not in self._blocks]
+        return FetchPlan(tuple(sorted(frames)), self._plan(index, missing).ranges)
