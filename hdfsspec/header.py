@@ -49,6 +49,12 @@ TRANSFER_SYNTAX_UID = 0x00020010
 _DEFLATED = {"1.2.840.10008.1.2.1.99", "1.2.840.10008.1.2.4.95", "1.2.840.10008.1.2.4.205"}
 _IMPLICIT_LE = "1.2.840.10008.1.2"
 _EXPLICIT_BE = "1.2.840.10008.1.2.2"
+_NATIVE = {_IMPLICIT_LE, "1.2.840.10008.1.2.1", _EXPLICIT_BE}
+# the image attributes that size native Pixel Data; group 0028 comes before the large
+# sequences of multi-frame objects (the functional groups, 5200; segments, 0062)
+_SAMPLES, _PHOTOMETRIC, _FRAMES = 0x00280002, 0x00280004, 0x00280008
+_ROWS, _COLUMNS, _BITS = 0x00280010, 0x00280011, 0x00280100
+_IMAGE_ATTRS = {_SAMPLES, _PHOTOMETRIC, _FRAMES, _ROWS, _COLUMNS, _BITS}
 
 
 @dataclass(frozen=True)
@@ -153,6 +159,36 @@ def _file_meta(buf: PrefixBuffer) -> tuple[str, int]:
     return syntax, pos
 
 
+def _image_value(tag: int, raw: bytes, little: bool) -> int | str | None:
+    """The value of an image attribute (US, or IS / CS text); None if it is not one."""
+    if tag == _PHOTOMETRIC:
+        return raw.decode("ascii", "replace").strip("\x00 ")
+    if tag == _FRAMES:
+        text = raw.decode("ascii", "replace").strip("\x00 ")
+        return int(text) if text.isdigit() else None
+    return int.from_bytes(raw, "little" if little else "big") if len(raw) == 2 else None
+
+
+def native_pixel_offset(attrs: dict[int, Any], size: int) -> int | None:
+    """Where native Pixel Data's value begins if it ends the object, from the image
+    attributes seen so far (None until Rows, Columns and Bits Allocated are known).
+
+    Used only to read the rest of a large header at once: if elements follow the
+    Pixel Data, or it is not the size these say, the header is simply read on.
+    """
+    raw = [attrs.get(_ROWS), attrs.get(_COLUMNS), attrs.get(_BITS)]
+    raw += [attrs.get(_SAMPLES, 1), attrs.get(_FRAMES, 1)]
+    values = [v for v in raw if isinstance(v, int) and v > 0]
+    if len(values) != len(raw):
+        return None
+    rows, cols, bits, samples, frames = values
+    if attrs.get(_PHOTOMETRIC) == "YBR_FULL_422" and bits >= 8:
+        samples = 2  # Cb and Cr are subsampled: two samples per pixel on average
+    needed = (frames * rows * cols * samples * bits + 7) // 8
+    offset = size - needed - needed % 2  # a value of odd length is padded
+    return offset if offset > 0 else None
+
+
 def read_header(buf: PrefixBuffer, defer_tables: bool = False) -> Header:
     """Walk the File Meta Information and the top-level data set up to the Pixel Data.
 
@@ -180,6 +216,7 @@ def read_header(buf: PrefixBuffer, defer_tables: bool = False) -> Header:
     pos = start
     eot: tuple[int, int] | None = None
     eot_lengths: tuple[int, int] | None = None
+    image: dict[int, Any] | None = {} if syntax in _NATIVE else None
 
     def no_pixels(lengths: tuple[int, int] | None, deferred: Any = None) -> Header:
         """No Pixel Data (yet: ``deferred`` says what is left before it)."""
@@ -230,6 +267,10 @@ def read_header(buf: PrefixBuffer, defer_tables: bool = False) -> Header:
             buf.ensure(stop, tag=tag, at=pos, margin=0)
         elif tag == EXTENDED_OFFSET_TABLE_LENGTHS:
             eot_lengths = (value, length)
+        elif image is not None and tag in _IMAGE_ATTRS and length <= 16:
+            raw = buf.read(value, length, tag=tag)
+            image[tag] = _image_value(tag, raw, walker.end == "<")
+            buf.expected_end = native_pixel_offset(image, buf.size)
         buf.ensure(value + length, tag=tag, at=pos)
         pos = value + length
     return no_pixels(eot_lengths)

@@ -17,6 +17,7 @@ from hdfsspec.errors import NotDicomError, TruncatedDicomError
 __all__ = [
     "ITEM",
     "ITEM_DELIMITER",
+    "MAX_GUESS",
     "SEQUENCE_DELIMITER",
     "UNDEFINED",
     "PrefixBuffer",
@@ -45,6 +46,11 @@ _LONG_VRS = {
 }
 
 
+MAX_GUESS = 64 * 2**20
+"""At most this many bytes are read at once towards :attr:`PrefixBuffer.expected_end`
+(elements after the Pixel Data would be read with the header: a bound on the waste)."""
+
+
 class PrefixBuffer:
     """The bytes ``[0, n)`` of an object, grown on demand through ``fetch``.
 
@@ -67,6 +73,7 @@ class PrefixBuffer:
         self.first_request = first_request
         self.data = bytearray()
         self.requests = 0
+        self.expected_end: int | None = None  # where the header is expected to end, if known
 
     def ensure(
         self,
@@ -82,8 +89,10 @@ class PrefixBuffer:
 
         ``at`` is the offset of the element being read, for the error message.
         With ``fetch=False`` only the bound is checked. A fetch reads ``margin``
-        bytes past ``stop`` when the caller knows what follows (by default one
-        first request, or double the buffer).
+        bytes past ``stop`` when the caller knows what follows; by default up to
+        :attr:`expected_end` when it is known, not passed and at most
+        :data:`MAX_GUESS` bytes away (the header of native Pixel Data, read at once),
+        else one first request more, or double the buffer.
         """
         if stop > self.size:
             raise TruncatedDicomError(
@@ -97,8 +106,11 @@ class PrefixBuffer:
             return
         # the needed end plus one first-request of margin (what follows a large value is
         # usually small: the next elements, the Pixel Data and BOT headers), or double
+        expected = self.expected_end
         if margin is not None:
             grown = stop + margin
+        elif expected is not None and have < stop <= expected <= have + MAX_GUESS:
+            grown = expected
         else:
             grown = max(stop + self.first_request, 2 * have) if have else self.first_request
         want = min(self.size, max(stop, grown))
