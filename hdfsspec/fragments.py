@@ -24,6 +24,7 @@ if TYPE_CHECKING:
     from hdfsspec.parse import ParsedHeader
 
 __all__ = [
+    "END_MARKER",
     "START_MARKERS",
     "TAIL",
     "ItemScan",
@@ -33,7 +34,7 @@ __all__ = [
 ]
 
 START_MARKERS = (b"\xff\xd8", b"\xff\x4f")  # JPEG / JPEG-LS SOI, JPEG 2000 SOC
-_END_MARKER = b"\xff\xd9"  # JPEG / JPEG-LS EOI, JPEG 2000 EOC
+END_MARKER = b"\xff\xd9"  # JPEG / JPEG-LS EOI, JPEG 2000 EOC
 TAIL = 8
 """Bytes of a fragment's end looked at for its end marker (then zero padding)."""
 _RLE_HEADER = struct.Struct("<LL")  # an RLE frame's number of segments, first segment offset
@@ -42,7 +43,7 @@ _PIXEL_TAG = 0x7FE00010
 
 def ends_frame(tail: bytes) -> bool:
     """Whether the last bytes of a JPEG-family fragment end a frame: FFD9, then zeros."""
-    return bytes(tail).rstrip(b"\x00").endswith(_END_MARKER)
+    return bytes(tail).rstrip(b"\x00").endswith(END_MARKER)
 
 
 def rle_frame_head(head: bytes) -> bool:

@@ -31,7 +31,14 @@ import numpy as np
 from hdfsspec._fork import renew_after_fork
 from hdfsspec._types import DEFAULT_OPTIONS, FetchRanges, ReadOptions
 from hdfsspec.errors import FrameIndexError, TruncatedDicomError
-from hdfsspec.fragments import START_MARKERS, TAIL, ItemScan, ends_frame, rle_frame_head
+from hdfsspec.fragments import (
+    END_MARKER,
+    START_MARKERS,
+    TAIL,
+    ItemScan,
+    ends_frame,
+    rle_frame_head,
+)
 from hdfsspec.header import SEQUENCE_DELIMITER
 from hdfsspec.items import item_header
 from hdfsspec.link import ramped_size
@@ -46,6 +53,7 @@ _ITEM_HEAD = struct.Struct("<LL")  # an item's tag (as one little-endian word) a
 _ITEM_WORD = 0xE000FFFE  # (FFFE,E000) read as one little-endian word
 _JPEG_FAMILY = "1.2.840.10008.1.2.4."
 _RLE = "1.2.840.10008.1.2.5"
+_PADDED = END_MARKER + b"\x00"
 _MIN_ROUND = 256 * 1024  # a walk aimed at a few frames still fetches this much
 _MARGIN = 1.02  # a walk aimed at given frames fetches this much more than the mean predicts
 
@@ -102,6 +110,9 @@ class ItemScanner:
     def _after_end(self, rel: int) -> bool:
         """Whether the fragment before the item at ``rel`` (in the buffer) ends a frame:
         an end marker, then nothing but zero padding, in its last bytes."""
+        chunk = self.chunk
+        if rel >= 3 and (chunk[rel - 2 : rel] == END_MARKER or chunk[rel - 3 : rel] == _PADDED):
+            return True  # the usual ends (every fragment holds at least 2 bytes)
         value = self.offsets[-1] + 8 - self.base  # the previous fragment's value
         low = max(value, rel - TAIL)
         if low < 0:
