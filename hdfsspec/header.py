@@ -169,6 +169,12 @@ def _image_value(tag: int, raw: bytes, little: bool) -> int | str | None:
     return int.from_bytes(raw, "little" if little else "big") if len(raw) == 2 else None
 
 
+def native_samples(samples: int, bits: int, photometric: str) -> int:
+    """Samples per pixel as native Pixel Data stores them: YBR_FULL_422 subsamples Cb
+    and Cr, two samples a pixel on average."""
+    return 2 if photometric == "YBR_FULL_422" and bits >= 8 else samples
+
+
 def native_pixel_offset(attrs: dict[int, Any], size: int) -> int | None:
     """Where native Pixel Data's value begins if it ends the object, from the image
     attributes seen so far (None until Rows, Columns and Bits Allocated are known).
@@ -182,8 +188,7 @@ def native_pixel_offset(attrs: dict[int, Any], size: int) -> int | None:
     if len(values) != len(raw):
         return None
     rows, cols, bits, samples, frames = values
-    if attrs.get(_PHOTOMETRIC) == "YBR_FULL_422" and bits >= 8:
-        samples = 2  # Cb and Cr are subsampled: two samples per pixel on average
+    samples = native_samples(samples, bits, str(attrs.get(_PHOTOMETRIC, "")))
     needed = (frames * rows * cols * samples * bits + 7) // 8
     offset = size - needed - needed % 2  # a value of odd length is padded
     return offset if offset > 0 else None

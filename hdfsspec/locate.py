@@ -24,7 +24,7 @@ from pydicom.uid import UID
 from hdfsspec._types import DEFAULT_OPTIONS, Fetch, FetchRanges, ReadOptions
 from hdfsspec.errors import FrameIndexError, OffsetTableError, TruncatedDicomError
 from hdfsspec.fragments import ItemScan, group_fragments
-from hdfsspec.header import EXTENDED_OFFSET_TABLE
+from hdfsspec.header import EXTENDED_OFFSET_TABLE, native_samples
 from hdfsspec.index import UNKNOWN, FrameIndex
 from hdfsspec.parse import ParsedHeader, attr, int_attr, number_of_frames
 from hdfsspec.scan import scan_items
@@ -50,8 +50,7 @@ def _native_index(parsed: ParsedHeader) -> FrameIndex:
     samples = int_attr(ds, "SamplesPerPixel", 1, parsed)
     bits = int_attr(ds, "BitsAllocated", None, parsed)
     photometric = str(attr(ds, "PhotometricInterpretation", "", parsed))
-    if photometric == "YBR_FULL_422" and bits >= 8:
-        samples = 2  # Cb and Cr are subsampled: two samples per pixel on average
+    samples = native_samples(samples, bits, photometric)
     frame_bits = rows * cols * samples * bits
     if frame_bits <= 0 < n:
         raise FrameIndexError(
