@@ -74,6 +74,17 @@ def _corpus() -> dict[str, bytes]:
     }
 
 
+def saved(ds: Any, syntax: str | None = None) -> bytes:
+    """The Part 10 bytes of a pydicom data set, written in ``syntax`` if given."""
+    import io
+
+    if syntax is not None:
+        ds.file_meta.TransferSyntaxUID = syntax
+    out = io.BytesIO()
+    ds.save_as(out, enforce_file_format=True)
+    return out.getvalue()
+
+
 def with_short_value(blob: bytes, tag: int, vr: bytes, value: bytes) -> bytes:
     """``blob`` with the (short, explicit VR) element ``tag`` given ``value`` (even length)."""
     import struct

@@ -9,6 +9,7 @@ import highdicom as hd
 import numpy as np
 import pydicom
 import pytest
+from conftest import saved
 from pydicom.data import get_testdata_file
 from pydicom.uid import DeflatedExplicitVRLittleEndian
 
@@ -19,14 +20,6 @@ FIRST_REQUEST = 64 * 1024
 ARRAY = np.random.default_rng(3).integers(0, 4096, (8, 96, 96), dtype=np.uint16)
 LARGE = build_native(ARRAY, transfer_syntax=DeflatedExplicitVRLittleEndian)  # random: ~127 KB
 SMALL = Path(get_testdata_file("image_dfl.dcm")).read_bytes()  # 4.6 KB
-
-
-def _deflated(blob: bytes) -> bytes:
-    ds = pydicom.dcmread(io.BytesIO(blob))
-    ds.file_meta.TransferSyntaxUID = DeflatedExplicitVRLittleEndian
-    out = io.BytesIO()
-    ds.save_as(out, enforce_file_format=True)
-    return out.getvalue()
 
 
 def test_corpus_is_what_the_tests_say():
@@ -54,7 +47,8 @@ def test_imread_reads_a_deflated_image_whole(backend, name):
 
 
 def test_segread_reads_a_deflated_segmentation_whole(http_server):
-    blob = _deflated(build_seg(slices=4, segments=3, rows=32, cols=32)[0])
+    seg = build_seg(slices=4, segments=3, rows=32, cols=32)[0]
+    blob = saved(pydicom.dcmread(io.BytesIO(seg)), DeflatedExplicitVRLittleEndian)
     url = http_server.put("deflated-seg.dcm", blob)
     http_server.log.clear()
     seg = hdfsspec.segread(url)

@@ -10,6 +10,7 @@ import highdicom as hd
 import numpy as np
 import pydicom
 import pytest
+from conftest import saved
 from oracle import reference_frames
 from pydicom.dataset import Dataset
 from pydicom.sequence import Sequence
@@ -36,14 +37,6 @@ def _undefined_lengths(ds: Dataset) -> Dataset:
     return ds
 
 
-def _save(ds: Dataset, syntax: str | None = None) -> bytes:
-    if syntax is not None:
-        ds.file_meta.TransferSyntaxUID = syntax
-    out = io.BytesIO()
-    ds.save_as(out, enforce_file_format=True)
-    return out.getvalue()
-
-
 def _with_large_header(blob: bytes, items: int, syntax: str | None = None) -> bytes:
     """``blob`` with a sequence of ``items`` items (about 90 bytes each) after the image
     attributes (group 0040, as the functional groups of group 5200 are), every sequence
@@ -55,7 +48,7 @@ def _with_large_header(blob: bytes, items: int, syntax: str | None = None) -> by
         item.ReferencedSOPClassUID = "1.2.840.10008.5.1.4.1.1.2"
         item.ReferencedSOPInstanceUID = f"1.2.826.0.1.3680043.2.1125.{k}"
         ds.ContentSequence.append(item)
-    return _save(_undefined_lengths(ds), syntax)
+    return saved(_undefined_lengths(ds), syntax)
 
 
 def _parse(blob: bytes, first_request: int = 16 * KIB):
@@ -119,7 +112,7 @@ def test_the_guess_is_bounded(monkeypatch):
 def test_attributes_that_promise_more_pixels_than_the_object_holds_are_no_guess():
     ds = pydicom.dcmread(io.BytesIO(_with_large_header(build_native(PIXELS), 3000)))
     ds.NumberOfFrames = 60_000  # 60,000 frames of 40 x 48 at 16 bits: beyond the object
-    blob = _save(_undefined_lengths(ds))
+    blob = saved(_undefined_lengths(ds))
     log: list[tuple[int, int]] = []
     fetch = lambda a, b: log.append((a, b)) or blob[a:b]  # noqa: E731
     parsed = parse_header(fetch, len(blob), options=ReadOptions(first_request=16 * KIB))
@@ -129,7 +122,7 @@ def test_attributes_that_promise_more_pixels_than_the_object_holds_are_no_guess(
 
 def test_a_segmentation_header_of_undefined_lengths_costs_two_requests():
     seg, _ = build_seg(slices=100, segments=10, rows=64, cols=64)
-    blob = _save(_undefined_lengths(pydicom.dcmread(io.BytesIO(seg))))
+    blob = saved(_undefined_lengths(pydicom.dcmread(io.BytesIO(seg))))
     target = fsspec.filesystem("memory")
     target.pipe_file("/growth/seg.dcm", blob)
     counting = CountingFileSystem(fs=target)
