@@ -175,7 +175,10 @@ class FrameCache(LayoutCache):
         base, data = block
         if not index.encapsulated:
             return data[start - base : stop - base]
-        return join_fragments(data, base, start, stop, frame=frame, path=self.path)
+        padded_odd = index.offset_table == "eot"
+        return join_fragments(
+            data, base, start, stop, frame=frame, path=self.path, padded_odd=padded_odd
+        )
 
     def read_frames(self, frames: Sequence[int]) -> list[bytes]:
         """Return the encoded bytes of ``frames`` (0-based), fetched in one round."""
@@ -189,10 +192,15 @@ class FrameCache(LayoutCache):
         chosen = np.asarray(frames, dtype=np.int64)
         starts, stops = index.starts[chosen].tolist(), index.stops[chosen].tolist()
         path, single = self.path, index.offset_table == "tiff"  # a tile is one item
+        odd = index.offset_table == "eot"
         out = []
         for f, start, stop in zip(frames, starts, stops, strict=True):
             base, data = blocks[f]
-            out.append(join_fragments(data, base, start, stop, frame=f, path=path, single=single))
+            out.append(
+                join_fragments(
+                    data, base, start, stop, frame=f, path=path, single=single, padded_odd=odd
+                )
+            )
             if single and f + 1 < index.number_of_frames:  # the next tile's item, held too
                 a, b = int(index.starts[f + 1]), int(index.stops[f + 1])
                 if b != UNKNOWN:

@@ -67,11 +67,15 @@ def join_fragments(
     frame: int,
     path: str | None,
     single: bool = False,
+    padded_odd: bool = False,
 ) -> bytes:
     """Join the fragment values of the items in ``[start, stop)``; ``data`` starts at ``base``.
 
     With ``single`` the range must be one item (a table that says each frame is one
-    fragment: a dual DICOM-TIFF file's tiles).
+    fragment: a dual DICOM-TIFF file's tiles). With ``padded_odd`` (a range from
+    Extended Offset Table Lengths) an odd range may be one item padded to even length,
+    one byte past ``stop``: the frame is then the odd length the table gives, as pydicom
+    reads it (the padding byte is not part of the frame).
 
     Raises
     ------
@@ -90,7 +94,16 @@ def join_fragments(
     while pos < stop:
         rel = pos - base
         group, elem, length = struct.unpack("<HHL", data[rel : rel + 8])
-        if (group << 16 | elem) != ITEM or pos + 8 + length > stop:
+        tag = group << 16 | elem
+        if (
+            padded_odd
+            and tag == ITEM
+            and pos == start
+            and (stop - start) % 2
+            and (pos + 8 + length == stop + 1)
+        ):
+            return data[rel + 8 : stop - base]  # one item, its padding byte past the frame
+        if tag != ITEM or pos + 8 + length > stop:
             raise OffsetTableError(
                 f"frame {frame}: no fragment item where the offset table puts one "
                 f"(found tag {group:04X}{elem:04X}, length {length})",

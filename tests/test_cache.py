@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import threading
 
 import fsspec
@@ -228,3 +229,29 @@ def test_damaged_eot_lengths_give_exact_bytes_and_a_typed_error_for_frames(damag
             cache.read_frames([0])
     else:  # the other frames are read
         assert cache.read_frames([0, 5]) == [reference_frames(blob)[i] for i in (0, 5)]
+
+
+def test_odd_eot_lengths_of_padded_items_give_the_frames_pydicom_reads():
+    """Extended Offset Table Lengths may give a frame's odd length, its item padded to
+    even: the frames are the lengths the table gives (pydicom's reading), in the same
+    requests as even ones (before: an OffsetTableError for every such frame)."""
+    import pydicom
+    from pydicom.encaps import generate_frames
+
+    frames = fake_jpeg_frames(9, seed=3)
+    odd = [f[:-3] + b"\xff\xd9" if i % 3 else f for i, f in enumerate(frames)]
+    assert all(len(f) % 2 == (1 if i % 3 else 0) for i, f in enumerate(odd))
+    blob = build_encapsulated(odd, offset_table="eot")  # pydicom pads the odd items
+    for i, f in enumerate(odd):
+        blob = _with_eot_length(blob, i, len(f))
+    ds = pydicom.dcmread(io.BytesIO(blob))
+    table = (ds.ExtendedOffsetTable, ds.ExtendedOffsetTableLengths)
+    expected = list(generate_frames(ds.PixelData, extended_offsets=table))
+    assert expected == odd
+    cache, log = make_cache(blob, first_request=len(blob) // 2)
+    assert cache.read_frames(range(9)) == odd
+    assert cache.stats.requests == len(log) == 2  # the header, then the frames in one range
+    half, last = len(blob) // 2, int(cache.index.stops[-1])
+    assert last == len(blob) - 9  # the odd last frame: its padding, then the delimiter
+    assert log == [(0, half), (half, last + 8)]  # each block holds the next item's header
+    assert cache.read_frames([4]) == [odd[4]] and len(log) == 2
