@@ -55,6 +55,8 @@ _NATIVE = {_IMPLICIT_LE, "1.2.840.10008.1.2.1", _EXPLICIT_BE}
 _SAMPLES, _PHOTOMETRIC, _FRAMES = 0x00280002, 0x00280004, 0x00280008
 _ROWS, _COLUMNS, _BITS = 0x00280010, 0x00280011, 0x00280100
 _IMAGE_ATTRS = {_SAMPLES, _PHOTOMETRIC, _FRAMES, _ROWS, _COLUMNS, _BITS}
+# one item a frame (PS3.3 C.7.6.16): its items say where it ends long before it does
+_PER_FRAME_GROUPS = 0x52009230
 
 
 @dataclass(frozen=True)
@@ -222,6 +224,7 @@ def read_header(buf: PrefixBuffer, defer_tables: bool = False) -> Header:
     eot: tuple[int, int] | None = None
     eot_lengths: tuple[int, int] | None = None
     image: dict[int, Any] | None = {} if syntax in _NATIVE else None
+    frames: int | None = None
 
     def no_pixels(lengths: tuple[int, int] | None, deferred: Any = None) -> Header:
         """No Pixel Data (yet: ``deferred`` says what is left before it)."""
@@ -258,7 +261,8 @@ def read_header(buf: PrefixBuffer, defer_tables: bool = False) -> Header:
             )
         if length == UNDEFINED:
             items_implicit = walker.implicit or vr == b"UN"
-            pos = walker.skip_undefined(value, tag, at=pos, implicit=items_implicit)
+            items = frames if tag == _PER_FRAME_GROUPS else None
+            pos = walker.skip_undefined(value, tag, at=pos, implicit=items_implicit, items=items)
             continue
         if tag == EXTENDED_OFFSET_TABLE:
             eot = (value, length)
@@ -272,6 +276,12 @@ def read_header(buf: PrefixBuffer, defer_tables: bool = False) -> Header:
             buf.ensure(stop, tag=tag, at=pos, margin=0)
         elif tag == EXTENDED_OFFSET_TABLE_LENGTHS:
             eot_lengths = (value, length)
+        elif tag == _FRAMES and length <= 16:
+            count = _image_value(tag, buf.read(value, length, tag=tag), walker.end == "<")
+            frames = count if isinstance(count, int) else None
+            if image is not None:
+                image[tag] = count
+                buf.expected_end = native_pixel_offset(image, buf.size)
         elif image is not None and tag in _IMAGE_ATTRS and length <= 16:
             raw = buf.read(value, length, tag=tag)
             image[tag] = _image_value(tag, raw, walker.end == "<")

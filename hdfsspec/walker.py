@@ -74,6 +74,7 @@ class PrefixBuffer:
         self.data = bytearray()
         self.requests = 0
         self.expected_end: int | None = None  # where the header is expected to end, if known
+        self.sequence_end: int | None = None  # where a long sequence is expected to end
 
     def ensure(
         self,
@@ -92,7 +93,9 @@ class PrefixBuffer:
         bytes past ``stop`` when the caller knows what follows; by default up to
         :attr:`expected_end` when it is known, not passed and at most
         :data:`MAX_GUESS` bytes away (the header of native Pixel Data, read at once),
-        else one first request more, or double the buffer.
+        else up to one first request past :attr:`sequence_end` under the same terms
+        (a sequence of as many items as frames), else one first request more, or
+        double the buffer.
         """
         if stop > self.size:
             raise TruncatedDicomError(
@@ -111,6 +114,8 @@ class PrefixBuffer:
             grown = stop + margin
         elif expected is not None and have < stop <= expected <= have + MAX_GUESS:
             grown = expected
+        elif (end := self.sequence_end) is not None and have < stop <= end <= have + MAX_GUESS:
+            grown = end + self.first_request  # what follows it: a few elements, the pixels
         else:
             grown = max(stop + self.first_request, 2 * have) if have else self.first_request
         want = min(self.size, max(stop, grown))
@@ -186,7 +191,13 @@ class Walker:
         return not looks_like_vr(self.buf.read(pos + 4, 2, what="element VR"))
 
     def skip_undefined(
-        self, pos: int, tag: int, at: int | None = None, *, implicit: bool | None = None
+        self,
+        pos: int,
+        tag: int,
+        at: int | None = None,
+        *,
+        implicit: bool | None = None,
+        items: int | None = None,
     ) -> int:
         """Skip an undefined-length value starting at ``pos``; return the offset after it.
 
@@ -194,19 +205,25 @@ class Walker:
         recursion: how deep they nest is bounded by the object's size, not by Python's.
         ``at`` is the offset of the element (for :attr:`deepest`; default ``pos``);
         ``implicit`` is the encoding of the value's items (default: the walker's).
+        ``items``, the number of items the sequence should hold (Number of Frames, for
+        the Per-Frame Functional Groups), lets the buffer grow at once to where the
+        items walked so far say the sequence ends (:attr:`PrefixBuffer.sequence_end`).
         An item of an explicit-VR sequence may be encoded in implicit VR (PS3.5
         7.5), as pydicom reads it, and a UN element of undefined length holds an
         implicit-VR sequence (PS3.5 6.2.2).
         """
         # per open level: (a sequence, not an item?, its tag, its encoding)
         stack = [(True, tag, self.implicit if implicit is None else implicit)]
-        start, depth = pos if at is None else at, 1
+        start, depth, first, walked = pos if at is None else at, 1, pos, 0
         while stack:
             in_sequence, owner, level_implicit = stack[-1]
             elem_tag, vr, value, length = self.entry(pos, level_implicit)
             if elem_tag == (SEQUENCE_DELIMITER if in_sequence else ITEM_DELIMITER):
                 stack.pop()
                 pos = value
+                if items and len(stack) == 1:  # an item of the sequence ended
+                    walked += 1
+                    self._expect_sequence_end(first, pos, walked, items)
                 continue
             if in_sequence and elem_tag != ITEM:
                 raise NotDicomError(
@@ -228,9 +245,22 @@ class Walker:
                 what = "item" if in_sequence else "element"
                 self.buf.ensure(value + length, tag=elem_tag, what=what, at=pos)
                 pos = value + length
+                if items and in_sequence and len(stack) == 1:
+                    walked += 1
+                    self._expect_sequence_end(first, pos, walked, items)
         if depth > self.deepest[0]:
             self.deepest = (depth, start, tag)
+        self.buf.sequence_end = None
         return pos
+
+    def _expect_sequence_end(self, first: int, pos: int, walked: int, items: int) -> None:
+        """After ``walked`` of ``items`` items from ``first`` to ``pos``: the sequence
+        ends about where as many items more of their mean size end."""
+        if walked >= items:
+            self.buf.sequence_end = None
+        elif walked >= 2:
+            estimate = first + (pos - first) * items // walked + 8  # and its delimiter
+            self.buf.sequence_end = min(self.buf.size, estimate)
 
 
 def looks_like_vr(vr: bytes) -> bool:

@@ -21,7 +21,7 @@ from hdfsspec._types import ReadOptions
 from hdfsspec.header import native_pixel_offset
 from hdfsspec.locate import build_index
 from hdfsspec.parse import parse_header
-from hdfsspec.testing import CountingFileSystem, build_native, build_seg
+from hdfsspec.testing import CountingFileSystem, build_native, build_seg, build_slide
 
 KIB = 1024
 
@@ -165,3 +165,55 @@ def test_a_segmentation_header_of_undefined_lengths_costs_two_requests():
 )
 def test_native_pixel_offset(attrs, size, expected):
     assert native_pixel_offset(attrs, size) == expected
+
+
+@pytest.mark.parametrize("offset_table", ["bot", "empty"])
+def test_per_frame_functional_groups_of_undefined_length_cost_two_requests(offset_table):
+    """TILED_SPARSE: one item a frame in the Per-Frame Functional Groups, often megabytes
+    of undefined-length items before encapsulated pixels (no size to guess from). The
+    items walked in the first request say where the sequence ends: the rest of the header
+    is one request (before: doubling, 5 requests here)."""
+    slide = build_slide(2048, 2048, tile=64, offset_table=offset_table, sparse=True)
+    blob = saved(_undefined_lengths(pydicom.dcmread(io.BytesIO(slide))))
+    log: list[tuple[int, int]] = []
+    fetch = lambda a, b: log.append((a, b)) or blob[a:b]  # noqa: E731
+    parsed = parse_header(fetch, len(blob), options=ReadOptions(first_request=16 * KIB))
+    header_end = parsed.header_end
+    assert header_end > 16 * KIB * 6  # 1024 items of about 150 bytes
+    assert len(log) == 2 and log[0] == (0, 16 * KIB)
+    assert header_end <= log[1][1] <= header_end + 16 * KIB + 2 * KIB  # estimate: +-1%
+
+    target = fsspec.filesystem("memory")
+    target.pipe_file("/growth/sparse.dcm", blob)
+    counting = CountingFileSystem(fs=target)
+    fs = fsspec.filesystem(
+        "dicom", fs=counting, skip_instance_cache=True, index_cache=False, first_request=16 * KIB
+    )
+    window = {"row_start": 100, "row_end": 300, "column_start": 1500, "column_end": 1700}
+    with hdfsspec.imread(fs.open("/growth/sparse.dcm")) as got:
+        assert counting.requests == 2
+        region = got.get_total_pixel_matrix(**window)
+        if offset_table == "bot":  # the frames in one round (a row of tiles a range)
+            assert counting.rounds == 3 and counting.requests <= 2 + 4
+    expected = hd.imread(io.BytesIO(blob)).get_total_pixel_matrix(**window)
+    np.testing.assert_array_equal(region, expected)
+
+
+def test_a_wrong_number_of_frames_is_no_harm():
+    """Number of Frames that does not match the items (not a valid object): the guess is
+    short (the walk reads on, doubling) or long (it reads ahead, at most to the object's
+    end and MAX_GUESS); the header is exact either way."""
+    slide = build_slide(1024, 1024, tile=32, sparse=True)  # 1024 items
+    for frames in (200, 20_000):
+        ds = _undefined_lengths(pydicom.dcmread(io.BytesIO(slide)))
+        ds.NumberOfFrames = frames
+        blob = saved(ds)
+        log: list[tuple[int, int]] = []
+        fetch = lambda a, b, blob=blob, log=log: log.append((a, b)) or blob[a:b]  # noqa: E731
+        parsed = parse_header(fetch, len(blob), options=ReadOptions(first_request=16 * KIB))
+        assert parsed.dataset.NumberOfFrames == frames
+        assert log[-1][1] <= len(blob) and len(log) <= 6
+        if frames > 1024:
+            assert log == [(0, 16 * KIB), (16 * KIB, len(blob))]
+        whole = parse_header(lambda a, b, blob=blob: blob[a:b], len(blob))
+        assert parsed.header == whole.header and parsed.header_end == whole.header_end

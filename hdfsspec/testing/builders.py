@@ -13,6 +13,7 @@ from collections.abc import Sequence
 from typing import Literal
 
 import numpy as np
+from pydicom.datadict import tag_for_keyword
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.encaps import encapsulate, encapsulate_extended, itemize_frame
 from pydicom.filewriter import dcmwrite
@@ -328,12 +329,15 @@ def build_slide(
     offset_table: OffsetTable = "bot",
     samples: int = 3,
     dual_tiff: bool = False,
+    sparse: bool = False,
 ) -> bytes:
     """Return a TILED_FULL VL Whole Slide Microscopy image of JPEG tiles.
 
     Tiles cycle through ``tiles`` (a few distinct encoded tiles keep generation
     cheap, whatever the slide size). ``dual_tiff`` (with ``offset_table="empty"``)
     makes it a dual-personality DICOM-TIFF file, see :func:`build_encapsulated`.
+    ``sparse`` makes it TILED_SPARSE instead: each frame's position is in its item of
+    the Per-Frame Functional Groups Sequence (all tiles present, in row-major order).
     """
     rows_t, cols_t = -(-total_rows // tile), -(-total_cols // tile)
     tiles = list(tiles) if tiles is not None else jpeg_tiles(7, tile, samples)
@@ -348,7 +352,7 @@ def build_slide(
     ds.SpecimenLabelInImage = "NO"
     ds.LossyImageCompression = "01"
     ds.FrameOfReferenceUID = generate_uid()
-    ds.DimensionOrganizationType = "TILED_FULL"
+    ds.DimensionOrganizationType = "TILED_SPARSE" if sparse else "TILED_FULL"
     ds.TotalPixelMatrixRows, ds.TotalPixelMatrixColumns = total_rows, total_cols
     ds.TotalPixelMatrixFocalPlanes = 1
     ds.NumberOfOpticalPaths = 1
@@ -366,4 +370,36 @@ def build_slide(
     path = Dataset()
     path.OpticalPathIdentifier = "1"
     ds.OpticalPathSequence = [path]
+    if sparse:
+        ds.DimensionIndexSequence = [
+            _dimension(0x0048021E, "PlanePositionSlideSequence"),  # column position
+            _dimension(0x0048021F, "PlanePositionSlideSequence"),  # row position
+        ]
+        ds.PerFrameFunctionalGroupsSequence = [
+            _tile_position(i // cols_t, i % cols_t, tile) for i in range(len(frames))
+        ]
     return build_encapsulated(frames, offset_table=offset_table, dataset=ds, dual_tiff=dual_tiff)
+
+
+def _tile_position(row: int, col: int, tile: int) -> Dataset:
+    """A TILED_SPARSE frame's functional groups: where its tile lies (1-based pixels)."""
+    position = Dataset()
+    position.RowPositionInTotalImagePixelMatrix = 1 + row * tile
+    position.ColumnPositionInTotalImagePixelMatrix = 1 + col * tile
+    position.XOffsetInSlideCoordinateSystem = 20.0 - 0.00025 * row * tile
+    position.YOffsetInSlideCoordinateSystem = 40.0 - 0.00025 * col * tile
+    position.ZOffsetInSlideCoordinateSystem = 0.0
+    content = Dataset()
+    content.DimensionIndexValues = [col + 1, row + 1]
+    item = Dataset()
+    item.PlanePositionSlideSequence = [position]
+    item.FrameContentSequence = [content]
+    return item
+
+
+def _dimension(pointer: int, group: str) -> Dataset:
+    """An item of the Dimension Index Sequence."""
+    item = Dataset()
+    item.DimensionIndexPointer = pointer
+    item.FunctionalGroupPointer = tag_for_keyword(group)
+    return item
