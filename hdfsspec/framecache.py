@@ -19,7 +19,14 @@ from hdfsspec.index import UNKNOWN, FrameIndex
 from hdfsspec.items import check_next_item, join_fragments
 from hdfsspec.layout import LayoutCache
 from hdfsspec.parse import number_of_frames
-from hdfsspec.planning import FetchPlan, block_range, block_ranges, frame_numbers, plan_frames
+from hdfsspec.planning import (
+    FetchPlan,
+    block_range,
+    block_ranges,
+    distinct_frames,
+    frame_numbers,
+    plan_frames,
+)
 
 __all__ = ["FrameCache"]
 
@@ -48,7 +55,7 @@ class FrameCache(LayoutCache):
 
     def _load(self, frames: Iterable[int]) -> dict[int, tuple[int, bytes]]:
         """Return the blocks of ``frames``, fetching the missing ones in one round."""
-        wanted = np.unique(np.fromiter((int(f) for f in frames), dtype=np.int64))
+        wanted = distinct_frames(frames)
         self.check_range(wanted)
         if not wanted.size:
             return {}

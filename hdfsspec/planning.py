@@ -24,6 +24,7 @@ __all__ = [
     "block_range",
     "block_ranges",
     "coalesce",
+    "distinct_frames",
     "frame_numbers",
     "pixel_span",
     "plan_frames",
@@ -49,6 +50,18 @@ def frame_numbers(frames: Iterable[Any]) -> list[int]:
                 f"frame numbers must be integers, not {type(f).__name__} (frame index {f!r})"
             ) from None
     return out
+
+
+def distinct_frames(frames: Iterable[Any]) -> np.ndarray:
+    """The distinct frame numbers of ``frames``, sorted, as an int64 array.
+
+    Not ``np.unique``: numpy 2.4 (at least) asks ``np.ma`` whether its input is masked,
+    which imports ``numpy.ma`` (10-80 ms) on the first frame read of a process.
+    """
+    a = np.sort(np.fromiter((int(f) for f in frames), dtype=np.int64))
+    if a.size > 1:
+        a = a[np.concatenate(([True], a[1:] != a[:-1]))]
+    return a
 
 
 def block_range(index: FrameIndex, frame: int) -> tuple[int, int]:
@@ -140,7 +153,7 @@ def plan_frames(
     to bridge, and reads all the frames at once when that costs no more and they
     total at most ``whole_below`` bytes.
     """
-    distinct = np.unique(np.fromiter((int(f) for f in frames), dtype=np.int64))
+    distinct = distinct_frames(frames)
     n = index.number_of_frames
     if distinct.size and (distinct[0] < 0 or distinct[-1] >= n):
         bad = int(distinct[0] if distinct[0] < 0 else distinct[-1])

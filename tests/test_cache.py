@@ -255,3 +255,34 @@ def test_odd_eot_lengths_of_padded_items_give_the_frames_pydicom_reads():
     assert last == len(blob) - 9  # the odd last frame: its padding, then the delimiter
     assert log == [(0, half), (half, last + 8)]  # each block holds the next item's header
     assert cache.read_frames([4]) == [odd[4]] and len(log) == 2
+
+
+@given(st.lists(st.integers(min_value=0, max_value=50), max_size=40))
+def test_distinct_frames_is_sorted_unique(frames):
+    import numpy as np
+
+    from hdfsspec.planning import distinct_frames
+
+    got = distinct_frames(frames)
+    assert got.dtype == np.int64
+    assert got.tolist() == sorted(set(frames))
+
+
+def test_first_frame_read_does_not_import_numpy_ma():
+    """numpy.ma costs 10-80 ms to import; reading frames must not pull it in."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, fsspec, hdfsspec\n"
+        "from hdfsspec.testing import build_encapsulated, fake_jpeg_frames\n"
+        "blob = build_encapsulated(fake_jpeg_frames(4, seed=1), offset_table='bot')\n"
+        "fsspec.filesystem('memory').pipe('/ma.dcm', blob)\n"
+        "with fsspec.open('dicom::memory://ma.dcm', index_cache=False) as f:\n"
+        "    frames = f.read_frames([2, 0, 2])\n"
+        "    ok = frames[0] == frames[2] != frames[1]\n"
+        "    print(ok, f.stats.requests, f.stats.bytes == len(blob), 'numpy.ma' in sys.modules)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    # a small object: the open's one request holds it all
+    assert out.stdout.split() == ["True", "1", "True", "False"]
