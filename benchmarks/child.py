@@ -26,7 +26,6 @@ Modes:
 
 from __future__ import annotations
 
-import gc
 import json
 import sys
 import tempfile
@@ -99,7 +98,7 @@ def run_workload(spec: dict[str, Any]) -> dict[str, Any]:
     copy with highdicom: once before (unmeasured, so that both pay the same first-call
     costs of this process), once after, measured as ``local_seconds``.
     """
-    from cells import PORTABLE, digest  # imports highdicom
+    from cells import PORTABLE, digest, frozen_heap  # imports highdicom
 
     read, _ = PORTABLE[spec["workload"]]
     began = time.perf_counter()
@@ -108,14 +107,14 @@ def run_workload(spec: dict[str, Any]) -> dict[str, Any]:
     if local is not None:
         run_local(local, read, spec["params"])
     fs = dicom_filesystem(spec["endpoint"], index_cache=spec["index_cache"])
-    gc.collect()
-    t0 = time.perf_counter()
-    with hdfsspec.imread(fs.open(spec["key"])) as image:
-        result = read(image, spec["params"])
-        seconds = time.perf_counter() - t0
-        if spec.get("complete"):
-            image.file.index  # noqa: B018  (walks an object without offset table to its end)
-        stats = image.file.stats.as_dict()
+    with frozen_heap():
+        t0 = time.perf_counter()
+        with hdfsspec.imread(fs.open(spec["key"])) as image:
+            result = read(image, spec["params"])
+            seconds = time.perf_counter() - t0
+            if spec.get("complete"):
+                image.file.index  # noqa: B018  (walks an object without offset table to its end)
+            stats = image.file.stats.as_dict()
     out = {"seconds": seconds, "setup": t0 - began, "digest": digest(result), "stats": stats}
     if local is not None:
         out["local_seconds"] = run_local(local, read, spec["params"])
@@ -127,11 +126,12 @@ def run_local(blob: bytes, read: Any, params: Any) -> float:
     import io
 
     import highdicom as hd
+    from cells import frozen_heap
 
-    gc.collect()
-    t0 = time.perf_counter()
-    read(hd.imread(io.BytesIO(blob), lazy_frame_retrieval=True), params)
-    return time.perf_counter() - t0
+    with frozen_heap():
+        t0 = time.perf_counter()
+        read(hd.imread(io.BytesIO(blob), lazy_frame_retrieval=True), params)
+        return time.perf_counter() - t0
 
 
 def run_memory(spec: dict[str, Any]) -> dict[str, Any]:

@@ -13,7 +13,6 @@ Every cell is stopped after ``--cap`` seconds and reported as "> cap".
 from __future__ import annotations
 
 import argparse
-import gc
 import logging
 import os
 import sys
@@ -36,6 +35,7 @@ from cells import (  # noqa: E402
     Target,
     digest,
     frames_match,
+    frozen_heap,
     hdfsspec_method,
     load_targets,
     local_method,
@@ -68,24 +68,24 @@ def run_cell(
     proxy: ServerProcess, opener: Any, work: Any, t: Target, cap: float
 ) -> tuple[Cell, Any]:
     """Open ``t`` and run ``work`` on it, stopped after ``cap`` s; count the proxy's log."""
-    gc.collect()  # no collection of an earlier cell's garbage inside this one's time
     proxy.log.clear()
     proxy.deadline = time.monotonic() + cap
     result, note, capped, image = None, "", False, None
-    t0 = time.perf_counter()
-    try:
-        image = opener(t)
-        result = work(image, t)
-    except Exception as exc:  # a capped baseline fails on the proxy's 403; others are reported
-        capped = time.perf_counter() - t0 >= cap
-        note = "" if capped else f"error: {type(exc).__name__}: {exc}"[:120]
-    finally:
-        seconds = time.perf_counter() - t0
-        proxy.deadline = None
-        stats = getattr(getattr(image, "file", None), "stats", None)  # hdfsspec's own counts
-        close = getattr(image, "close", None)
-        if callable(close):
-            close()
+    with frozen_heap():  # no pass over earlier cells' objects inside this one's time
+        t0 = time.perf_counter()
+        try:
+            image = opener(t)
+            result = work(image, t)
+        except Exception as exc:  # a capped baseline fails on the proxy's 403; others reported
+            capped = time.perf_counter() - t0 >= cap
+            note = "" if capped else f"error: {type(exc).__name__}: {exc}"[:120]
+        finally:
+            seconds = time.perf_counter() - t0
+            proxy.deadline = None
+    stats = getattr(getattr(image, "file", None), "stats", None)  # hdfsspec's own counts
+    close = getattr(image, "close", None)
+    if callable(close):
+        close()
     entries = list(proxy.log.entries)
     cell = Cell(t.name, "", "", len(entries), sum(e[4] for e in entries), seconds, capped, note)
     if stats is not None:
