@@ -109,6 +109,17 @@ class DicomFile(AbstractBufferedFile):
         *head, kwargs = args
         return reopen, (*head, {**kwargs, **self._opened})
 
+    def close(self) -> None:
+        """Close the file: stop the cache's read-ahead and release its frame blocks.
+
+        fsspec calls the cache's ``close`` itself from 2026.7 on; earlier versions only
+        drop the cache, which would leave a scan's windows in flight.
+        """
+        cache = getattr(self, "cache", None)
+        if not self.closed and cache is not None:
+            cache.close()  # idempotent: fsspec's own call, where it makes one, is harmless
+        super().close()
+
     # -- backend -----------------------------------------------------------------------
     def _fetch_range(self, start: int, end: int) -> bytes:
         return self._fetch_ranges([(start, end)])[0]

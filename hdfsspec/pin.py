@@ -137,6 +137,8 @@ class VersionPin:
             return list(sync(fs.loop, self._azure_ranges, ranges))
         if self._s3:
             return list(sync(fs.loop, self._s3_ranges, ranges))
+        if _uncached_ranges_broken(fs, self.path):
+            fs.open(self.path, "rb").close()  # the whole file into the local cache first
         out = list(fs.cat_ranges(paths, starts, stops, **self._arguments(fs)))
         again = self.check(ranges, out)
         if again:
@@ -263,3 +265,18 @@ def _precondition_failed(exc: BaseException) -> bool:
 def _signature(path: str) -> tuple[int, int, float]:
     st = os.stat(path)
     return st.st_ino, st.st_size, st.st_mtime  # as fsspec's local info() has them
+
+
+def _uncached_ranges_broken(fs: Any, path: str) -> bool:
+    """Whether ``fs.cat_ranges`` of ``path`` would fail: a file not yet in simplecache.
+
+    Before fsspec 2026.9, ``SimpleCacheFileSystem.cat_ranges`` of a file it has not
+    cached passes ``[False, ...]`` to ``get()`` as the local paths (``AttributeError``
+    inside ``LocalFileSystem``); once the file is cached it reads it locally. Fixed
+    versions have ``_local_paths_for_ranges``.
+    """
+    if getattr(type(fs), "_local_paths_for_ranges", None) is not None:
+        return False  # (on the class: a caching filesystem hands other lookups to its target)
+    if not is_instance(fs, "fsspec.implementations.cached", "SimpleCacheFileSystem"):
+        return False
+    return not fs._check_file(path)

@@ -7,6 +7,8 @@ import pickle
 import fsspec
 import pytest
 from conftest import CORPUS
+from fsspec.implementations.cached import SimpleCacheFileSystem
+from fsspec.implementations.local import LocalFileSystem
 from oracle import reference_frames
 
 import hdfsspec
@@ -39,6 +41,36 @@ def test_chain_through_simplecache(memfile, tmp_path):
     with fsspec.open(url, simplecache={"cache_storage": str(tmp_path)}) as f:
         assert isinstance(f, DicomFile)
         assert f.read_frames([0, 11]) == [REF[0], REF[11]]
+
+
+class _SimpleCacheBefore2026_9(SimpleCacheFileSystem):
+    """simplecache with fsspec's ``cat_ranges`` as it was before 2026.9 (verbatim)."""
+
+    _local_paths_for_ranges = None  # the fix's helper: absent before 2026.9
+
+    def cat_ranges(self, paths, starts, ends, max_gap=None, on_error="return", **kwargs):
+        lpaths = [self._check_file(p) for p in paths]
+        rpaths = [p for l, p in zip(lpaths, paths) if l is False]  # noqa: E741, B905
+        lpaths = [l for l, p in zip(lpaths, paths) if l is False]  # noqa: E741, B905
+        self.fs.get(rpaths, lpaths)
+        paths = [self._check_file(p) for p in paths]
+        return LocalFileSystem().cat_ranges(
+            paths, starts, ends, max_gap=max_gap, on_error=on_error, **kwargs
+        )
+
+
+def test_chain_through_simplecache_of_older_fsspec(memfile, tmp_path):
+    """Its cat_ranges of a file not yet cached fails: the file is cached whole first."""
+    target = _SimpleCacheBefore2026_9(
+        target_protocol="memory", cache_storage=str(tmp_path), skip_instance_cache=True
+    )
+    (failed,) = target.cat_ranges(["/fsdir/b.dcm"], [0], [10])  # the bug itself
+    assert isinstance(failed, AttributeError)
+    fs = fsspec.filesystem("dicom", fs=target, skip_instance_cache=True, index_cache=False)
+    with fs.open("/fsdir/a.dcm") as f:
+        assert f.read_frames([0, 11]) == [REF[0], REF[11]]
+        assert (f.stats.requests, f.stats.bytes) == (1, len(BLOB))  # the open's read held all
+    assert len(list(tmp_path.iterdir())) == 1  # the object, cached once
 
 
 def test_local_file_url_and_plain_path(tmp_path):
