@@ -82,10 +82,10 @@ def run_cell(
         finally:
             seconds = time.perf_counter() - t0
             proxy.deadline = None
-    stats = getattr(getattr(image, "file", None), "stats", None)  # hdfsspec's own counts
-    close = getattr(image, "close", None)
-    if callable(close):
-        close()
+            stats = getattr(getattr(image, "file", None), "stats", None)  # hdfsspec's own counts
+            close = getattr(image, "close", None)
+            if callable(close):
+                close()
     entries = list(proxy.log.entries)
     cell = Cell(t.name, "", "", len(entries), sum(e[4] for e in entries), seconds, capped, note)
     if stats is not None:
