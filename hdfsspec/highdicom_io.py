@@ -17,7 +17,7 @@ import io
 import weakref
 from collections.abc import Callable, Iterable, Iterator
 from contextvars import ContextVar
-from typing import Any, Literal, TypeVar, overload
+from typing import Any, TypeVar
 
 import highdicom as hd
 from pydicom.dataset import FileDataset
@@ -98,16 +98,17 @@ class _BatchedFrames:
         """
         call = getattr(self, method) if isinstance(method, str) else method
         file = self.file
-        if file is None:
-            raise TypeError("plan() needs an object read through hdfsspec")
         token = _PLANNING.set(self)  # this thread's calls only: others read as usual
         try:
             call(*args, **kwargs)
+            frames: list[int] = []  # the call needed no frame
         except _Planned as planned:
-            return file.plan(planned.frames)
+            frames = planned.frames
         finally:
             _PLANNING.reset(token)
-        return file.plan([])  # the call needed no frame
+        if file is None:  # frames held in memory (read whole): they cost nothing
+            return FetchPlan(tuple(sorted(set(frames))), ())
+        return file.plan(frames)
 
     def get_raw_frame(self, frame_number: int, as_index: bool = False) -> bytes:
         if _PLANNING.get() is self:  # get_frame, get_stored_frame come here too
@@ -244,27 +245,12 @@ def _lazy(
     return obj
 
 
-def _eager_image(data: io.BytesIO) -> hd.Image:
-    return hd.imread(data, lazy_frame_retrieval=False)
+def _eager_image(data: io.BytesIO) -> DicomImage:
+    return DicomImage.from_file(data, lazy_frame_retrieval=False)
 
 
-@overload
-def imread(
-    url: Source | DicomFile,
-    storage_options: dict[str, Any] | None = ...,
-    lazy_frame_retrieval: Literal[True] = ...,
-    **kwargs: Any,
-) -> DicomImage: ...
-
-
-@overload
-def imread(
-    url: Source | DicomFile,
-    storage_options: dict[str, Any] | None = ...,
-    *,
-    lazy_frame_retrieval: bool,
-    **kwargs: Any,
-) -> hd.Image: ...
+def _eager_segmentation(data: io.BytesIO) -> DicomSegmentation:
+    return DicomSegmentation.from_file(data, lazy_frame_retrieval=False)
 
 
 def imread(
@@ -272,7 +258,7 @@ def imread(
     storage_options: dict[str, Any] | None = None,
     lazy_frame_retrieval: bool = True,
     **kwargs: Any,
-) -> hd.Image:
+) -> DicomImage:
     """Read an image as a :class:`highdicom.Image` with lazy, batched frame retrieval.
 
     Parameters
@@ -287,7 +273,8 @@ def imread(
     lazy_frame_retrieval : bool, optional
         As in :func:`highdicom.imread`. True (the default): frames are fetched
         when a pixel call needs them. False: the whole object is read in one
-        request and highdicom's own object is returned, its frames in memory.
+        request and the object holds its frames in memory, as highdicom's does
+        (``close()`` and ``with`` work alike; ``plan()`` then costs nothing).
     **kwargs
         Passed to ``fs.open`` (e.g. ``cache_options``).
 
@@ -301,38 +288,19 @@ def imread(
     return _lazy(DicomImage, _eager_image, url, storage_options, **kwargs)
 
 
-@overload
-def segread(
-    url: Source | DicomFile,
-    storage_options: dict[str, Any] | None = ...,
-    lazy_frame_retrieval: Literal[True] = ...,
-    **kwargs: Any,
-) -> DicomSegmentation: ...
-
-
-@overload
-def segread(
-    url: Source | DicomFile,
-    storage_options: dict[str, Any] | None = ...,
-    *,
-    lazy_frame_retrieval: bool,
-    **kwargs: Any,
-) -> hd.seg.Segmentation: ...
-
-
 def segread(
     url: Source | DicomFile,
     storage_options: dict[str, Any] | None = None,
     lazy_frame_retrieval: bool = True,
     **kwargs: Any,
-) -> hd.seg.Segmentation:
+) -> DicomSegmentation:
     """Read a Segmentation as a :class:`highdicom.seg.Segmentation` with lazy frames.
 
     See :func:`imread` for the parameters.
     """
     if not lazy_frame_retrieval:
-        return hd.seg.segread(io.BytesIO(whole(url, storage_options)))
-    return _lazy(DicomSegmentation, hd.seg.segread, url, storage_options, **kwargs)
+        return _eager_segmentation(io.BytesIO(whole(url, storage_options)))
+    return _lazy(DicomSegmentation, _eager_segmentation, url, storage_options, **kwargs)
 
 
 def srread(url: Source, storage_options: dict[str, Any] | None = None) -> Any:

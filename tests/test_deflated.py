@@ -14,6 +14,7 @@ from pydicom.data import get_testdata_file
 from pydicom.uid import DeflatedExplicitVRLittleEndian
 
 import hdfsspec
+from hdfsspec.highdicom_io import DicomImage, DicomSegmentation
 from hdfsspec.testing import build_native, build_seg
 
 FIRST_REQUEST = 64 * 1024
@@ -36,13 +37,18 @@ def test_imread_reads_a_deflated_image_whole(backend, name):
     fs, counting = backend.counted(first_request=FIRST_REQUEST)
     f = fs.open(path)
     im = hdfsspec.imread(f)
-    assert type(im) is hd.Image  # highdicom's own object, its frames in memory
+    # the same class as a lazy read, its frames in memory: with, close and plan work
+    assert isinstance(im, DicomImage) and im.file is None
     assert f.closed
     assert counting.requests == (1 if len(blob) <= FIRST_REQUEST else 2)
     assert counting.bytes == len(blob)
     expected = pydicom.dcmread(io.BytesIO(blob)).pixel_array
     got = np.stack([im.get_stored_frame(i) for i in range(1, im.number_of_frames + 1)])
     np.testing.assert_array_equal(got, expected.reshape(got.shape))
+    plan = im.plan("get_frames", [1])
+    assert plan.frames == (0,) and plan.requests == 0 and plan.nbytes == 0
+    with im:
+        pass
     assert counting.requests == (1 if len(blob) <= FIRST_REQUEST else 2)  # none for frames
 
 
@@ -52,7 +58,7 @@ def test_segread_reads_a_deflated_segmentation_whole(http_server):
     url = http_server.put("deflated-seg.dcm", blob)
     http_server.log.clear()
     seg = hdfsspec.segread(url)
-    assert type(seg) is hd.seg.Segmentation
+    assert isinstance(seg, DicomSegmentation) and seg.file is None
     assert http_server.log.bytes == len(blob) and http_server.log.requests <= 2
     expected = hd.seg.segread(io.BytesIO(blob)).get_volume(segment_numbers=[2]).array
     np.testing.assert_array_equal(seg.get_volume(segment_numbers=[2]).array, expected)

@@ -16,6 +16,7 @@ from hypothesis import strategies as st
 from test_backends import REGION, SLIDE, TILES
 
 import hdfsspec
+from hdfsspec.highdicom_io import DicomImage, DicomSegmentation
 from hdfsspec.testing import (
     CountingFileSystem,
     build_annotations,
@@ -432,24 +433,29 @@ def test_what_cannot_name_an_object_is_refused(tmp_path):
 
 def test_eager_reads_are_one_whole_request(http_server):
     """``lazy_frame_retrieval=False``, as highdicom takes it: one GET of the whole object,
-    highdicom's own object with its frames in memory."""
+    the frames in memory (the same classes as lazy reads: ``with`` and ``plan`` work)."""
     url = http_server.put("eager.dcm", SLIDE)
     http_server.log.clear()
     im = hdfsspec.imread(url, lazy_frame_retrieval=False)
-    assert type(im) is hd.Image and http_server.log.requests == 1
+    assert isinstance(im, DicomImage) and im.file is None and http_server.log.requests == 1
     assert http_server.log.bytes == len(SLIDE)
     assert np.array_equal(
         im.get_total_pixel_matrix(**REGION), local(SLIDE).get_total_pixel_matrix(**REGION)
     )
-    assert http_server.log.requests == 1
+    plan = im.plan("get_total_pixel_matrix", **REGION)
+    assert plan.frames and plan.requests == 0 and plan.nbytes == 0
+    assert plan.frames == hdfsspec.imread(url).plan("get_total_pixel_matrix", **REGION).frames
+    with im:
+        pass
+    assert http_server.log.requests == 1 + 1  # the lazy read's open
     seg_url = http_server.put("eager-seg.dcm", SEG)
     http_server.log.clear()
     seg = hdfsspec.segread(seg_url, lazy_frame_retrieval=False)
-    assert type(seg) is hd.seg.Segmentation and http_server.log.requests == 1
+    assert isinstance(seg, DicomSegmentation) and http_server.log.requests == 1
     expected = hd.seg.segread(io.BytesIO(SEG)).get_volume(segment_numbers=[2]).array
     assert np.array_equal(seg.get_volume(segment_numbers=[2]).array, expected)
     opened = fsspec.open("dicom::" + url).open()
-    assert isinstance(hdfsspec.imread(opened, lazy_frame_retrieval=False), hd.Image)
+    assert isinstance(hdfsspec.imread(opened, lazy_frame_retrieval=False), DicomImage)
     assert opened.closed  # a DicomFile given is owned, as by the lazy object
 
 
