@@ -209,7 +209,7 @@ def _lazy(
 
     A data set deflated as a whole (Deflated Explicit VR Little Endian) has no frame
     byte ranges: it is read whole (the bytes the open fetched, and one request for
-    the rest) and ``eager`` builds highdicom's own object from it, as
+    the rest) and ``eager`` builds the object from it, its frames in memory, as
     ``lazy_frame_retrieval=False`` does.
     """
     file = url if isinstance(url, DicomFile) else open_dicom(url, storage_options, **kwargs)
