@@ -15,7 +15,7 @@ import numpy as np
 
 from hdfsspec._fork import held_elsewhere, renew_after_fork
 
-__all__ = ["Block", "FrameBlocks"]
+__all__ = ["Block", "FrameBlocks", "InFlight"]
 
 Block = tuple[int, bytes]
 """``(start, bytes)`` of one frame."""
@@ -87,3 +87,46 @@ class FrameBlocks:
         with self._lock:
             self._items.clear()
             self.nbytes = 0
+
+
+class InFlight:
+    """The frames some thread is fetching now: another thread that needs them waits.
+
+    Two threads reading overlapping frames at once (regions of one slide from a
+    thread pool) would otherwise both fetch the frames they share. A thread
+    :meth:`claim` s the frames it will fetch, fetches them, :meth:`release` s them,
+    and only then waits for those others had claimed: no thread waits while holding
+    a claim, so none waits for ever.
+    """
+
+    def __init__(self) -> None:
+        self._events: dict[int, threading.Event] = {}
+        self._lock = threading.Lock()
+        renew_after_fork(self)
+
+    def _after_fork(self) -> None:
+        """In a forked child: no fetch of the parent's threads will end here."""
+        self._events = {}
+        self._lock = threading.Lock()
+
+    def claim(self, frames: Iterable[int]) -> tuple[list[int], list[threading.Event]]:
+        """Claim those of ``frames`` nobody fetches; return them, and what to wait for."""
+        mine: list[int] = []
+        theirs: dict[int, threading.Event] = {}
+        with self._lock:
+            for frame in frames:
+                event = self._events.get(frame)
+                if event is None:
+                    self._events[frame] = threading.Event()
+                    mine.append(frame)
+                else:
+                    theirs[id(event)] = event
+        return mine, list(theirs.values())
+
+    def release(self, frames: Iterable[int]) -> None:
+        """The fetch of ``frames`` is over (done or failed): wake whoever waits."""
+        with self._lock:
+            events = [self._events.pop(frame, None) for frame in frames]
+        for event in events:
+            if event is not None:
+                event.set()

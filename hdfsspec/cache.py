@@ -23,7 +23,7 @@ from typing import Any
 from fsspec.caching import register_cache
 
 from hdfsspec._fork import renew_after_fork
-from hdfsspec.blocks import FrameBlocks
+from hdfsspec.blocks import FrameBlocks, InFlight
 from hdfsspec.errors import (
     FrameIndexError,
     NotDicomError,
@@ -49,6 +49,7 @@ _TRANSIENT = (
     "_scan",
     "_on_index",
     "_blocks",
+    "_in_flight",
     "_fetch_ranges",
     "progress",
     "_ahead",
@@ -108,6 +109,7 @@ class DicomFrameCache(FrameCache):
         self._scan, self._on_index, self._fetch_ranges, self.progress = None, None, None, None
         self._ahead = self._header_ahead = None
         self._blocks = FrameBlocks(self.options.max_cache_bytes)
+        self._in_flight = InFlight()
 
     def close(self) -> None:
         """Release the frame blocks (fsspec calls this when the file closes)."""

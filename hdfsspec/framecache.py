@@ -88,23 +88,56 @@ class FrameCache(LayoutCache):
 
         ``also`` is one more range to fetch in the same round, unless the first
         request or a fetched range holds it. Returns the blocks and the
-        ``(offset, bytes)`` pieces fetched.
+        ``(offset, bytes)`` pieces fetched. Blocks another thread is fetching are
+        waited for, not fetched again (:class:`~hdfsspec.blocks.InFlight`).
         """
-        prefix = self.parsed.prefix
-        held = len(prefix)
-        starts, stops = block_ranges(index, wanted)
+        held = len(self.parsed.prefix)
+        stops = block_ranges(index, wanted)[1]
         out: dict[int, tuple[int, bytes]] = {}
-        absent = np.zeros(wanted.size, dtype=bool)
-        for k, (f, stop) in enumerate(zip(wanted.tolist(), stops.tolist(), strict=True)):
-            block = (0, prefix) if stop <= held else self._blocks.get(f)
+        missing: list[int] = []
+        for f, stop in zip(wanted.tolist(), stops.tolist(), strict=True):
+            block = (0, self.parsed.prefix) if stop <= held else self._blocks.get(f)
             if block is None:
-                absent[k] = True
+                missing.append(f)
             else:
                 out[f] = block
-        missing = wanted[absent].tolist()
         self.hit_count += len(out)
         self.stats.hit("frames", len(out))
-        ranges = self._plan(index, missing).ranges if missing else []
+        mine, others = self._in_flight.claim(missing)
+        try:
+            pieces = self._fetch_blocks(index, mine, also, out)
+        finally:
+            self._in_flight.release(mine)
+        if others:
+            for event in others:
+                event.wait()
+            late = []
+            for f in missing:
+                if f in out:
+                    continue
+                block = self._blocks.get(f)
+                if block is None:
+                    late.append(f)
+                else:
+                    out[f] = block
+            found = len(missing) - len(mine) - len(late)
+            self.hit_count += found
+            self.stats.hit("frames", found)
+            if late:  # their fetch failed, or the blocks were evicted since: fetch them
+                out.update(self._load_blocks(index, np.asarray(late, dtype=np.int64))[0])
+        return out, pieces
+
+    def _fetch_blocks(
+        self,
+        index: FrameIndex,
+        frames: list[int],
+        also: tuple[int, int] | None,
+        out: dict[int, tuple[int, bytes]],
+    ) -> list[tuple[int, bytes]]:
+        """Fetch the blocks of ``frames`` (and ``also``) in one round into ``out``."""
+        prefix = self.parsed.prefix
+        held = len(prefix)
+        ranges = self._plan(index, frames).ranges if frames else []
         asked = list(ranges)
         if (
             also is not None
@@ -113,20 +146,21 @@ class FrameCache(LayoutCache):
         ):
             asked.append(also)
         if not asked:
-            return out, []
+            return []
         datas = self._get(asked, "frames")
         fetched = [(a, data) for (a, _), data in zip(asked, datas, strict=True)]
         pieces, fetched = fetched, fetched[: len(ranges)]
-        if not missing:
-            return out, pieces
+        if not frames:
+            return pieces
         bases = [a for a, _ in fetched]
-        self._keep_extra(index, fetched, set(missing))
-        m_starts, m_stops = starts[absent], stops[absent]
+        self._keep_extra(index, fetched, set(frames))
+        chosen = np.asarray(frames, dtype=np.int64)
+        m_starts, m_stops = block_ranges(index, chosen)
         lows = np.maximum(m_starts, held)
         which = np.searchsorted(np.asarray(bases, dtype=np.int64), lows, side="right") - 1
         blocks = []
         for f, s, e, lo, k in zip(
-            missing,
+            frames,
             m_starts.tolist(),
             m_stops.tolist(),
             lows.tolist(),
@@ -138,7 +172,7 @@ class FrameCache(LayoutCache):
             out[f] = (s, head + data[lo - a : e - a])
             blocks.append((f, out[f]))
         self._blocks.put(blocks)
-        return out, pieces
+        return pieces
 
     def _plan(self, index: FrameIndex, frames: Iterable[int]) -> FetchPlan:
         return plan_frames(

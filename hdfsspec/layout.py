@@ -22,7 +22,7 @@ from fsspec.caching import BaseCache
 from hdfsspec._fork import held_elsewhere, renew_after_fork
 from hdfsspec._types import DEFAULT_OPTIONS, Fetch, FetchRanges, ReadOptions
 from hdfsspec.ahead import Ahead
-from hdfsspec.blocks import FrameBlocks
+from hdfsspec.blocks import FrameBlocks, InFlight
 from hdfsspec.errors import NotDicomError, ObjectChangedError
 from hdfsspec.index import UNKNOWN, FrameIndex
 from hdfsspec.items import find_items_end
@@ -71,6 +71,7 @@ class LayoutCache(BaseCache):
         self._index: FrameIndex | None = None
         self._heads: dict[int, bytes] = {}  # first bytes of the items a scan walked
         self._blocks = FrameBlocks(self.options.max_cache_bytes)
+        self._in_flight = InFlight()  # frame blocks some thread is fetching now
         self._tail: tuple[int, bytes] | None = None
         self._tables: list[tuple[int, bytes]] = []  # offset tables read after the header
         self._ahead: Ahead | None = None  # the rest of the BOT, read as soon as it is seen
