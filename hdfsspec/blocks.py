@@ -113,20 +113,26 @@ class InFlight:
         """Claim those of ``frames`` nobody fetches; return them, and what to wait for."""
         mine: list[int] = []
         theirs: dict[int, threading.Event] = {}
+        ours = threading.Event()  # one for the whole claim: set when it is released
         with self._lock:
+            events = self._events
             for frame in frames:
-                event = self._events.get(frame)
+                event = events.get(frame)
                 if event is None:
-                    self._events[frame] = threading.Event()
+                    events[frame] = ours
                     mine.append(frame)
-                else:
+                elif id(event) not in theirs:
                     theirs[id(event)] = event
         return mine, list(theirs.values())
 
     def release(self, frames: Iterable[int]) -> None:
         """The fetch of ``frames`` is over (done or failed): wake whoever waits."""
+        done: dict[int, threading.Event] = {}
         with self._lock:
-            events = [self._events.pop(frame, None) for frame in frames]
-        for event in events:
-            if event is not None:
-                event.set()
+            pop = self._events.pop
+            for frame in frames:
+                event = pop(frame, None)
+                if event is not None:
+                    done[id(event)] = event
+        for event in done.values():
+            event.set()
