@@ -160,7 +160,10 @@ def test_in_flight_claims_are_disjoint_and_released_claims_wake_waiters():
     mine, others = flight.claim([1, 2, 3])
     assert mine == [1, 2, 3] and others == []
     theirs, waits = flight.claim([3, 4, 2])
-    assert theirs == [4] and len(waits) == 2 and not any(w.is_set() for w in waits)
+    assert theirs == [4] and len(waits) == 1 and not waits[0].is_set()  # one claim: one wait
     flight.release(mine)
-    assert all(w.is_set() for w in waits)
-    assert flight.claim([1, 4]) == ([1], [flight._events[4]])  # 4 is still the other's
+    assert waits[0].is_set()
+    again, waits = flight.claim([1, 4])
+    assert again == [1] and len(waits) == 1 and not waits[0].is_set()  # 4 is still claimed
+    flight.release(theirs)
+    assert waits[0].is_set()
