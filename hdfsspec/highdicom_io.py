@@ -58,31 +58,43 @@ _PLANNING: ContextVar[object | None] = ContextVar("hdfsspec_planning", default=N
 """The object whose pixel call is being planned in this thread (``plan()``), if any."""
 
 
+SERIALIZED = sqlite3.threadsafety == 3
+"""Whether SQLite lets one connection serve several threads at once (Python 3.11+ says;
+3.10 always reports 1)."""
+
+
 class _ThreadTables:
     """highdicom's frame tables, one SQLite connection a thread.
 
     highdicom keeps its tables in a connection that only the thread which made it
     may use, and builds each pixel call's query tables in it under fixed names (two
-    calls at once in one connection would drop each other's). So every thread gets
-    its own copy of the tables, made from a snapshot taken once they were built (a
-    backup of under a millisecond: about 1.5 MB for 24,649 frames); the tables do
-    not change after that, but for each call's own query tables.
+    calls at once in one connection would drop each other's). So each thread that
+    reads the object gets its own copy of the tables (a backup of under a
+    millisecond: about 1.5 MB for 24,649 frames), made from a source connection
+    taken once they are built; the tables do not change after that, but for each
+    call's own query tables (highdicom drops those it finds left over). Where SQLite
+    is serialized the building thread reads the source itself (one copy in all, as
+    in highdicom, for an object read by one thread); elsewhere the source is a copy
+    of its own, read only by one backup at a time.
     """
 
     def __init__(self, built: sqlite3.Connection) -> None:
-        self._snapshot = sqlite3.connect(":memory:", check_same_thread=False)
-        built.backup(self._snapshot)
-        self._lock = threading.Lock()  # the snapshot is read by one backup at a time
+        self._source = sqlite3.connect(":memory:", check_same_thread=False)
+        built.backup(self._source)
+        if SERIALIZED:
+            built.close()
+            built = self._source
+        self._lock = threading.Lock()  # one backup from the source at a time
         self._local = threading.local()
-        self._local.connection = built  # the building thread goes on with its own
+        self._local.connection = built  # the building thread goes on with it
 
     def connection(self) -> sqlite3.Connection:
-        """This thread's connection (copied from the snapshot on its first use)."""
+        """This thread's connection (copied from the source on its first use)."""
         connection: sqlite3.Connection | None = getattr(self._local, "connection", None)
         if connection is None:
             connection = sqlite3.connect(":memory:")
             with self._lock:
-                self._snapshot.backup(connection)
+                self._source.backup(connection)
             self._local.connection = connection
         return connection
 

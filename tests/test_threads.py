@@ -23,6 +23,7 @@ from oracle import reference_frames
 from test_backends import SLIDE
 
 import hdfsspec
+from hdfsspec import highdicom_io
 from hdfsspec.testing import CountingFileSystem, build_seg
 
 SEG, _ = build_seg(slices=16, segments=5, rows=64, cols=48, seed=3)
@@ -32,6 +33,25 @@ REGIONS = [
     for r in range(1, 400, 37)
     for c in range(1, 380, 41)
 ]
+
+
+@pytest.fixture(
+    params=[
+        pytest.param(
+            True,
+            id="serialized",
+            marks=pytest.mark.skipif(
+                sqlite3.threadsafety != 3, reason="SQLite here is not serialized"
+            ),
+        ),
+        pytest.param(False, id="copied-source"),
+    ]
+)
+def sqlite_mode(request, monkeypatch):
+    """Both ways of sharing the tables: the building thread reads the source itself
+    (serialized SQLite), or the source is a copy of its own (any SQLite)."""
+    monkeypatch.setattr(highdicom_io, "SERIALIZED", request.param)
+    return request.param
 
 
 def _opened(name: str, blob: bytes, *, seg: bool = False):
@@ -66,7 +86,7 @@ def test_highdicom_alone_refuses_another_thread():
         pool.submit(im.get_total_pixel_matrix, **REGIONS[0]).result()
 
 
-def test_regions_from_a_thread_pool_equal_local_and_fetch_each_frame_once():
+def test_regions_from_a_thread_pool_equal_local_and_fetch_each_frame_once(sqlite_mode):
     local = hd.imread(io.BytesIO(SLIDE))
     expected = [local.get_total_pixel_matrix(**r) for r in REGIONS]
     im, target = _opened("pool.dcm", SLIDE)
@@ -77,7 +97,7 @@ def test_regions_from_a_thread_pool_equal_local_and_fetch_each_frame_once():
         _no_frame_twice(target)
 
 
-def test_an_image_unpickled_in_one_thread_reads_in_another():
+def test_an_image_unpickled_in_one_thread_reads_in_another(sqlite_mode):
     """A dask worker: arguments deserialised on one thread, the task run on another."""
     im, _ = _opened("worker.dcm", SLIDE)
     with im:
@@ -93,7 +113,7 @@ def test_an_image_unpickled_in_one_thread_reads_in_another():
 
 
 @pytest.mark.parametrize("lazy", [True, False])
-def test_segment_volumes_from_threads_equal_local(lazy):
+def test_segment_volumes_from_threads_equal_local(lazy, sqlite_mode):
     local = hd.seg.segread(io.BytesIO(SEG))
     subsets = [[1], [2, 3], [4], [5, 1], [3]]
     expected = [local.get_volume(segment_numbers=s).array for s in subsets]
