@@ -16,19 +16,17 @@ import highdicom as hd
 import numpy as np
 import pydicom
 import pytest
-from pydicom.sr.codedict import codes
 from pydicom.uid import (
     ExplicitVRLittleEndian,
     ImplicitVRLittleEndian,
     JPEG2000Lossless,
     JPEGLSLossless,
     RLELossless,
-    generate_uid,
 )
 
 import hdfsspec
 from hdfsspec.testing import CountingFileSystem
-from hdfsspec.testing.objects import build_ct_series
+from hdfsspec.testing.objects import build_ct_series, segmentation
 
 T = hd.seg.SegmentationTypeValues
 SLICES, ROWS, COLS, SEGMENTS = 12, 40, 36, 4  # 40 x 36: binary frames end mid-byte
@@ -53,36 +51,15 @@ def _build(kind: T, syntax: str, omit_empty: bool) -> bytes:
         pixels = np.stack([(labels == s) * 0.5 for s in range(1, SEGMENTS + 1)], -1)
         pixels = pixels.astype(np.float32)
         extra["max_fractional_value"] = 255
-    descriptions = [
-        hd.seg.SegmentDescription(
-            segment_number=i,
-            segment_label=f"segment {i}",
-            segmented_property_category=codes.SCT.Tissue,
-            segmented_property_type=codes.SCT.Tissue,
-            algorithm_type=hd.seg.SegmentAlgorithmTypeValues.MANUAL,
-        )
-        for i in range(1, SEGMENTS + 1)
-    ]
-    seg = hd.seg.Segmentation(
-        source_images=SOURCES,
-        pixel_array=pixels,
+    return segmentation(
+        SOURCES,
+        pixels,
+        SEGMENTS,
         segmentation_type=kind,
-        segment_descriptions=descriptions,
-        series_instance_uid=generate_uid(),
-        series_number=2,
-        sop_instance_uid=generate_uid(),
-        instance_number=1,
-        manufacturer="hdfsspec",
-        manufacturer_model_name="synthetic",
-        software_versions="0",
-        device_serial_number="0",
         transfer_syntax_uid=syntax,
         omit_empty_frames=omit_empty,
         **extra,
     )
-    out = io.BytesIO()
-    seg.save_as(out)
-    return out.getvalue()
 
 
 VARIANTS = {

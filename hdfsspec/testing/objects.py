@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import copy
 import io
+from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 import pydicom
@@ -11,7 +13,7 @@ from pydicom.uid import UID, generate_uid
 
 from hdfsspec.testing.builders import build_native
 
-__all__ = ["build_annotations", "build_ct_series", "build_seg", "build_sr"]
+__all__ = ["build_annotations", "build_ct_series", "build_seg", "build_sr", "segmentation"]
 
 
 def _save(obj: pydicom.Dataset) -> bytes:
@@ -62,9 +64,6 @@ def build_seg(
     sources : list of bytes
         The CT images it segments.
     """
-    import highdicom as hd
-    from pydicom.sr.codedict import codes
-
     sources = build_ct_series(slices, rows, cols, seed=seed)
     datasets = [pydicom.dcmread(io.BytesIO(b)) for b in sources]
     rng = np.random.default_rng(seed)
@@ -74,6 +73,21 @@ def build_seg(
         z = int(rng.integers(0, max(1, slices - run)))
         r, c = rng.integers(0, rows * 3 // 4), rng.integers(0, cols * 3 // 4)
         labels[z : z + run, r : r + max(1, rows // 5), c : c + max(1, cols // 5)] = s
+    return segmentation(datasets, labels, segments), sources
+
+
+def segmentation(
+    sources: Sequence[pydicom.Dataset], pixels: np.ndarray, segments: int, **options: Any
+) -> bytes:
+    """A Segmentation of ``sources`` with ``segments`` segments, saved.
+
+    ``pixels`` and ``options`` (``segmentation_type``, BINARY by default,
+    ``transfer_syntax_uid``, ``omit_empty_frames``, ``max_fractional_value``...) are
+    those of :class:`highdicom.seg.Segmentation`.
+    """
+    import highdicom as hd
+    from pydicom.sr.codedict import codes
+
     descriptions = [
         hd.seg.SegmentDescription(
             segment_number=i + 1,
@@ -84,10 +98,10 @@ def build_seg(
         )
         for i in range(segments)
     ]
+    options.setdefault("segmentation_type", hd.seg.SegmentationTypeValues.BINARY)
     seg = hd.seg.Segmentation(
-        source_images=datasets,
-        pixel_array=labels,
-        segmentation_type=hd.seg.SegmentationTypeValues.BINARY,
+        source_images=sources,
+        pixel_array=pixels,
         segment_descriptions=descriptions,
         series_instance_uid=generate_uid(),
         series_number=2,
@@ -97,8 +111,9 @@ def build_seg(
         manufacturer_model_name="synthetic",
         software_versions="0",
         device_serial_number="0",
+        **options,
     )
-    return _save(seg), sources
+    return _save(seg)
 
 
 def build_sr(text: str = "hello") -> bytes:
