@@ -113,12 +113,14 @@ class InFlight:
         """Claim those of ``frames`` nobody fetches; return them, and what to wait for."""
         mine: list[int] = []
         theirs: dict[int, threading.Event] = {}
-        ours = threading.Event()  # one for the whole claim: set when it is released
+        ours: threading.Event | None = None  # one for the whole claim, set on release
         with self._lock:
             events = self._events
             for frame in frames:
                 event = events.get(frame)
                 if event is None:
+                    if ours is None:  # not made when every frame was cached
+                        ours = threading.Event()
                     events[frame] = ours
                     mine.append(frame)
                 elif id(event) not in theirs:

@@ -28,7 +28,7 @@ from hdfsspec.errors import DicomFormatError, UnsupportedTransferSyntaxError
 from hdfsspec.file import DicomFile
 from hdfsspec.frame_reader import DicomFrameReader
 from hdfsspec.parse import ParsedHeader, check_image
-from hdfsspec.planning import FetchPlan
+from hdfsspec.planning import FetchPlan, distinct_frames
 from hdfsspec.sources import Source, open_dicom, whole
 
 __all__ = ["DicomFrameReader", "annread", "imread", "open_dicom", "segread", "srread"]
@@ -188,7 +188,7 @@ class _BatchedFrames:
         finally:
             _PLANNING.reset(token)
         if file is None:  # frames held in memory (read whole): they cost nothing
-            return FetchPlan(tuple(sorted(set(frames))), ())
+            return FetchPlan(tuple(distinct_frames(frames).tolist()), ())
         return file.plan(frames)
 
     def get_raw_frame(self, frame_number: int, as_index: bool = False) -> bytes:
