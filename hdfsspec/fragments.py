@@ -70,21 +70,59 @@ class ItemScan:
     """Per fragment, whether the one before it ends with an end marker (JPEG family)."""
 
 
+def _continued(scan: ItemScan, marked: np.ndarray) -> bool:
+    """Whether a fragment after the first continues a frame (JPEG family walks only)."""
+    if scan.ended is None or marked.size < 2:
+        return False
+    ended = np.asarray(scan.ended, dtype=bool)
+    return bool(np.any(~marked[1:] & ~ended[1:]))
+
+
+def _check_ends(scan: ItemScan, first: np.ndarray, parsed: ParsedHeader) -> None:
+    """Refuse frames whose start and end markers disagree: a frame that begins after a
+    fragment with no end marker, where other fragments do end with one (a damaged
+    frame, or a frame lost its end; pydicom groups on the end markers). An encoder
+    that ends no fragment with a bare end marker gives no such evidence."""
+    if scan.ended is None or first.size < 2:
+        return
+    ended = np.asarray(scan.ended, dtype=bool)
+    if not ended[1:].any():
+        return
+    unended = first[1:][~ended[first[1:]]]
+    if unended.size:
+        raise FrameIndexError(
+            f"fragment {int(unended[0])} begins a frame with a start marker, but the "
+            "fragment before it does not end with an end marker (FFD9): the frames "
+            "cannot be told apart without an offset table",
+            path=parsed.path,
+            offset=int(scan.offsets[int(unended[0])]),
+            tag=_PIXEL_TAG,
+        )
+
+
 def group_fragments(scan: ItemScan, n: int, parsed: ParsedHeader) -> tuple[np.ndarray, np.ndarray]:
-    """Return frame ``(starts, stops)`` from the fragments of a scan."""
+    """Return frame ``(starts, stops)`` from the fragments of a scan.
+
+    As many fragments as frames are one a frame, unless (JPEG family) one of them
+    continues a frame: it begins with no start marker and the fragment before it
+    ends with no end marker (an object that lost fragments, cut short, or that holds
+    fewer frames than it says). A frame of another form (a boxed JPEG 2000 frame)
+    after a complete one is still a frame.
+    """
     offsets = np.asarray(scan.offsets, dtype=np.int64)
     ends = offsets + 8 + np.asarray(scan.lengths, dtype=np.int64)
     count = offsets.size
-    if count == n:
+    marked = np.array([h[8:10] in START_MARKERS for h in scan.heads], dtype=bool)
+    if count == n and not _continued(scan, marked):
         return offsets, ends
     if n == 1 and count > 0:
         return offsets[:1], ends[-1:]
-    marked = np.array([h[8:10] in START_MARKERS for h in scan.heads], dtype=bool)
     if count > n and marked[0]:
         if int(marked.sum()) != n and scan.ended is not None:  # a marker inside a frame
             marked &= np.asarray(scan.ended, dtype=bool)  # those after an end marker
         if int(marked.sum()) == n:
             first = np.flatnonzero(marked)
+            _check_ends(scan, first, parsed)
             last = np.append(first[1:] - 1, count - 1)
             return offsets[first], ends[last]
     raise FrameIndexError(

@@ -68,8 +68,14 @@ def join_fragments(
     path: str | None,
     single: bool = False,
     padded_odd: bool = False,
+    size: int | None = None,
 ) -> bytes:
     """Join the fragment values of the items in ``[start, stop)``; ``data`` starts at ``base``.
+
+    ``data`` should also hold the 8 bytes after ``stop`` (the frame's block does): they
+    must be the next item's header or the sequence delimiter. With the object's
+    ``size``, a frame that ends fewer than 8 bytes before the object's end is refused
+    (no delimiter: the object may have been cut after it).
 
     With ``single`` the range must be one item (a table that says each frame is one
     fragment: a dual DICOM-TIFF file's tiles). With ``padded_odd`` (a range from
@@ -81,7 +87,9 @@ def join_fragments(
     ------
     OffsetTableError
         When no item starts where the offset table says, or an item overruns ``stop``,
-        or (``single``) the range holds several items.
+        or (``single``) the range holds several items, or no item or delimiter follows.
+    TruncatedDicomError
+        When the object ends after the frame without the sequence delimiter.
     """
     if stop < start + 8:
         raise OffsetTableError(
@@ -120,7 +128,42 @@ def join_fragments(
                 offset=pos,
                 tag=_PIXEL_TAG,
             )
+    _check_frame_end(data, base, stop, size, frame=frame, path=path)
     return b"".join(parts)
+
+
+def _check_frame_end(
+    data: bytes, base: int, stop: int, size: int | None, *, frame: int, path: str | None
+) -> None:
+    """Check that the next item or the sequence delimiter follows a frame ending at ``stop``.
+
+    A frame's last item is vouched for by what follows it: an item whose length was
+    damaged, or bytes lost inside it, end it elsewhere than the table says; an object
+    cut after it (an interrupted upload) has no delimiter, and the frame may have lost
+    fragments. Unchecked where ``data`` (the frame's block) does not hold those bytes
+    and the object (``size``) does not end there.
+    """
+    rel = stop - base
+    if rel + 8 <= len(data):
+        group, elem = struct.unpack_from("<HH", data, rel)
+        if (group << 16 | elem) in (ITEM, SEQUENCE_DELIMITER):
+            return
+        raise OffsetTableError(
+            f"frame {frame}: the item there ends at byte {stop}, where neither the next "
+            f"item nor the sequence delimiter begins (found tag {group:04X}{elem:04X})",
+            path=path,
+            offset=stop,
+            tag=_PIXEL_TAG,
+        )
+    if size is not None and stop + 8 > size:
+        raise TruncatedDicomError(
+            f"frame {frame}: the object ends {size - stop} bytes after it, without the "
+            "Sequence Delimitation Item (FFFE,E0DD): the frame may be cut short (an "
+            "interrupted upload) and cannot be vouched for",
+            path=path,
+            offset=size,
+            tag=_PIXEL_TAG,
+        )
 
 
 def check_next_item(
@@ -145,11 +188,18 @@ def check_next_item(
 def find_items_end(
     fetch: Fetch, start: int, size: int, held: bytes, guess: int, *, path: str | None
 ) -> tuple[int, bytes]:
-    """Walk the items from ``start`` to the sequence delimiter (or the end of the object).
+    """Walk the items from ``start`` to the sequence delimiter.
 
     ``held`` are bytes from ``start`` already in memory; more are fetched in growing
     requests from ``guess`` bytes. Returns the offset where the items end and every
     byte read from ``start``.
+
+    Raises
+    ------
+    TruncatedDicomError
+        When the object ends before the delimiter: an item cut off, or no delimiter
+        after the last item (the last frame may have lost fragments: a missing
+        delimiter is what a cut at an item boundary leaves).
     """
     data, pos = held, start
     while True:
@@ -157,7 +207,14 @@ def find_items_end(
         if rel + 8 > len(data):
             if pos + 8 > size:
                 if pos == size:
-                    return pos, data
+                    raise TruncatedDicomError(
+                        "the object ends after a fragment item, without the Sequence "
+                        "Delimitation Item (FFFE,E0DD): the last frame may be cut short "
+                        "(an interrupted upload) and cannot be vouched for",
+                        path=path,
+                        offset=pos,
+                        tag=_PIXEL_TAG,
+                    )
                 raise TruncatedDicomError(
                     "last frame item cut off by the end of the object",
                     path=path,

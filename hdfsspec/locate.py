@@ -22,7 +22,12 @@ import numpy as np
 from pydicom.uid import UID
 
 from hdfsspec._types import DEFAULT_OPTIONS, Fetch, FetchRanges, ReadOptions
-from hdfsspec.errors import FrameIndexError, OffsetTableError, TruncatedDicomError
+from hdfsspec.errors import (
+    FrameIndexError,
+    OffsetTableError,
+    TruncatedDicomError,
+    UnsupportedTransferSyntaxError,
+)
 from hdfsspec.fragments import ItemScan, group_fragments
 from hdfsspec.header import EXTENDED_OFFSET_TABLE, native_samples
 from hdfsspec.index import UNKNOWN, FrameIndex
@@ -40,6 +45,13 @@ __all__ = [
 ]
 
 _PIXEL_TAG = 0x7FE00010
+_TRANSFER_SYNTAX_UID = 0x00020010
+_NEWER_SYNTAXES = {  # in the standard, unknown to pydicom 3.0
+    "1.2.840.10008.1.2.4.110",  # JPEG XL Lossless
+    "1.2.840.10008.1.2.4.111",  # JPEG XL JPEG Recompression
+    "1.2.840.10008.1.2.4.112",  # JPEG XL
+    "1.2.840.10008.1.2.8.1",  # Deflated Image Frame Compression
+}
 
 
 def _native_index(parsed: ParsedHeader) -> FrameIndex:
@@ -47,7 +59,7 @@ def _native_index(parsed: ParsedHeader) -> FrameIndex:
     n = number_of_frames(parsed)
     rows = int_attr(ds, "Rows", None, parsed)
     cols = int_attr(ds, "Columns", None, parsed)
-    samples = int_attr(ds, "SamplesPerPixel", 1, parsed)
+    samples = int_attr(ds, "SamplesPerPixel", None, parsed)  # Type 1: a frame's size
     bits = int_attr(ds, "BitsAllocated", None, parsed)
     photometric = str(attr(ds, "PhotometricInterpretation", "", parsed))
     samples = native_samples(samples, bits, photometric)
@@ -192,7 +204,7 @@ def build_index(
         return index, None
     scan = scan_items(fetch_ranges, parsed, options, on_chunk)
     starts, stops = group_fragments(scan, number_of_frames(parsed), parsed)
-    return scanned_index(parsed, starts, stops), scan
+    return scanned_index(parsed, starts, stops, delimited=scan.delimited), scan
 
 
 def _encapsulated_syntax(uid: str) -> bool:
@@ -203,6 +215,31 @@ def _encapsulated_syntax(uid: str) -> bool:
         return False
 
 
+def _check_syntax(parsed: ParsedHeader) -> None:
+    """Refuse frames under a transfer syntax that says nothing of how they are laid out.
+
+    pydicom's transfer syntaxes are known, and so are the standard's newer ones (JPEG
+    XL, Deflated Image Frame Compression). Any other UID (a private one such as GE's
+    big-endian pixels under an implicit little-endian header, or a damaged one) names
+    no encoding: its frames could be read as bytes, but nothing could tell whether
+    they are right, and pydicom would decode none.
+    """
+    uid = parsed.header.transfer_syntax_uid
+    if uid in _NEWER_SYNTAXES:
+        return
+    try:
+        UID(uid).is_encapsulated  # noqa: B018 - raises for a UID that is no transfer syntax
+    except ValueError:
+        at = parsed.prefix.find(b"\x02\x00\x10\x00UI")
+        raise UnsupportedTransferSyntaxError(
+            f"transfer syntax {uid!r} is not one pydicom knows: the layout and encoding "
+            "of its frames are unknown",
+            path=parsed.path,
+            offset=max(at, 0),
+            tag=_TRANSFER_SYNTAX_UID,
+        ) from None
+
+
 def index_from_tables(parsed: ParsedHeader, fetch: Fetch | None = None) -> FrameIndex | None:
     """The index when the header gives it (native, BOT, EOT); None when a scan is needed.
 
@@ -211,6 +248,7 @@ def index_from_tables(parsed: ParsedHeader, fetch: Fetch | None = None) -> Frame
     hdr = parsed.header
     if hdr.pixel_data_offset is None:
         return _index(parsed, "none", [], [])
+    _check_syntax(parsed)
     if not hdr.encapsulated:
         if _encapsulated_syntax(hdr.transfer_syntax_uid):
             raise FrameIndexError(
@@ -225,12 +263,14 @@ def index_from_tables(parsed: ParsedHeader, fetch: Fetch | None = None) -> Frame
     n = number_of_frames(parsed)
     if n == 0:
         return _index(parsed, "bot", [], [])
+    _check_single_frame(parsed, n)
     if hdr.eot is not None:
         index = _eot_index(parsed, n)
         if index is not None:
             return index
+    entries = (parsed.bot_span[1] - parsed.bot_span[0]) // 4
     bot = parsed.bot
-    if bot is None and (parsed.bot_span[1] - parsed.bot_span[0]) // 4 == n:
+    if bot is None and entries == n:
         bot = _read_bot(parsed, fetch)
     if bot is not None and len(bot) == n:
         offsets = _check_offsets(
@@ -239,6 +279,27 @@ def index_from_tables(parsed: ParsedHeader, fetch: Fetch | None = None) -> Frame
         starts = parsed.header_end + offsets
         return _index(parsed, "bot", starts, np.append(starts[1:], UNKNOWN))
     return None
+
+
+def _check_single_frame(parsed: ParsedHeader, n: int) -> None:
+    """Refuse one frame whose offset table splits it: a scan would join every fragment
+    into that frame, pydicom would take the table's first frame; either may be wrong."""
+    if n != 1:
+        return
+    start, stop = parsed.bot_span
+    tables = [("Basic Offset Table", (stop - start) // 4, start, _PIXEL_TAG)]
+    eot = parsed.header.eot
+    if eot is not None:
+        tables.append(("Extended Offset Table", eot[1] // 8, eot[0], EXTENDED_OFFSET_TABLE))
+    for name, entries, offset, tag in tables:
+        if entries > 1:
+            raise FrameIndexError(
+                f"the {name} has {entries} entries but Number of Frames is 1: which of "
+                "the two is wrong cannot be told",
+                path=parsed.path,
+                offset=offset,
+                tag=tag,
+            )
 
 
 def held_bot_index(parsed: ParsedHeader) -> FrameIndex | None:
@@ -330,6 +391,18 @@ def tiff_index(parsed: ParsedHeader, fetch: Fetch, fetch_ranges: FetchRanges) ->
     return _index(parsed, "tiff", frames[0], frames[1])
 
 
-def scanned_index(parsed: ParsedHeader, starts: np.ndarray, stops: np.ndarray) -> FrameIndex:
-    """An index of frames found by a scan (all of them, or the first ones of a partial scan)."""
+def scanned_index(
+    parsed: ParsedHeader, starts: np.ndarray, stops: np.ndarray, *, delimited: bool = True
+) -> FrameIndex:
+    """An index of frames found by a scan (all of them, or the first ones of a partial scan).
+
+    A whole scan that met no Sequence Delimitation Item (``delimited`` False) cannot
+    vouch for its last frame: the object may have been cut at an item boundary,
+    losing that frame's last fragments. Its end is left unknown, so that reading it
+    walks its items to the delimiter, which raises :class:`TruncatedDicomError`
+    (:func:`hdfsspec.items.find_items_end`); the other frames read as usual.
+    """
+    if not delimited and len(stops):
+        stops = np.array(stops, dtype=np.int64)
+        stops[-1] = UNKNOWN
     return _index(parsed, "scan", starts, stops)

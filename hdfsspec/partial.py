@@ -157,7 +157,7 @@ class PartialScan:
                 )
         if result.delimited:
             self._heads[result.end - 8] = _DELIMITER
-        index = scanned_index(parsed, starts, stops)
+        index = scanned_index(parsed, starts, stops, delimited=result.delimited)
         self._keep_frames(index)
         return index
 
