@@ -48,6 +48,7 @@ _TRANSIENT = (
     "_lock",
     "_scan",
     "_on_index",
+    "_on_bad_index",
     "_blocks",
     "_in_flight",
     "_fetch_ranges",
@@ -82,6 +83,10 @@ class DicomFrameCache(FrameCache):
         request is made for what they cover.
     on_index : callable, optional
         Called with ``(index, header bytes)`` when the cache has built an index.
+    on_bad_index : callable, optional
+        Called (once) when the object or its header contradicts the ``known`` index:
+        the cache then learns the layout from the object (and ``on_index`` sees the
+        new index); the caller discards the persisted entry.
     prefix : bytes, optional
         The first bytes of the object, already fetched (e.g. with its info).
     link : LinkModel, optional
@@ -107,6 +112,7 @@ class DicomFrameCache(FrameCache):
         self._lock = threading.RLock()
         renew_after_fork(self)
         self._scan, self._on_index, self._fetch_ranges, self.progress = None, None, None, None
+        self._on_bad_index = None
         self._ahead = self._header_ahead = None
         self._blocks = FrameBlocks(self.options.max_cache_bytes)
         self._in_flight = InFlight()
@@ -128,7 +134,7 @@ class DicomFrameCache(FrameCache):
             return b""
         if self._layout_error is None:
             try:
-                return self._fetch_known(start, stop)
+                return self._from_object(lambda: self._fetch_known(start, stop))
             except _LAYOUT_ERRORS as exc:
                 # not DICOM, or a layout we cannot trust: a cache stays transparent for
                 # bytes (index / read_frames raise); ObjectChangedError propagates

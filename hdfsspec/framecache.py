@@ -11,14 +11,17 @@ in one round; frames a bridged gap brought in are kept too.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
+from typing import TypeVar
 
 import numpy as np
 
+from hdfsspec.errors import FrameIndexError
 from hdfsspec.index import UNKNOWN, FrameIndex
 from hdfsspec.items import check_next_item, join_fragments
 from hdfsspec.layout import LayoutCache
 from hdfsspec.parse import number_of_frames
+from hdfsspec.persist_entry import CONTRADICTED
 from hdfsspec.planning import (
     FetchPlan,
     block_range,
@@ -29,6 +32,9 @@ from hdfsspec.planning import (
 )
 
 __all__ = ["FrameCache"]
+
+_PIXEL_TAG = 0x7FE00010
+_T = TypeVar("_T")
 
 
 class FrameCache(LayoutCache):
@@ -41,6 +47,9 @@ class FrameCache(LayoutCache):
     def check_range(self, wanted: np.ndarray) -> None:
         """Raise IndexError unless every frame of ``wanted`` is one of the object's.
 
+        A data set that says it has frames (Number of Frames) but holds no Pixel Data
+        raises :class:`~hdfsspec.errors.FrameIndexError` for them instead.
+
         The number of frames comes from the header, not from the index: without an
         offset table the index may hold only the frames found so far, and numpy would
         read a negative number as one of those.
@@ -48,10 +57,20 @@ class FrameCache(LayoutCache):
         if not wanted.size:
             return
         parsed = self.parsed
-        total = 0 if parsed.header.pixel_data_offset is None else number_of_frames(parsed)
+        pixels = parsed.header.pixel_data_offset is not None
+        said = pixels or "NumberOfFrames" in parsed.dataset  # 1 when absent, with pixels
+        total = number_of_frames(parsed) if said else 0
         lo, hi = int(wanted.min()), int(wanted.max())
         if lo < 0 or hi >= total:
             raise IndexError(f"frame {lo if lo < 0 else hi} out of range (0..{total - 1})")
+        if not pixels:
+            raise FrameIndexError(
+                f"frame {lo}: the data set says Number of Frames is {total} but has no "
+                "Pixel Data element (the object may be cut short before its pixels)",
+                path=self.path,
+                offset=self.size,
+                tag=_PIXEL_TAG,
+            )
 
     def _load(self, frames: Iterable[int]) -> dict[int, tuple[int, bytes]]:
         """Return the blocks of ``frames``, fetching the missing ones in one round."""
@@ -92,11 +111,11 @@ class FrameCache(LayoutCache):
         waited for, not fetched again (:class:`~hdfsspec.blocks.InFlight`).
         """
         held = len(self.parsed.prefix)
-        stops = block_ranges(index, wanted)[1]
+        starts, stops = block_ranges(index, wanted)
         out: dict[int, tuple[int, bytes]] = {}
         missing: list[int] = []
-        for f, stop in zip(wanted.tolist(), stops.tolist(), strict=True):
-            block = (0, self.parsed.prefix) if stop <= held else self._blocks.get(f)
+        for f, start, stop in zip(wanted.tolist(), starts.tolist(), stops.tolist(), strict=True):
+            block = (0, self.parsed.prefix) if stop <= held else self._block(f, start, stop)
             if block is None:
                 missing.append(f)
             else:
@@ -115,7 +134,7 @@ class FrameCache(LayoutCache):
             for f in missing:
                 if f in out:
                     continue
-                block = self._blocks.get(f)
+                block = self._block(f, *block_range(index, f))
                 if block is None:
                     late.append(f)
                 else:
@@ -126,6 +145,14 @@ class FrameCache(LayoutCache):
             if late:  # their fetch failed, or the blocks were evicted since: fetch them
                 out.update(self._load_blocks(index, np.asarray(late, dtype=np.int64))[0])
         return out, pieces
+
+    def _block(self, frame: int, start: int, stop: int) -> tuple[int, bytes] | None:
+        """The block held of ``frame``, if it spans ``[start, stop)``: one kept under a
+        persisted index that another thread has dropped since may not."""
+        block = self._blocks.get(frame)
+        if block is None or block[0] != start or len(block[1]) < stop - start:
+            return None
+        return block
 
     def _fetch_blocks(
         self,
@@ -207,7 +234,25 @@ class FrameCache(LayoutCache):
 
     def prefetch(self, frames: Iterable[int]) -> None:
         """Fetch the blocks of ``frames`` (0-based) into the cache in one round."""
-        self._load(frame_numbers(frames))
+        wanted = frame_numbers(frames)
+        self._from_object(lambda: self._load(wanted))
+
+    def _from_object(self, call: Callable[[], _T]) -> _T:
+        """``call()``; again, on the layout learnt from the object, if a persisted index
+        failed in it (no item where it puts one): the entry goes, the next open rebuilds.
+
+        Also again, whatever it returned or raised, if another thread dropped the
+        persisted index meanwhile: the call may have mixed the two layouts.
+        """
+        generation = self._generation
+        try:
+            out = call()
+        except Exception as exc:
+            changed = generation != self._generation
+            if not (changed or isinstance(exc, CONTRADICTED)) or not self._drop_entry(generation):
+                raise
+            return call()
+        return out if generation == self._generation else call()
 
     def frame_payload(self, frame: int, block: tuple[int, bytes]) -> bytes:
         """Return the encoded frame: its fragment values joined, or its native bytes."""
@@ -218,12 +263,22 @@ class FrameCache(LayoutCache):
             return data[start - base : stop - base]
         padded_odd = index.offset_table == "eot"
         return join_fragments(
-            data, base, start, stop, frame=frame, path=self.path, padded_odd=padded_odd
+            data,
+            base,
+            start,
+            stop,
+            frame=frame,
+            path=self.path,
+            padded_odd=padded_odd,
+            size=self.size,
         )
 
     def read_frames(self, frames: Sequence[int]) -> list[bytes]:
         """Return the encoded bytes of ``frames`` (0-based), fetched in one round."""
-        frames = frame_numbers(frames)
+        wanted = frame_numbers(frames)
+        return self._from_object(lambda: self._read_frames(wanted))
+
+    def _read_frames(self, frames: list[int]) -> list[bytes]:
         blocks = self._load(frames)
         if not frames:
             return []
@@ -239,7 +294,15 @@ class FrameCache(LayoutCache):
             base, data = blocks[f]
             out.append(
                 join_fragments(
-                    data, base, start, stop, frame=f, path=path, single=single, padded_odd=odd
+                    data,
+                    base,
+                    start,
+                    stop,
+                    frame=f,
+                    path=path,
+                    single=single,
+                    padded_odd=odd,
+                    size=self.size,
                 )
             )
             if single and f + 1 < index.number_of_frames:  # the next tile's item, held too

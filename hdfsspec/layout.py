@@ -15,6 +15,7 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable, Sequence
+from functools import partial
 from typing import Any
 
 from fsspec.caching import BaseCache
@@ -30,6 +31,7 @@ from hdfsspec.link import LinkModel
 from hdfsspec.locate import bot_beyond, held_bot_index, index_from_tables, tiff_index
 from hdfsspec.parse import ParsedHeader, parse_header
 from hdfsspec.partial import PartialScan
+from hdfsspec.persist_entry import CONTRADICTED, DamagedEntry, vouch
 from hdfsspec.planning import block_range
 from hdfsspec.progress import Progress
 from hdfsspec.stats import CacheStats
@@ -53,6 +55,7 @@ class LayoutCache(BaseCache):
         options: ReadOptions | None = None,
         known: tuple[FrameIndex, bytes] | None = None,
         on_index: Callable[[FrameIndex, bytes], None] | None = None,
+        on_bad_index: Callable[[], None] | None = None,
         link: LinkModel | None = None,
         progress: Progress = None,
         prefix: bytes = b"",
@@ -67,11 +70,27 @@ class LayoutCache(BaseCache):
         self.stats = CacheStats()
         self._lock = threading.RLock()
         renew_after_fork(self)
+        self._blocks = FrameBlocks(self.options.max_cache_bytes)
+        self._in_flight = InFlight()  # frame blocks some thread is fetching now
+        self._forget_layout()
+        self._known_prefix = known[1] if known is not None else prefix
+        self._stored = known is not None  # the index is a persisted one, not yet contradicted
+        self._vouched = False  # ... checked against the header saved with it
+        self._generation = 0  # persisted indexes dropped (see ``_drop_entry``)
+        self._on_bad_index = on_bad_index
+        if prefix:  # fetched for this file, with its info: one request
+            self.stats.record("header", 1, len(prefix), rounds=1)
+            self.miss_count += 1
+            self.total_requested_bytes += len(prefix)
+        if known is not None:
+            self.set_index(known[0])
+        self._on_index = on_index
+
+    def _forget_layout(self) -> None:
+        """Know nothing of the object's layout (as when opened without a persisted entry)."""
         self._parsed: ParsedHeader | None = None
         self._index: FrameIndex | None = None
         self._heads: dict[int, bytes] = {}  # first bytes of the items a scan walked
-        self._blocks = FrameBlocks(self.options.max_cache_bytes)
-        self._in_flight = InFlight()  # frame blocks some thread is fetching now
         self._tail: tuple[int, bytes] | None = None
         self._tables: list[tuple[int, bytes]] = []  # offset tables read after the header
         self._ahead: Ahead | None = None  # the rest of the BOT, read as soon as it is seen
@@ -82,14 +101,29 @@ class LayoutCache(BaseCache):
         self._scan: PartialScan | None = None  # the walk, without offset table
         self._layout_error: Exception | None = None  # byte reads read ahead after it
         self._spare: tuple[int, bytes] = (0, b"")  # the last block such a read fetched
-        self._known_prefix = known[1] if known is not None else prefix
-        if prefix:  # fetched for this file, with its info: one request
-            self.stats.record("header", 1, len(prefix), rounds=1)
-            self.miss_count += 1
-            self.total_requested_bytes += len(prefix)
-        if known is not None:
-            self.set_index(known[0])
-        self._on_index = on_index
+        self._known_prefix = b""
+
+    def _drop_entry(self, generation: int | None = None) -> bool:
+        """Drop a persisted index that the object or its header contradicts, its entry
+        (``on_bad_index``) and all learnt with it: the layout is learnt from the object.
+
+        Whether to try again: True if dropped now or since ``generation`` (by another
+        thread), False if no persisted index is in use.
+        """
+        with self._lock:
+            if generation is not None and generation != self._generation:
+                return True
+            if not self._stored:
+                return False
+            self._stored = self._vouched = False
+            if self._on_bad_index is not None:
+                self._on_bad_index()
+            if self._scan is not None:
+                self._scan.close()
+            self._forget_layout()
+            self._blocks.clear()
+            self._generation += 1  # last: a call that sees it sees no trace of the entry
+            return True
 
     def _after_fork(self) -> None:
         """In a forked child: a new lock (a thread of the parent may have held this one).
@@ -181,13 +215,27 @@ class LayoutCache(BaseCache):
                 raise self._layout_error  # parsed once already: no second request
             with self._lock:
                 if self._parsed is None:
-                    self._set_parsed(
-                        parse_header(
-                            self._fetch_one, self.size, path=self.path, options=self.options
-                        )
-                    )
+                    self._set_parsed(self._parse())
         assert self._parsed is not None
         return self._parsed
+
+    def _parse(self, defer_tables: bool = False) -> ParsedHeader:
+        """Parse the header; the header of a persisted entry must vouch for its index
+        (:func:`~hdfsspec.persist_entry.vouch`), or both go and the object is parsed."""
+        parse = partial(
+            parse_header, self._fetch_one, self.size, path=self.path, options=self.options
+        )
+        if not self._stored or self._vouched:
+            return parse(defer_tables=defer_tables)
+        try:
+            parsed = parse(defer_tables=defer_tables)
+            if parsed.complete and self._index is not None:
+                vouch(self._index, parsed, self._known_prefix)
+                self._vouched = True
+            return parsed
+        except (DamagedEntry, *CONTRADICTED):
+            self._drop_entry()
+        return parse(defer_tables=defer_tables)
 
     def _set_parsed(self, parsed: ParsedHeader) -> None:
         self._parsed = parsed
@@ -207,13 +255,7 @@ class LayoutCache(BaseCache):
             return self._parsed
         with self._lock:
             if self._parsed is None and self._metadata is None:
-                meta = parse_header(
-                    self._fetch_one,
-                    self.size,
-                    path=self.path,
-                    options=self.options,
-                    defer_tables=True,
-                )
+                meta = self._parse(defer_tables=True)
                 if meta.complete:  # no table deferred: the header itself
                     self._set_parsed(meta)
                     return meta
@@ -241,6 +283,8 @@ class LayoutCache(BaseCache):
         complete index. A non-zero ``ahead`` (a sequential reader passes its batch size)
         keeps a walk's windows in flight past the frames asked for.
         """
+        if self._stored and not self._vouched:
+            self.parsed  # noqa: B018  (vouches for a persisted index, or drops it)
         if self._index is not None:
             return self._index
         parsed = self.parsed

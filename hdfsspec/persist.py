@@ -4,9 +4,19 @@ Reopening an object whose index is known costs no header or index request: the
 entry holds the :class:`~hdfsspec.index.FrameIndex` and the header bytes. Entries
 are keyed by the object's identity (protocol, path, size and a version: ETag,
 generation, version id or modification time, whichever the backend reports), so
-a replaced object never matches an old entry. Entries are written atomically
-(temporary file, then rename) and validated on load: a damaged entry is deleted
-and rebuilt, never trusted. Objects without any version are not persisted.
+a replaced object never matches an old entry. Objects without any version are not
+persisted.
+
+Entries hold header bytes (patient names, in clear), and a tampered entry could
+serve one frame's bytes as another's: the store is private, as ssh's keys are. Its
+directory (and the parents it makes) is made 0700, its files 0600; a directory or
+file another user owns, or that group or others may write, is refused with an
+:class:`IndexStoreWarning` naming the directory, and the store is not used again in
+this process (indexes are built in memory, as with the store off). Entries are
+written atomically (temporary file, then rename), sealed with an HMAC-SHA256 under
+the store's ``key`` file (32 random bytes, made on first use) and checked when
+loaded (:mod:`hdfsspec.persist_entry`); one that fails, or that the object
+contradicts when used (:meth:`IndexStore.discard`), is deleted and rebuilt.
 
 Beside each entry the store remembers the identity last saved for the object's
 protocol and path (:meth:`IndexStore.latest`): an open that finds one only needs
@@ -27,19 +37,27 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import struct
-import tempfile
+import warnings
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 from hdfsspec.index import FrameIndex
+from hdfsspec.persist_entry import MAX_ENTRY, DamagedEntry, check_index, decode, encode
+from hdfsspec.private import (
+    KEY_BYTES,
+    Untrusted,
+    check_private,
+    make_private,
+    new_key,
+    read_private,
+    write_atomically,
+)
 
-__all__ = ["MAX_BYTES", "IndexStore", "default_store", "object_identity"]
+__all__ = ["MAX_BYTES", "IndexStore", "IndexStoreWarning", "default_store", "object_identity"]
 
 MAX_BYTES = 2**30
 """Default bound of a store's entries, in bytes."""
-_MAGIC = b"HDFSIDX2"  # then the SHA-256 of the rest: any damage to an entry is seen
 _VERSION_KEYS = (
     "ETag",
     "etag",
@@ -53,6 +71,14 @@ _VERSION_KEYS = (
 )
 _LOCAL_KEYS = ("ino", "created")  # with a local file's mtime (``tar -x``, ``cp -p``)
 _OFF = {"", "0", "off", "false", "no", "none"}
+_KEY = "key"  # the file of the store's MAC key, in its directory
+_POINTER_BYTES = 2**16
+_REFUSED: set[str] = set()
+"""Directories refused in this process (each warned about once)."""
+
+
+class IndexStoreWarning(UserWarning):
+    """The index store's directory or one of its files is not private: it is not used."""
 
 
 def object_identity(protocol: str, path: str, info: Mapping[str, Any]) -> dict[str, Any] | None:
@@ -78,7 +104,9 @@ class IndexStore:
     Parameters
     ----------
     directory : str or Path
-        Where entries live (created if missing).
+        Where entries live (created mode 0700 if missing, with its missing parents).
+        It must be this user's and not writable by group or others, as must every
+        file in it; otherwise the store is not used (see the module notes).
     max_bytes : int, optional
         Bound of the entries' total size; the least recently used go beyond it.
     """
@@ -88,7 +116,64 @@ class IndexStore:
             raise ValueError(f"max_bytes must be positive, not {max_bytes}")
         self.directory = Path(directory)
         self.max_bytes = max_bytes
+        self._usable: bool | None = None  # the directory checked, the key read (once)
+        self._key = b""
 
+    def __getstate__(self) -> dict[str, Any]:
+        """Pickled without its key (read again where unpickled)."""
+        return {**self.__dict__, "_usable": None, "_key": b""}
+
+    # -- privacy --------------------------------------------------------------------------
+    @property
+    def usable(self) -> bool:
+        """Whether the store is used: its directory private (checked once) and its key read.
+
+        False also when the directory cannot be made or the key neither read nor made
+        (a read-only location): then without a warning.
+        """
+        if str(self.directory) in _REFUSED:
+            return False
+        if self._usable is None:
+            try:
+                make_private(self.directory)
+                check_private(os.stat(self.directory), "the directory", directory=True)
+                self._key = self._read_key()
+                self._usable = True
+            except Untrusted as exc:
+                self._refuse(str(exc))
+                self._usable = False
+            except OSError:  # the store is a cache: without it, indexes are built in memory
+                self._usable = False
+        return self._usable
+
+    def _refuse(self, reason: str) -> None:
+        """Stop using the store's directory in this process, saying why (once)."""
+        name = str(self.directory)
+        if name not in _REFUSED:
+            _REFUSED.add(name)
+            warnings.warn(
+                IndexStoreWarning(
+                    f"hdfsspec index store {name}: {reason}. It is not used in this process "
+                    "(frame indexes are built in memory): make the directory and its files "
+                    "yours and writable (the key readable) by you alone, or remove the "
+                    "directory, or set HDFSSPEC_INDEX_CACHE to another one."
+                ),
+                stacklevel=4,
+            )
+
+    def _read_key(self) -> bytes:
+        """The store's MAC key: read, or made (0600) if there is none yet."""
+        path, name = self.directory / _KEY, f"its key file {_KEY!r}"
+        try:
+            key = read_private(path, KEY_BYTES + 1, name, secret=True)
+        except FileNotFoundError:
+            new_key(path)
+            key = read_private(path, KEY_BYTES + 1, name, secret=True)
+        if len(key) != KEY_BYTES:
+            raise Untrusted(f"{name} is not {KEY_BYTES} bytes long")
+        return key
+
+    # -- entries --------------------------------------------------------------------------
     def _file(self, identity: Mapping[str, Any]) -> Path:
         digest = hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()
         return self.directory / digest[:2] / f"{digest}.idx"
@@ -97,17 +182,27 @@ class IndexStore:
         key = json.dumps([protocol, path]).encode()
         return self.directory / "latest" / f"{hashlib.sha256(key).hexdigest()}.json"
 
+    def _read(self, path: Path, limit: int) -> bytes | None:
+        """A file of the store, or None if missing, unreadable, or refused (the store too)."""
+        try:
+            return read_private(path, limit, str(path.relative_to(self.directory)))
+        except Untrusted as exc:
+            self._refuse(str(exc))
+        except OSError:  # missing, removed meanwhile, or a symbolic link
+            pass
+        return None
+
     def latest(self, protocol: str, path: str) -> dict[str, Any] | None:
         """The identity last saved for ``protocol`` and ``path``, if its entry exists.
 
         A hint only: the caller compares it with the object's current identity and
         loads the entry only when they are equal.
         """
-        try:
-            identity = json.loads(self._pointer(protocol, path).read_text())
-        except (OSError, ValueError):
+        if not self.usable:
             return None
-        if not isinstance(identity, dict) or not self._file(identity).exists():
+        data = self._read(self._pointer(protocol, path), _POINTER_BYTES)
+        identity = _identity(data) if data is not None else None
+        if identity is None or not self._file(identity).exists():
             return None
         if identity.get("protocol") != protocol or identity.get("path") != path:
             return None
@@ -115,45 +210,41 @@ class IndexStore:
 
     def load(self, identity: Mapping[str, Any]) -> tuple[FrameIndex, bytes] | None:
         """Return ``(index, header bytes)`` of ``identity`` or None; damaged entries go."""
+        if not self.usable:
+            return None
         path = self._file(identity)
-        try:
-            data = path.read_bytes()
-        except OSError:
+        data = self._read(path, MAX_ENTRY + 1)
+        if data is None:
             return None
         try:
-            out = self._decode(data, identity)
-        except (ValueError, KeyError, TypeError, struct.error):
-            path.unlink(missing_ok=True)  # damaged or not ours: rebuild, never trust
+            out = decode(self._key, data, identity)
+        except DamagedEntry:
+            _remove(path)  # damaged, forged or not ours: rebuild, never trust
             return None
         _touch(path)  # recently used: evicted last
         return out
 
-    @staticmethod
-    def _decode(data: bytes, identity: Mapping[str, Any]) -> tuple[FrameIndex, bytes]:
-        if data[:8] != _MAGIC:
-            raise ValueError("not an index entry")
-        body = data[40:]
-        if hashlib.sha256(body).digest() != data[8:40]:
-            raise ValueError("entry damaged")
-        (meta_len,) = struct.unpack("<Q", body[:8])
-        meta = json.loads(body[8 : 8 + meta_len])
-        prefix = body[8 + meta_len :]
-        if meta["identity"] != dict(identity):
-            raise ValueError("entry of another object")
-        index = FrameIndex.from_dict(meta["index"])  # validates bounds and order
-        if index.size != identity["size"] or len(prefix) < index.header_end:
-            raise ValueError("entry inconsistent with the object")
-        return index, prefix
+    def discard(self, identity: Mapping[str, Any]) -> None:
+        """Delete the entry of ``identity``: the object contradicted it (rebuilt next open)."""
+        _remove(self._file(identity))
 
     def save(self, identity: Mapping[str, Any], index: FrameIndex, prefix: bytes) -> None:
-        """Write an entry atomically; errors writing are ignored (the store is a cache)."""
-        meta = json.dumps({"identity": dict(identity), "index": index.to_dict()}).encode()
-        body = struct.pack("<Q", len(meta)) + meta + prefix
-        entry = _MAGIC + hashlib.sha256(body).digest() + body
+        """Write an entry atomically; errors writing are ignored (the store is a cache).
+
+        An index that is not consistent, or header bytes that do not reach the
+        frames, are not saved: such an entry would be refused when loaded.
+        """
+        if not self.usable or len(prefix) < index.header_end:
+            return
+        try:
+            check_index(index)
+        except DamagedEntry:
+            return
+        entry = encode(self._key, identity, index, prefix)
         protocol, path = str(identity["protocol"]), str(identity["path"])
         replaced = self.latest(protocol, path)
-        if _write_atomically(self._file(identity), entry):
-            _write_atomically(self._pointer(protocol, path), json.dumps(dict(identity)).encode())
+        if write_atomically(self._file(identity), entry):
+            write_atomically(self._pointer(protocol, path), json.dumps(dict(identity)).encode())
             if replaced is not None and replaced != dict(identity):
                 self._file(replaced).unlink(missing_ok=True)  # a version no longer there
             self.evict()
@@ -189,29 +280,31 @@ class IndexStore:
             removed += 1
         for pointer in self.directory.glob("latest/*.json"):
             try:
-                identity = json.loads(pointer.read_text())
-                gone = not self._file(identity).exists()
-            except (OSError, ValueError, TypeError):
-                gone = True
-            if gone:
+                identity = _identity(read_private(pointer, _POINTER_BYTES, pointer.name))
+            except (OSError, Untrusted):
+                identity = None
+            if identity is None or not self._file(identity).exists():
                 pointer.unlink(missing_ok=True)
         return removed
 
 
-def _write_atomically(path: Path, data: bytes) -> bool:
-    """Write ``data`` to ``path`` through a temporary file and a rename; False on error."""
-    tmp = None
+def _identity(data: bytes) -> dict[str, Any] | None:
+    """The identity a pointer file holds, or None for anything else (never an error)."""
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-        os.replace(tmp, path)
-        return True
-    except OSError:  # the store is a cache: a failed write costs a rebuild, nothing more
-        if tmp is not None:
-            Path(tmp).unlink(missing_ok=True)
-        return False
+        identity = json.loads(data)
+        if isinstance(identity, dict):
+            json.dumps(identity, sort_keys=True)  # it names an entry (:meth:`IndexStore._file`)
+            return identity
+    except (ValueError, TypeError, RecursionError):
+        pass
+    return None
+
+
+def _remove(path: Path) -> None:
+    try:
+        path.unlink(missing_ok=True)
+    except OSError:  # a read-only store: the entry fails again, and is rebuilt in memory
+        pass
 
 
 def _touch(path: Path) -> None:
