@@ -13,6 +13,7 @@ from hdfsspec.errors import (
     ObjectChangedError,
     OffsetTableError,
     ReadOnlyError,
+    TransportError,
     TruncatedDicomError,
     UnsupportedTransferSyntaxError,
 )
@@ -53,6 +54,7 @@ __all__ = [
     "OffsetTableError",
     "ReadOnlyError",
     "ReadOptions",
+    "TransportError",
     "TruncatedDicomError",
     "UnsupportedTransferSyntaxError",
     "annread",

@@ -3,10 +3,15 @@
 Every error names the object (``path``), the absolute byte ``offset`` at which
 the problem was found and, where one applies, the DICOM ``tag`` being read.
 Backend errors (``FileNotFoundError``, ``PermissionError`` ...) are never
-wrapped: they pass through unchanged.
+wrapped: they pass through unchanged. A transport failure that outlasts the
+retries (a body cut short, a reset connection, a 5xx...) is a
+:class:`TransportError`, an ``OSError`` naming the object and the byte range.
 """
 
 from __future__ import annotations
+
+import errno
+import re
 
 __all__ = [
     "DicomFormatError",
@@ -15,6 +20,7 @@ __all__ = [
     "ObjectChangedError",
     "OffsetTableError",
     "ReadOnlyError",
+    "TransportError",
     "TruncatedDicomError",
     "UnsupportedTransferSyntaxError",
 ]
@@ -97,3 +103,79 @@ class ObjectChangedError(DicomFormatError):
 
 class ReadOnlyError(NotImplementedError):
     """The ``dicom`` filesystem only reads; writing is not supported."""
+
+
+class TransportError(OSError):
+    """Bytes of an object could not be read: the transport failed, and so did the retries.
+
+    A body cut short or reset, a dropped connection, a timeout, a 5xx answer: after
+    the bounded retries (see :mod:`hdfsspec.retry`) the last such failure is this
+    error's ``__cause__``. Missing objects and denied access are not transport
+    failures: ``FileNotFoundError`` and ``PermissionError`` pass through unchanged, and
+    an object replaced while open is :class:`ObjectChangedError`.
+
+    Parameters
+    ----------
+    path : str or None
+        The object (its query string and user info are left out: a presigned URL's
+        signature never reaches a message).
+    start, stop : int
+        The byte range that could not be read (``stop`` excluded).
+    reason : str
+        What the last attempt met (e.g. ``"HTTP 503"``, ``"ClientPayloadError: ..."``).
+    attempts : int, optional
+        How many attempts were made, where one count tells it (a read that went from
+        a signed URL to s3fs, whose own client retries inside one call, has none).
+    """
+
+    def __init__(
+        self,
+        path: str | None,
+        start: int,
+        stop: int,
+        reason: str = "",
+        attempts: int | None = None,
+    ) -> None:
+        self.path = None if path is None else plain_name(path)
+        self.start, self.stop = start, stop
+        self.reason = plain_text(reason)
+        self.attempts = attempts
+        super().__init__(errno.EIO, self._message(), self.path)
+
+    def _message(self) -> str:
+        tries = f" after {self.attempts} attempts" if self.attempts else " after the retries"
+        why = f": {self.reason}" if self.reason else ""
+        where = self.path or "<unknown object>"
+        return f"{where}: bytes {self.start}-{self.stop} could not be read{tries}{why}"
+
+    def __str__(self) -> str:
+        return self._message()
+
+    def __reduce__(self):  # keep keyword arguments through pickling (dask, multiprocessing)
+        return (
+            _rebuild_transport,
+            (type(self), self.path, self.start, self.stop, self.reason, self.attempts),
+        )
+
+
+def _rebuild_transport(cls, path, start, stop, reason, attempts):
+    return cls(path, start, stop, reason, attempts)
+
+
+_QUERY = re.compile(r"(\b[a-z][a-z0-9+.-]*://[^\s'\"<>?#]*)[?#][^\s'\"<>]*", re.IGNORECASE)
+_USERINFO = re.compile(r"(\b[a-z][a-z0-9+.-]*://)[^/?#@\s'\"<>]+@", re.IGNORECASE)
+
+
+def plain_name(path: str) -> str:
+    """``path`` without a URL's query, fragment or user info (a signature, a token)."""
+    name = _USERINFO.sub(r"\1", path)
+    if "://" in name:
+        return _QUERY.sub(r"\1", name)
+    return name.split("?", 1)[0]
+
+
+def plain_text(text: str, limit: int = 300) -> str:
+    """``text`` with the query, fragment and user info of every URL in it left out, and
+    cut to ``limit`` characters."""
+    text = _QUERY.sub(r"\1", _USERINFO.sub(r"\1", text))
+    return text if len(text) <= limit else text[: limit - 3] + "..."

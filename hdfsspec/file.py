@@ -19,6 +19,8 @@ from hdfsspec.link import ramped_size
 from hdfsspec.parse import ParsedHeader, number_of_frames
 from hdfsspec.pin import VersionPin
 from hdfsspec.planning import FetchPlan, frame_numbers
+from hdfsspec.redact import redact_url, scrub
+from hdfsspec.retry import transport_error
 from hdfsspec.stats import CacheStats
 
 if TYPE_CHECKING:
@@ -79,7 +81,8 @@ class DicomFile(AbstractBufferedFile):
         self._signed = fs.signed_reader(path, etag, self._target_ranges)
         options = dict(cache_options or {})
         options.setdefault("fetch_ranges", self._fetch_ranges)
-        options.setdefault("path", fs.fs.unstrip_protocol(path))
+        # the name of the object in errors and progress: a presigned HTTPS URL's query redacted
+        options.setdefault("path", redact_url(fs.fs.unstrip_protocol(path)))
         options.setdefault("options", fs.options)
         options.setdefault("link", fs.link)
         options.setdefault("progress", fs.progress)
@@ -89,6 +92,7 @@ class DicomFile(AbstractBufferedFile):
             options.setdefault(
                 "on_index", lambda index, prefix: store.save(identity, index, prefix)
             )
+            options.setdefault("on_bad_index", lambda: store.discard(identity))
         super().__init__(
             fs,
             path,
@@ -125,11 +129,29 @@ class DicomFile(AbstractBufferedFile):
         return self._fetch_ranges([(start, end)])[0]
 
     def _fetch_ranges(self, ranges: Sequence[tuple[int, int]]) -> list[bytes]:
-        out = self._signed(ranges) if self._signed is not None else self._target_ranges(ranges)
-        for item in out:
-            if isinstance(item, BaseException):
-                raise item
-        return out
+        """The bytes of ``ranges``, or the first failure, with any URL secret redacted
+        (:func:`~hdfsspec.redact.scrub`: raised here, outside the ``except``, so that
+        the original does not ride along as the copy's context).
+
+        The readers below retry transient failures (:mod:`hdfsspec.retry`); one that
+        outlasted them is raised as :class:`~hdfsspec.errors.TransportError` naming the
+        object and the range; other errors (``FileNotFoundError``, ``PermissionError``,
+        :class:`~hdfsspec.errors.ObjectChangedError`...) as they are.
+        """
+        fetch = self._target_ranges if self._signed is None else self._signed
+        error: BaseException
+        try:
+            out: list[Any] = fetch(ranges)
+        except Exception as raised:
+            error = raised
+            span = (min(a for a, _ in ranges), max(b for _, b in ranges)) if ranges else (0, 0)
+        else:
+            failed = [k for k, x in enumerate(out) if isinstance(x, BaseException)]
+            if not failed:
+                return out
+            error, span = out[failed[0]], ranges[failed[0]]
+        name = getattr(self.cache, "path", None) or self.path
+        raise scrub(transport_error(error, name, *span))
 
     def _target_ranges(self, ranges: Sequence[tuple[int, int]]) -> list[bytes]:
         """Ranges through the target filesystem, pinned to the opened version."""
@@ -190,23 +212,38 @@ class DicomFile(AbstractBufferedFile):
         of the cache bound) are fetched while one is consumed, each over its own
         connection, so a pass over every frame runs at the link's pace (a single
         stream is often held back by the client). Without offset table the items are
-        walked batch by batch, never further ahead than that.
+        walked batch by batch, never further ahead than that. The batches in flight
+        count against the cache bound: the cache keeps fewer frame blocks meanwhile.
         """
         wanted = list(frames) if frames is not None else None
         budget = batch_bytes or self._batch_bytes()
         if ahead is None:  # up to 8 in flight, holding at most a quarter of the cache bound
             ahead = max(2, min(8, self._frames.options.max_cache_bytes // (4 * budget)))
         batches = self.frame_batches(wanted, budget, walk_ahead=budget, ramp=ahead)
-        with ThreadPoolExecutor(max(1, ahead), thread_name_prefix="hdfsspec-read-ahead") as pool:
-            queue: deque[tuple[list[int], Future[list[bytes]]]] = deque()
-            for batch in batches:
-                queue.append((batch, pool.submit(self.read_frames, batch)))
-                if len(queue) > max(1, ahead):
+        cache = self._frames
+        if cache.parsed.header.pixel_data_offset is not None:
+            cache.view(frames=1)  # the first frame: learns whether the items must be walked
+        # batches in flight and the one being yielded; twice while a batch's frames are
+        # cut from the bytes it fetched (not when a walk of the items brings them)
+        fetched = 1 if cache._scan is not None else 2
+        held = (fetched * max(1, ahead) + 1) * budget
+        blocks = cache._blocks
+        blocks.reserve(held)  # counted against the cache bound: fewer blocks kept meanwhile
+        try:
+            with ThreadPoolExecutor(
+                max(1, ahead), thread_name_prefix="hdfsspec-read-ahead"
+            ) as pool:
+                queue: deque[tuple[list[int], Future[list[bytes]]]] = deque()
+                for batch in batches:
+                    queue.append((batch, pool.submit(self.read_frames, batch)))
+                    if len(queue) > max(1, ahead):
+                        done, pending = queue.popleft()
+                        yield from zip(done, pending.result(), strict=True)
+                while queue:
                     done, pending = queue.popleft()
                     yield from zip(done, pending.result(), strict=True)
-            while queue:
-                done, pending = queue.popleft()
-                yield from zip(done, pending.result(), strict=True)
+        finally:
+            blocks.release(held)
 
     def _batch_bytes(self) -> int:
         link = self._frames.link.estimate
@@ -233,6 +270,7 @@ class DicomFile(AbstractBufferedFile):
         wanted = np.asarray(chosen, dtype=np.int64)
         cache.check_range(wanted)
         index = None
+        ordered = bool(np.all(wanted[1:] >= wanted[:-1]))  # every frame in order, typically
         if frames and not walk_ahead:  # a known set: one walk to the furthest frame
             index = cache.view(frames=int(wanted.max()) + 1)
         batch: list[int] = []
@@ -244,8 +282,11 @@ class DicomFile(AbstractBufferedFile):
                 index = cache.view(frames=f + 1, ahead=walk_ahead)  # walks on without a table
             # the run of wanted frames this index holds, sized at once
             run = wanted[i:]
-            beyond = np.flatnonzero(run >= index.number_of_frames)
-            run = run[: beyond[0]] if beyond.size else run
+            if ordered:  # the frames before the first one beyond the index
+                run = run[: int(np.searchsorted(run, index.number_of_frames))]
+            else:
+                beyond = np.flatnonzero(run >= index.number_of_frames)
+                run = run[: beyond[0]] if beyond.size else run
             if not run.size:  # not a frame of the index: no bytes of its own
                 run, sizes = wanted[i : i + 1], np.zeros(1, dtype=np.int64)
             else:  # the end of the last frame may not be known yet: no size

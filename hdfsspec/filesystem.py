@@ -20,6 +20,7 @@ from hdfsspec.firstread import first_read
 from hdfsspec.link import DEFAULT_BANDWIDTH, DEFAULT_RTT, LinkModel
 from hdfsspec.persist import default_store, object_identity
 from hdfsspec.progress import Progress
+from hdfsspec.redact import install as install_redaction
 from hdfsspec.signed import (
     POOL,
     Fallback,
@@ -181,6 +182,8 @@ class DicomFileSystem(ChainedFileSystem):
             learn=rtt is None or bandwidth is None,
         )
         self.target_protocol = fs.protocol if isinstance(fs.protocol, str) else fs.protocol[0]
+        if self.target_protocol in ("http", "https"):  # a presigned URL, logged by fsspec.http
+            install_redaction()
         self.options: ReadOptions = DEFAULT_OPTIONS.updated(
             max_cache_bytes=max_cache_bytes,
             first_request=first_request,

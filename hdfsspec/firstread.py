@@ -10,6 +10,11 @@ one request instead of two, and its bytes are the header's first request: S3's
 Other targets return None here and are opened with ``info()``. (GCS's media GET
 has the size in Content-Range and the generation in ``x-goog-generation``, but the
 emulator the tests run lacks the latter: not done, untested.)
+
+The GET and the read of its body are one attempt of :func:`hdfsspec.retry.retry_async`:
+a body cut short or reset, or shorter than its Content-Range says, is read again
+(s3fs retries only the request, the body is read here); what still fails is a
+:class:`~hdfsspec.errors.TransportError` naming the object and the range.
 """
 
 from __future__ import annotations
@@ -22,6 +27,7 @@ import fsspec
 from fsspec.asyn import sync
 
 from hdfsspec._types import is_instance
+from hdfsspec.retry import ShortRead, is_transient, retry_async, transport_error
 
 __all__ = ["first_read"]
 
@@ -35,7 +41,8 @@ def first_read(
 
     ``info`` has the ``size``, ``name``, ``type`` and version keys (``ETag``...) of
     the target's ``info()``. Missing objects and denied access raise the target's
-    own errors (``FileNotFoundError``, ``PermissionError``).
+    own errors (``FileNotFoundError``, ``PermissionError``); a transport failure that
+    outlasts the retries raises :class:`~hdfsspec.errors.TransportError`.
     """
     reader = _reader(fs)
     if reader is None or nbytes < 1:
@@ -44,8 +51,13 @@ def first_read(
         return sync(fs.loop, reader, fs, path, nbytes)
     except (FileNotFoundError, PermissionError):
         raise
-    except (OSError, ValueError, KeyError):  # e.g. an empty object: no range to read
-        return None
+    except Exception as exc:
+        if not is_transient(exc):
+            if isinstance(exc, OSError | ValueError | KeyError):  # e.g. an empty object
+                return None  # no range to read: info() says what it is
+            raise
+        error = exc
+    raise transport_error(error, fs.unstrip_protocol(path), 0, nbytes)
 
 
 def _reader(fs: fsspec.AbstractFileSystem) -> Any:
@@ -57,12 +69,21 @@ def _reader(fs: fsspec.AbstractFileSystem) -> Any:
     return None
 
 
-def _size_from(content_range: Any, received: int) -> int | None:
-    """The object's size from ``Content-Range: bytes 0-N/SIZE`` of a first read, if usable."""
+def _size_from(content_range: Any, data: bytes, nbytes: int) -> int | None:
+    """The object's size from ``Content-Range: bytes 0-N/SIZE`` of a first read, if usable.
+
+    Raises :class:`~hdfsspec.retry.ShortRead` (read again) when the body holds fewer
+    bytes than asked for and the object has (whatever the header says of the range).
+    """
     match = _CONTENT_RANGE.match(str(content_range or ""))
-    if match is None or int(match.group(1)) != 0 or int(match.group(2)) + 1 != received:
+    if match is None or int(match.group(1)) != 0:
         return None
-    return int(match.group(3))
+    size = int(match.group(3))
+    if len(data) < min(nbytes, size):
+        raise ShortRead(0, min(nbytes, size), len(data))
+    if int(match.group(2)) + 1 != len(data):
+        return None
+    return size
 
 
 async def _s3_first(fs: Any, path: str, nbytes: int) -> tuple[dict[str, Any], bytes] | None:
@@ -70,19 +91,33 @@ async def _s3_first(fs: Any, path: str, nbytes: int) -> tuple[dict[str, Any], by
     if not key:
         return None  # a bucket: info() says what it is
     extra = {"VersionId": version} if version else {}
-    try:
-        resp = await fs._call_s3(
-            "get_object", Bucket=bucket, Key=key, Range=f"bytes=0-{nbytes - 1}", **extra
-        )
-    except FileNotFoundError as exc:  # s3fs's message alone ("The specified key does not
-        if exc.filename:  # exist."): named, as s3fs's own open names it
-            raise
-        raise FileNotFoundError(errno.ENOENT, str(exc), path) from exc
-    try:
-        data = await resp["Body"].read()
-    finally:
-        resp["Body"].close()
-    size = _size_from(resp.get("ContentRange"), len(data))
+
+    async def attempt() -> Any:
+        """One GET and its body: s3fs retries the request, not the body read here.
+
+        An error of the request (retried by s3fs) is returned: final. The body's
+        errors, and a body shorter than asked, are raised: retried.
+        """
+        try:
+            resp = await fs._call_s3(
+                "get_object", Bucket=bucket, Key=key, Range=f"bytes=0-{nbytes - 1}", **extra
+            )
+        except Exception as exc:
+            return exc
+        try:
+            data = await resp["Body"].read()
+        finally:
+            resp["Body"].close()
+        return resp, data, _size_from(resp.get("ContentRange"), data, nbytes)
+
+    got = await retry_async(attempt)
+    if isinstance(got, FileNotFoundError) and not got.filename:
+        # s3fs's message alone ("The specified key does not exist."): named, as s3fs's
+        # own open names it
+        raise FileNotFoundError(errno.ENOENT, str(got), path) from got
+    if isinstance(got, BaseException):
+        raise got
+    resp, data, size = got
     if size is None:
         return None  # no usable Content-Range: let info() say
     info = {
@@ -107,20 +142,27 @@ async def _az_first(fs: Any, path: str, nbytes: int) -> tuple[dict[str, Any], by
     container, blob, version = fs.split_path(fs._strip_protocol(path))
     if version or not blob:
         return None  # versions and containers: info() knows them
-    try:
+
+    async def attempt() -> tuple[Any, bytes, int | None]:
+        """One download and its body, checked against its Content-Range."""
         async with fs.service_client.get_blob_client(container=container, blob=blob) as bc:
             stream = await bc.download_blob(offset=0, length=nbytes, **fs._timeout_kwargs)
             data = await stream.readall()
+        return stream, data, _size_from(stream.properties.content_range, data, nbytes)
+
+    try:
+        stream, data, size = await retry_async(attempt)
     except ResourceNotFoundError as exc:
         raise FileNotFoundError(path) from exc
     except ClientAuthenticationError as exc:
         raise PermissionError(path) from exc
-    except HttpResponseError:  # e.g. an empty blob has no range to read: info() says
+    except HttpResponseError as exc:  # e.g. an empty blob has no range to read: info() says
+        if is_transient(exc):
+            raise
         return None
-    props = stream.properties
-    size = _size_from(props.content_range, len(data))
     if size is None:
         return None
+    props = stream.properties
     info = {  # the keys of adlfs's info(): the persisted index's identity is the same
         "name": f"{container}/{blob}",
         "size": size,

@@ -29,6 +29,12 @@ length check; signed S3 reads send ``If-Match``, see :mod:`hdfsspec.signed`.)
 
 GCS is read as it is: gcsfs takes ``generation=``, but the emulator the tests run
 ignores it, so it could not be tested.
+
+Transient failures are read again (:mod:`hdfsspec.retry`), with the same condition:
+an S3 or Azure range's GET and body read are one attempt (s3fs retries the request,
+not the body this module reads), and the ranges of an HTTP target that failed
+transiently are read again (fsspec's HTTP filesystem does not retry). A body shorter
+than its range is a transient failure there, never served.
 """
 
 from __future__ import annotations
@@ -46,6 +52,7 @@ from fsspec.implementations.memory import MemoryFileSystem
 
 from hdfsspec._types import http_status, is_instance
 from hdfsspec.errors import ObjectChangedError
+from hdfsspec.retry import check_length, object_end, retry_async, retry_ranges
 
 __all__ = ["VersionPin"]
 
@@ -131,14 +138,22 @@ class VersionPin:
         ObjectChangedError
             The object is not the one that was opened.
         """
-        fs, paths = self.fs, [self.path] * len(ranges)
-        starts, stops = [a for a, _ in ranges], [b for _, b in ranges]
+        fs = self.fs
         if self._azure_etag is not None:
             return list(sync(fs.loop, self._azure_ranges, ranges))
         if self._s3:
             return list(sync(fs.loop, self._s3_ranges, ranges))
         if _uncached_ranges_broken(fs, self.path):
             fs.open(self.path, "rb").close()  # the whole file into the local cache first
+        if is_instance(fs, "fsspec.implementations.http", "HTTPFileSystem"):
+            # fsspec's HTTP filesystem retries nothing: transient failures are read again
+            return retry_ranges(lambda again: self._cat(fs, again), ranges)[0]
+        return self._cat(fs, ranges)
+
+    def _cat(self, fs: fsspec.AbstractFileSystem, ranges: Sequence[tuple[int, int]]) -> list[Any]:
+        """One ``cat_ranges`` of ``ranges``, pinned, checked (:meth:`check`)."""
+        paths = [self.path] * len(ranges)
+        starts, stops = [a for a, _ in ranges], [b for _, b in ranges]
         out = list(fs.cat_ranges(paths, starts, stops, **self._arguments(fs)))
         again = self.check(ranges, out)
         if again:
@@ -157,19 +172,24 @@ class VersionPin:
         container, blob, version = fs.split_path(fs._strip_protocol(self.path))
         limit = asyncio.Semaphore(_AZURE_CONCURRENCY)
 
+        async def attempt(client: Any, start: int, stop: int) -> bytes:
+            """One download and its body, with the open's ETag as condition."""
+            stream = await client.download_blob(
+                offset=start,
+                length=stop - start,
+                version_id=version,
+                etag=self._azure_etag,
+                match_condition=MatchConditions.IfNotModified,
+                max_concurrency=getattr(fs, "max_concurrency", None) or 1,
+                **fs._timeout_kwargs,
+            )
+            data = await stream.readall()
+            return check_length(data, start, object_end(stream.properties.content_range, stop))
+
         async def one(client: Any, start: int, stop: int) -> Any:
             async with limit:
                 try:
-                    stream = await client.download_blob(
-                        offset=start,
-                        length=stop - start,
-                        version_id=version,
-                        etag=self._azure_etag,
-                        match_condition=MatchConditions.IfNotModified,
-                        max_concurrency=getattr(fs, "max_concurrency", None) or 1,
-                        **fs._timeout_kwargs,
-                    )
-                    return await stream.readall()
+                    return await retry_async(lambda: attempt(client, start, stop))
                 except ResourceModifiedError:  # returned, as cat_ranges(on_error="return")
                     return self._changed(start, f"ETag {self._azure_etag} no longer matches")
                 except ResourceNotFoundError:  # as adlfs says it
@@ -185,23 +205,32 @@ class VersionPin:
         bucket, key, _ = fs.split_path(self.path)
         limit = asyncio.Semaphore(_S3_CONCURRENCY)
 
+        async def attempt(start: int, stop: int) -> Any:
+            """One GET and its body. The request is s3fs's call (its retries, its errors,
+            its extra arguments): its error is returned, final. The body's errors, and a
+            body shorter than the range, are raised: read again."""
+            try:
+                span = f"bytes={start}-{stop - 1}"
+                resp = await fs._call_s3("get_object", Bucket=bucket, Key=key, Range=span, **pin)
+            except Exception as exc:
+                return exc
+            try:
+                data = await resp["Body"].read()
+            finally:
+                resp["Body"].close()
+            return check_length(data, start, object_end(resp.get("ContentRange"), stop))
+
         async def one(start: int, stop: int) -> Any:
             if stop <= start:
                 return b""
             async with limit:
-                try:  # s3fs's call: its retries, its errors, its extra arguments
-                    span = f"bytes={start}-{stop - 1}"
-                    resp = await fs._call_s3(
-                        "get_object", Bucket=bucket, Key=key, Range=span, **pin
-                    )
-                    try:
-                        return await resp["Body"].read()
-                    finally:
-                        resp["Body"].close()
+                try:
+                    got = await retry_async(lambda: attempt(start, stop))
                 except Exception as exc:  # returned, as cat_ranges(on_error="return")
-                    if _precondition_failed(exc):
-                        return self._changed(start, f"ETag {pin.get('IfMatch')} no longer matches")
-                    return exc
+                    got = exc
+            if isinstance(got, Exception) and _precondition_failed(got):
+                return self._changed(start, f"ETag {pin.get('IfMatch')} no longer matches")
+            return got
 
         return list(await asyncio.gather(*(one(a, b) for a, b in ranges)))
 

@@ -18,14 +18,21 @@ On a 403 (an expired URL) the URL is signed again once. Reads that still fail ar
 made again by the target filesystem: its retries apply, and its own errors
 (``FileNotFoundError``, ``PermissionError``) reach the caller unchanged. After a
 failure that says something of the URL (a 403 signed again, a 404...) the target
-serves the file from then on; after a transient one (a 5xx such as S3's 503 Slow
-Down, a dropped connection) only the failed ranges go to it, and signed reads go
-on, until :data:`TRANSIENT_LIMIT` batches have had one.
+serves the file from then on. A transient one (a 5xx such as S3's 503 Slow Down, a
+dropped connection, a body cut short or shorter than its range) is read again on
+the URL, with backoff (:func:`hdfsspec.retry.retry_ranges`, the same ``If-Match``);
+the ranges that still fail go to the target, and signed reads go on, until
+:data:`TRANSIENT_LIMIT` batches have sent it some.
+
+The URL is a bearer credential while it is valid: the loggers of fsspec's HTTP
+filesystem (which logs each URL it fetches) and aiohttp get a redacting filter
+(:func:`hdfsspec.redact.install`) when a :class:`SignedRanges` is made, no failed GET
+of it is raised (its ranges are read again by the target), and the ``repr`` of a
+:class:`SignedRanges` names the object, never the URL.
 """
 
 from __future__ import annotations
 
-import asyncio
 import threading
 import time
 import urllib.request
@@ -38,6 +45,8 @@ import fsspec
 from hdfsspec._fork import renew_after_fork
 from hdfsspec._types import http_status, is_instance
 from hdfsspec.errors import ObjectChangedError
+from hdfsspec.redact import install as install_redaction
+from hdfsspec.retry import is_transient, retry_ranges
 
 __all__ = ["POOL", "SignedRanges", "http_client", "signable", "signed_ranges", "timeouts"]
 
@@ -47,8 +56,8 @@ POOL = 256
 """Connections of the HTTP session of signed reads (aiohttp's default is 100): a batch
 of 200 scattered frames goes out as one wave of requests, not two."""
 TRANSIENT_LIMIT = 3
-"""Batches with a transient failure (5xx, dropped connection) after which s3fs reads."""
-_TRANSIENT_STATUS = (500, 502, 503, 504)
+"""Batches with a transient failure (5xx, dropped connection) that outlasted the retries
+on the URL, after which s3fs reads."""
 _UNSAFE_CONFIG = ("proxies", "proxies_config", "client_cert")
 _UNSAFE_CLIENT = ("verify", "config", "use_ssl", "aws_session_token")
 
@@ -146,7 +155,10 @@ class SignedRanges:
     active : bool
         False once the reads went back to the target for good.
     transient_failures : int
-        Batches that had a transient failure (their failed ranges read by the target).
+        Batches that had a transient failure the retries on the URL did not overcome
+        (their failed ranges read by the target).
+    retries : int
+        Ranges read again on the URL after a transient failure.
     """
 
     def __init__(
@@ -164,7 +176,13 @@ class SignedRanges:
         self._lock = threading.Lock()
         self.active = True
         self.transient_failures = 0
+        self.retries = 0
+        install_redaction()  # fsspec's HTTP filesystem logs every URL it fetches
         renew_after_fork(self)
+
+    def __repr__(self) -> str:
+        state = "active" if self.active else "reads by the target"
+        return f"<SignedRanges {self.path!r}: {state}, {self.transient_failures} transient>"
 
     def _after_fork(self) -> None:
         self._lock = threading.Lock()
@@ -197,9 +215,22 @@ class SignedRanges:
             self.active = False
             return self._fallback(ranges)
         out = self._get(ranges, url)
-        failed = [k for k, data in enumerate(out) if not isinstance(data, bytes)]
+        failed = [k for k, data in enumerate(out) if not _complete(data, ranges[k])]
         if failed and all(http_status(out[k]) == 403 for k in failed):  # expired: sign again
-            again = self._get([ranges[k] for k in failed], self.url(again=True))
+            url = self.url(again=True)
+            again = self._get([ranges[k] for k in failed], url)
+            for k, data in zip(failed, again, strict=True):
+                out[k] = data
+            failed = [k for k in failed if not _complete(out[k], ranges[k])]
+        if failed:  # transient (a 5xx, a body cut short...): read again on the URL
+            again, retried = retry_ranges(
+                lambda some: self._get(some, url),
+                [ranges[k] for k in failed],
+                [out[k] for k in failed],
+                transient=_transient,
+                together=True,  # a failure that says something of the URL: to the target
+            )
+            self.retries += retried
             for k, data in zip(failed, again, strict=True):
                 out[k] = data
             failed = [k for k in failed if not isinstance(out[k], bytes)]
@@ -249,9 +280,11 @@ def _proxied(url: str) -> bool:
 
 
 def _transient(error: Any) -> bool:
-    """Whether a failed GET says nothing of the URL: a 5xx, or a dropped connection."""
-    import aiohttp  # only signed reads use it (fsspec's HTTP filesystem needs it)
+    """Whether a failed GET says nothing of the URL: a 5xx, 408 or 429, a dropped
+    connection, a timeout, a body cut short (:func:`hdfsspec.retry.is_transient`)."""
+    return is_transient(error)
 
-    if http_status(error) in _TRANSIENT_STATUS:
-        return True
-    return isinstance(error, (aiohttp.ClientConnectionError, asyncio.TimeoutError))
+
+def _complete(data: Any, span: tuple[int, int]) -> bool:
+    """Whether ``data`` is the bytes of ``span``, not a failure nor a body cut short."""
+    return isinstance(data, bytes) and len(data) >= span[1] - span[0]

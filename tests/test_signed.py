@@ -15,7 +15,7 @@ from fsspec.asyn import sync
 from oracle import reference_frames
 
 import hdfsspec
-from hdfsspec import signed
+from hdfsspec import retry, signed
 from hdfsspec.signed import POOL, _proxied, timeouts
 from hdfsspec.testing import ShapingProxy, build_slide, jpeg_tiles
 
@@ -146,7 +146,10 @@ def test_refused_again_goes_back_to_s3fs_and_its_error(s3_endpoint, proxy):
 
 
 @pytest.mark.parametrize("status", [503, 500])
-def test_a_transient_failure_goes_to_s3fs_for_those_ranges_only(s3_endpoint, proxy, status):
+def test_a_transient_failure_is_read_again_on_the_url_then_by_s3fs(
+    s3_endpoint, proxy, status, monkeypatch
+):
+    monkeypatch.setattr(retry, "FIRST_DELAY", 0.001)  # the same rounds, without the waits
     path = _put(s3_endpoint, f"t{status}.dcm", SLIDE)
     expected = reference_frames(SLIDE)
     with _dicom(proxy).open(path) as f:
@@ -155,17 +158,25 @@ def test_a_transient_failure_goes_to_s3fs_for_those_ranges_only(s3_endpoint, pro
         proxy.refuse, proxy.refuse_status = 1, status  # S3's 503 Slow Down, say
         assert f.read_frames([9]) == [expected[9]]
         gets = proxy.log.gets()[before:]
-        assert [_signed(e) for e in gets] == [True, False]  # refused; then s3fs's GET
+        assert [_signed(e) for e in gets] == [True, True]  # refused; read again on the URL
+        assert f._signed.active and f._signed.transient_failures == 0
+        assert f._signed.retries == 1
+        before = proxy.log.requests
+        proxy.refuse = retry.ATTEMPTS  # every attempt on the URL: then s3fs's GET
+        assert f.read_frames([30]) == [expected[30]]
+        gets = proxy.log.gets()[before:]
+        assert [_signed(e) for e in gets] == [True] * retry.ATTEMPTS + [False]
         assert f._signed.active and f._signed.transient_failures == 1
-        assert f.read_frames([30]) == [expected[30]]  # signed reads go on
+        assert f.read_frames([31]) == [expected[31]]  # signed reads go on
         assert _signed(proxy.log.gets()[-1])
         for k in range(signed.TRANSIENT_LIMIT - 1):  # until too many batches had one
-            proxy.refuse = 1
+            proxy.refuse = retry.ATTEMPTS
             assert f.read_frames([40 + k]) == [expected[40 + k]]
         assert not f._signed.active
         assert f.read_frames([50]) == [expected[50]] and not _signed(proxy.log.gets()[-1])
         # the file counts each range once; the wire also saw the refused attempts
-        assert proxy.log.requests == f.stats.requests + signed.TRANSIENT_LIMIT
+        refused = 1 + retry.ATTEMPTS * signed.TRANSIENT_LIMIT
+        assert proxy.log.requests == f.stats.requests + refused
         assert proxy.log.bytes == f.stats.bytes
 
 

@@ -23,7 +23,7 @@ from oracle import reference_frames
 from test_backends import SLIDE
 
 import hdfsspec
-from hdfsspec import highdicom_io
+from hdfsspec import TransportError, highdicom_io
 from hdfsspec.testing import CountingFileSystem, build_seg
 
 SEG, _ = build_seg(slices=16, segments=5, rows=64, cols=48, seed=3)
@@ -167,8 +167,9 @@ def test_a_thread_waiting_for_frames_whose_fetch_failed_fetches_them_itself():
         second = pool.submit(f.read_frames, [20])  # waits for the first thread's fetch
         before = target.requests
         target.go.set()
-        with pytest.raises(ConnectionResetError):
+        with pytest.raises(TransportError) as failed:  # a dropped connection, typed
             first.result(10)
+        assert isinstance(failed.value.__cause__, ConnectionResetError)
         assert second.result(10) == [reference_frames(SLIDE)[20]]
         assert target.requests == before + 1  # the waiting thread's own fetch, once
 

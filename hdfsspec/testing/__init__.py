@@ -12,12 +12,15 @@ from hdfsspec.testing.builders import (
     jpeg_tiles,
 )
 from hdfsspec.testing.counting import CountingFileSystem
+from hdfsspec.testing.faults import Fault, FaultPlan
 from hdfsspec.testing.objects import build_annotations, build_ct_series, build_seg, build_sr
 from hdfsspec.testing.proxy import ShapingProxy
 from hdfsspec.testing.servers import RangeHTTPServer, RequestLog, moto_s3
 
 __all__ = [
     "CountingFileSystem",
+    "Fault",
+    "FaultPlan",
     "RangeHTTPServer",
     "RequestLog",
     "ShapingProxy",

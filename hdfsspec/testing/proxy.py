@@ -18,6 +18,9 @@ answers them in parallel (a thread per connection under ``http.server`` cost
 about 0.4 ms a request, serialized by the GIL, and made such rounds look slower
 than they are). Requests to the upstream server run in a thread pool, each
 client connection on an upstream connection of its own.
+
+``faults`` (a :class:`~hdfsspec.testing.faults.FaultPlan`) spoils responses: 5xx and
+403 answers, bodies reset or cut short, stalls (see :mod:`hdfsspec.testing.faults`).
 """
 
 from __future__ import annotations
@@ -32,6 +35,7 @@ import time
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
+from hdfsspec.testing.faults import FaultPlan, refuse, spoil
 from hdfsspec.testing.servers import RequestLog
 
 if TYPE_CHECKING:
@@ -107,6 +111,8 @@ class ShapingProxy:
         Request path -> local file served directly for GET.
     lifetime : float
         Seconds after which the proxy stops by itself.
+    faults : FaultPlan, optional
+        Faults injected into the responses (also settable later as :attr:`faults`).
     """
 
     def __init__(
@@ -118,6 +124,7 @@ class ShapingProxy:
         overhead: float = 0.0,
         local_objects: dict[str, str] | None = None,
         lifetime: float = 1800.0,
+        faults: FaultPlan | None = None,
     ) -> None:
         parts = urlsplit(upstream)
         if parts.hostname not in ("127.0.0.1", "localhost", "::1"):
@@ -133,6 +140,8 @@ class ShapingProxy:
         self.refuse_status = 403
         """The status they are refused with (403 Forbidden, 503 Slow Down ...)."""
         self.log = RequestLog()
+        self.faults = faults
+        """The :class:`~hdfsspec.testing.faults.FaultPlan` consulted per response, if any."""
         self._link_free_at = 0.0
         self._lock = threading.Lock()
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -281,8 +290,16 @@ class ShapingProxy:
             await writer.drain()
             return request.keep_alive
         filename = self.local_objects.get(request.path)
-        if request.method == "GET" and filename is not None:
+        if request.method == "GET" and filename is not None:  # (no faults: benchmarks' objects)
             await self._local_get(request, filename, writer)
+            return request.keep_alive
+        plan = self.faults
+        strike = None if plan is None else plan.choose(request.method, request.target)
+        match = _RANGE.match(request.get("Range"))
+        entry = (request.method, request.target, int(match.group(1)) if match else None)
+        if strike is not None and strike.kind in ("status", "forbid"):
+            await self._wait_round_trip()  # an error answer, never forwarded
+            await refuse(strike, self.log, entry, writer, _head)
             return request.keep_alive
         assert self._loop is not None
         try:
@@ -290,6 +307,8 @@ class ShapingProxy:
                 self._pool, self._forward, upstream, request
             )
         except (http.client.HTTPException, OSError):
+            if strike is not None:
+                strike.spare()
             writer.write(_head(502, "Bad Gateway", [("Content-Length", "0")]))
             await writer.drain()
             return False
@@ -302,10 +321,13 @@ class ShapingProxy:
         ]
         if not head:
             fields.append(("Content-Length", str(len(data))))
+        if strike is not None:  # a fault of the body: sent spoilt (an error, a HEAD: whole)
+            response = (status, reason, fields, data)
+            stays = await spoil(strike, self.log, entry, writer, _head, self._send, response)
+            if stays is not None:
+                return stays and request.keep_alive
         writer.write(_head(status, reason, fields))
-        match = _RANGE.match(request.get("Range"))
-        start = int(match.group(1)) if match else None
-        self.log.add(request.method, request.target, start, None, len(data))
+        self.log.add(*entry, None, len(data))
         if not head:
             await self._send(writer, data)
         else:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import re
 import threading
+from collections import Counter
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -26,18 +27,29 @@ _RANGE = re.compile(r"bytes=(\d*)-(\d*)$")
 
 @dataclass
 class RequestLog:
-    """Requests seen by a server: ``(method, path, start, stop, bytes_sent)``."""
+    """Requests seen by a server: ``(method, path, start, stop, bytes_sent)``.
+
+    ``faults`` counts the faults a :class:`~hdfsspec.testing.faults.FaultPlan` made the
+    proxy inject, by kind (the spoilt responses are entries too).
+    """
 
     entries: list[tuple[str, str, int | None, int | None, int]] = field(default_factory=list)
     lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+    faults: Counter[str] = field(default_factory=Counter)
 
     def add(self, *entry: Any) -> None:
         with self.lock:
             self.entries.append(entry)
 
+    def fault(self, kind: str) -> None:
+        """Count one injected fault of ``kind``."""
+        with self.lock:
+            self.faults[kind] += 1
+
     def clear(self) -> None:
         with self.lock:
             self.entries.clear()
+            self.faults.clear()
 
     def gets(self, path: str | None = None) -> list[tuple[str, str, int | None, int | None, int]]:
         """The GET requests (optionally of one path)."""
