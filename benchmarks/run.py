@@ -46,7 +46,7 @@ from cells import (  # noqa: E402
 from child import dicom_filesystem  # noqa: E402
 from data import FULL, QUICK, make_data  # noqa: E402
 from fresh import (  # noqa: E402
-    MEMORY_TARGET,
+    MEMORY_TARGETS,
     PERSISTED_TARGETS,
     Memory,
     measure_memory,
@@ -222,16 +222,19 @@ def median_cell(wname: str, mname: str, runs: list[Cell]) -> Cell:
     return cell
 
 
-def run_memory(m: Matrix, targets: list[Target]) -> tuple[Target, list[Memory]]:
-    """The memory rows (new processes reading every frame of the memory target)."""
-    t = next(t for t in targets if t.name == MEMORY_TARGET)
-    expected = m.references.get((t.name, EVERY_FRAME))
-    if expected is None:
-        expected = WORKLOADS[EVERY_FRAME][0](local_method(t), t)
-    rows = measure_memory(m.proxy, t, expected, m.args.cap)
-    for row in rows:
-        print(f"memory {t.name}: {row.summary()}", flush=True)
-    return t, rows
+def run_memory(m: Matrix, targets: list[Target]) -> list[Memory]:
+    """The memory rows (new processes reading every frame of each memory target)."""
+    rows = []
+    for t in targets:
+        if t.name not in MEMORY_TARGETS:
+            continue
+        expected = m.references.get((t.name, EVERY_FRAME))
+        if expected is None:
+            expected = WORKLOADS[EVERY_FRAME][0](local_method(t), t)
+        for row in measure_memory(m.proxy, t, expected, m.args.cap):
+            print(f"memory: {row.summary()}", flush=True)
+            rows.append(row)
+    return rows
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -274,7 +277,7 @@ def main(argv: list[str] | None = None) -> int:
         for t in targets:
             cells += run_target(m, t)
         memory = run_memory(m, targets)
-    checks = check_targets(cells, targets, memory[1], args.rtt, args.bandwidth)
+    checks = check_targets(cells, targets, memory, args.rtt, args.bandwidth)
     for check in checks:
         print(
             f"target {'pass' if check.passed else 'FAIL'}: {check.target} {check.workload}: "
@@ -284,7 +287,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.readme:
         write_readme_table(cells, args.cap)
     failed = any("DIFFERENT" in c.note or c.note.startswith("error") for c in cells)
-    return 1 if failed or any(row.note for row in memory[1]) else 0
+    return 1 if failed or any(row.note for row in memory) else 0
 
 
 README_METHODS = (
@@ -349,7 +352,7 @@ def write_results(
     sizes: Any,
     targets: list[Target],
     cells: list[Cell],
-    memory: tuple[Target, list[Memory]],
+    memory: list[Memory],
     total: float,
     checks: list[Any],
 ) -> None:
@@ -392,7 +395,8 @@ def write_results(
         )
     persisted = min(PERSISTED_REPEAT, args.repeat)
     lines += ["", *targets_section(checks, args.repeat, persisted), "", *spread_section(cells)]
-    lines += ["", *memory_section(*memory)]
+    sizes_mb = {t.name: len(t.local) / 1e6 for t in targets if t.name in MEMORY_TARGETS}
+    lines += ["", *memory_section(memory, sizes_mb)]
     args.out.write_text("\n".join(lines) + "\n")
     print(f"wrote {args.out}")
 

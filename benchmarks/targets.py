@@ -155,9 +155,9 @@ def check_targets(
         out.append(
             Check(
                 "memory",
-                f"every frame, cache bound {m.bound / 2**20:.0f} MiB",
-                f"peak RSS <= bound + 150 MB = {m.target_mb:.0f} MB",
-                f"{m.peak_mb:.0f} MB" + (f" ({m.note})" if m.note else ""),
+                f"{m.target}, every frame, cache bound {m.bound / 2**20:.0f} MiB",
+                f"peak RSS growth <= bound + 32 MiB = {m.target_mb:.0f} MB",
+                f"{m.growth_mb:.0f} MB" + (f" ({m.note})" if m.note else ""),
                 m.passed,
             )
         )

@@ -29,11 +29,20 @@ class FrameBlocks:
     bound : int
         Largest sum of the lengths of the blocks held; a block larger than it is
         not kept.
+
+    Notes
+    -----
+    What the cache holds outside its blocks counts against the same bound: a walk's
+    windows and the rounds it keeps, batches fetched ahead for a sequential reader.
+    Their owners :meth:`reserve` those bytes (blocks are evicted to make room) and
+    :meth:`release` them when done, so that blocks and the rest together stay
+    within ``bound``.
     """
 
     def __init__(self, bound: int) -> None:
         self.bound = bound
         self.nbytes = 0
+        self.reserved = 0
         self._items: OrderedDict[int, Block] = OrderedDict()
         self._lock = threading.Lock()
         renew_after_fork(self)
@@ -78,9 +87,25 @@ class FrameBlocks:
                     continue
                 items[frame] = block
                 self.nbytes += len(block[1])
-            while self.nbytes > self.bound:
-                _, (_, evicted) = items.popitem(last=False)
-                self.nbytes -= len(evicted)
+            self._evict()
+
+    def _evict(self) -> None:
+        """Drop the least recently used blocks until blocks and reservations fit."""
+        items, room = self._items, max(0, self.bound - self.reserved)
+        while self.nbytes > room and items:
+            _, (_, evicted) = items.popitem(last=False)
+            self.nbytes -= len(evicted)
+
+    def reserve(self, nbytes: int) -> None:
+        """Count ``nbytes`` held elsewhere against the bound (blocks are evicted for them)."""
+        with self._lock:
+            self.reserved += max(0, nbytes)
+            self._evict()
+
+    def release(self, nbytes: int) -> None:
+        """Stop counting ``nbytes`` reserved before."""
+        with self._lock:
+            self.reserved = max(0, self.reserved - max(0, nbytes))
 
     def clear(self) -> None:
         """Drop every block."""

@@ -38,6 +38,30 @@ _PIXEL_TAG = 0x7FE00010
 _DELIMITER = struct.pack("<HHL", 0xFFFE, 0xE0DD, 0)
 
 
+_MIN_WINDOW = 256 * 1024
+"""Smallest scan window a small cache bound shrinks the windows to."""
+
+
+def walk_options(options: ReadOptions) -> tuple[ReadOptions, int]:
+    """The options of a walk within the cache bound, and the most its run may hold.
+
+    A walk holds its windows in flight and the one being walked (``scan_concurrency``
+    + 1 windows) and a run of the rounds it fetched (frames are cut from it into the
+    blocks as the walk completes them; while the grouping of the fragments is unsure,
+    the run grows): each at most a quarter of the cache bound (``max_cache_bytes``)
+    where windows of at least 256 KiB allow it. A small bound shrinks the windows,
+    then their concurrency (to one). What the walk holds is reserved in the blocks
+    (:meth:`~hdfsspec.blocks.FrameBlocks.reserve`), so that blocks and walk together
+    stay within the bound.
+    """
+    concurrency = options.scan_concurrency
+    share = options.max_cache_bytes // 4
+    window = min(options.scan_window, max(_MIN_WINDOW, share // (concurrency + 1)))
+    concurrency = max(1, min(concurrency, share // window - 1))
+    fitted = options.updated(scan_window=window, scan_concurrency=concurrency)
+    return fitted, max(share, 2 * window)
+
+
 class PartialScan:
     """A resumable scan of one object's fragment items, feeding the cache it belongs to.
 
@@ -72,14 +96,23 @@ class PartialScan:
         link: LinkModel,
         progress: Progress = None,
     ) -> None:
-        self.parsed, self.options = parsed, options
+        self.parsed = parsed
         self._blocks, self._heads, self._stats, self._link = blocks, heads, stats, link
         self._progress_option = progress
         self._progress: ScanProgress | None = None  # of the walk under way
         self._run: deque[tuple[int, bytes]] = deque()
-        self.scanner = ItemScanner(parsed, fetch, number_of_frames(parsed), options, self._scanned)
+        self.options, self._run_bound = walk_options(options)
+        # the windows in flight and the one walked, until the walk ends; the run's bytes
+        # are reserved as it grows and shrinks (_run_held)
+        self._reserved = (self.options.scan_concurrency + 1) * self.options.scan_window
+        blocks.reserve(self._reserved)
+        self.scanner = ItemScanner(
+            parsed, fetch, number_of_frames(parsed), self.options, self._scanned
+        )
         self.partial: FrameIndex | None = None  # the frames found so far
         self._served = 0  # frames handed out before the walk ended, checked when it ends
+        self._kept = 0  # frames the walk completed and put in the blocks while walking
+        self._run_reserved = 0  # bytes of the run reserved in the blocks
         self._synced = 0  # item heads of the scanner already in ``heads``
 
     def view(
@@ -116,8 +149,12 @@ class PartialScan:
         return self.partial, False
 
     def close(self) -> None:
-        """Stop fetching ahead."""
+        """Stop fetching ahead; what the walk held no longer counts against the bound."""
         self.scanner.close()
+        self._run.clear()
+        self._run_held()
+        reserved, self._reserved = self._reserved, 0
+        self._blocks.release(reserved)
 
     def _timed(self, nbytes: int, seconds: float) -> None:
         """Count a walk's wall time; a long one is a sample of the link's bandwidth."""
@@ -126,15 +163,36 @@ class PartialScan:
             self._link.observe([nbytes], seconds)
 
     def _scanned(self, base: int, data: bytes) -> None:
-        """Keep the rounds the walk fetched (a contiguous run, bounded by the cache size)."""
+        """Keep the rounds the walk fetched (a contiguous run of at most two windows)."""
         if self._progress is not None:
             self._progress.update(base + len(data))
         run = self._run
         if run and base > run[-1][0] + len(run[-1][1]):
             run.clear()  # not contiguous: a new run
+        elif run:  # the frames walked so far go to the blocks before the run moves on
+            self._keep_walked()
         run.append((base, data))
-        while len(run) > 1 and sum(len(d) for _, d in run) > self.options.max_cache_bytes:
+        while len(run) > 1 and sum(len(d) for _, d in run) > self._run_bound:
             run.popleft()
+        self._run_held()
+
+    def _run_held(self) -> None:
+        """Reserve in the blocks what the run holds now (release what it no longer does)."""
+        held = sum(len(d) for _, d in self._run)
+        if held > self._run_reserved:
+            self._blocks.reserve(held - self._run_reserved)
+        elif held < self._run_reserved:
+            self._blocks.release(self._run_reserved - held)
+        self._run_reserved = held
+
+    def _keep_walked(self) -> None:
+        """Put the frames the walk completed in the rounds held in the frame blocks (a
+        walk of many rounds in one call would otherwise keep only its last ones)."""
+        count = self.scanner.complete
+        if count > self._kept:
+            self._served = max(self._served, count)  # checked against the final grouping
+            self._keep_frames(scanned_index(self.parsed, *self.scanner.frame_ranges(count)))
+            self._kept = count
 
     def _finish(self) -> FrameIndex:
         """Group all the fragments; check the frames served meanwhile were grouped the same."""
@@ -159,6 +217,7 @@ class PartialScan:
             self._heads[result.end - 8] = _DELIMITER
         index = scanned_index(parsed, starts, stops, delimited=result.delimited)
         self._keep_frames(index)
+        self.close()  # the walk is over: its run and share of the bound go
         return index
 
     def _keep_frames(self, index: FrameIndex) -> None:
@@ -192,3 +251,4 @@ class PartialScan:
             last_round = self._run[-1]
             self._run.clear()
             self._run.append(last_round)
+            self._run_held()

@@ -91,6 +91,11 @@ class ItemScanner:
         self.heads: list[bytes] = []
         self.ended: list[bool] = []  # JPEG family: the fragment before each ends with FFD9
         self.first_fragments: list[int] = []  # fragment number that opens each frame
+        self._converted = 0  # fragments also in the arrays below (see _fragment_arrays)
+        self._starts_np = np.empty(0, dtype=np.int64)
+        self._ends_np = np.empty(0, dtype=np.int64)
+        self._firsts_converted = 0
+        self._firsts_np = np.empty(0, dtype=np.int64)
         self.done, self.delimited = False, True
         self.requests = self.fetched = 0
         self._goal: int | None = None  # byte offset the current advance() aims at
@@ -281,11 +286,36 @@ class ItemScanner:
 
     def frame_ranges(self, count: int) -> tuple[np.ndarray, np.ndarray]:
         """``(starts, stops)`` of the first ``count`` complete frames, as walked."""
-        offsets = np.asarray(self.offsets, dtype=np.int64)
-        ends = offsets + 8 + np.asarray(self.lengths, dtype=np.int64)
-        firsts = np.asarray(self.first_fragments[: count + 1], dtype=np.int64)
-        lasts = np.append(firsts[1:], len(self.offsets))[:count] - 1
+        offsets, ends = self._fragment_arrays()
+        firsts = self._firsts_array()[: count + 1]
+        lasts = np.append(firsts[1:], len(offsets))[:count] - 1
         return offsets[firsts[:count]], ends[lasts]
+
+    def _fragment_arrays(self) -> tuple[np.ndarray, np.ndarray]:
+        """Offsets and ends of the fragments walked, as arrays, converted from the lists
+        only for the fragments walked since the last call (a sequential reader asks
+        after every round: converting every list each time cost O(fragments^2))."""
+        done, n = self._converted, len(self.offsets)
+        if n > done:
+            if n > self._starts_np.size:
+                grown = max(1024, 2 * n)
+                self._starts_np = np.resize(self._starts_np, grown)
+                self._ends_np = np.resize(self._ends_np, grown)
+            new = np.asarray(self.offsets[done:n], dtype=np.int64)
+            self._starts_np[done:n] = new
+            self._ends_np[done:n] = new + 8 + np.asarray(self.lengths[done:n], dtype=np.int64)
+            self._converted = n
+        return self._starts_np[:n], self._ends_np[:n]
+
+    def _firsts_array(self) -> np.ndarray:
+        """``first_fragments`` as an array, converted as it grows (as above)."""
+        done, n = self._firsts_converted, len(self.first_fragments)
+        if n > done:
+            if n > self._firsts_np.size:
+                self._firsts_np = np.resize(self._firsts_np, max(1024, 2 * n))
+            self._firsts_np[done:n] = self.first_fragments[done:n]
+            self._firsts_converted = n
+        return self._firsts_np[:n]
 
     def walk_buffered(self) -> None:
         """Walk the items whose headers are already in memory (no request)."""

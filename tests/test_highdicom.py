@@ -115,7 +115,9 @@ def test_plain_highdicom_on_a_dicom_file_walks_items_without_requests():
     with dfs.open("/plain.dcm") as f:
         im = hd.imread(f, lazy_frame_retrieval=True)  # highdicom builds its own BOT
         stats = f.stats.as_dict()
-        assert stats["requests"] <= 2  # header + one scan round: item heads served from memory
+        # the header, then the walk: its windows shrink to their floor (256 KiB) under so
+        # small a cache bound; the item heads are served from memory, not requested
+        assert stats["requests"] <= 2 + len(blob) // (256 * 1024) + 2
         assert stats["index"]["hits"] + stats["header"]["hits"] >= 3 * 300  # tag, length, marker
         assert im.get_raw_frame(200) == frames[199]
 
