@@ -16,8 +16,8 @@ import numpy as np
 import pydicom
 
 import hdfsspec
-from hdfsspec.locate import build_index
-from hdfsspec.parse import parse_header
+from hdfsspec.dicom.frame_locations import build_index
+from hdfsspec.dicom.parse import parse_header
 
 RANDOM_FRAMES = 200
 
@@ -198,7 +198,7 @@ def run_random(im: Any, t: Target) -> Any:
 def run_all_frames(im: Any, t: Target) -> Any:
     """Raw bytes of every frame, in order, through each method's own API."""
     n = t.index.number_of_frames
-    if isinstance(im, hdfsspec.highdicom_io.DicomImage):
+    if isinstance(im, hdfsspec.highdicom.readers.DicomImage):
         return sum(len(b) for _, b in im.file.iter_frames())  # one batch fetched ahead
     return sum(len(im.get_raw_frame(i, as_index=True)) for i in range(n))
 

@@ -5,7 +5,9 @@ from __future__ import annotations
 from fsspec.registry import register_implementation
 
 from hdfsspec._types import DEFAULT_OPTIONS, ReadOptions
-from hdfsspec.cache import DicomFrameCache
+from hdfsspec.cache.dicom_cache import DicomFrameCache
+from hdfsspec.cache.persist import IndexStoreWarning
+from hdfsspec.dicom.index import FrameIndex
 from hdfsspec.errors import (
     DicomFormatError,
     FrameIndexError,
@@ -19,8 +21,7 @@ from hdfsspec.errors import (
 )
 from hdfsspec.file import DicomFile
 from hdfsspec.filesystem import DicomFileSystem
-from hdfsspec.index import FrameIndex
-from hdfsspec.planning import FetchPlan
+from hdfsspec.io.planning import FetchPlan
 
 __version__ = "0.1.0"
 
@@ -34,9 +35,9 @@ def __getattr__(name: str):
 
         return open_dicom
     if name in {"imread", "segread", "srread", "annread"}:
-        from hdfsspec import highdicom_io
+        from hdfsspec.highdicom import readers
 
-        return getattr(highdicom_io, name)
+        return getattr(readers, name)
     raise AttributeError(f"module 'hdfsspec' has no attribute {name!r}")
 
 
@@ -49,6 +50,7 @@ __all__ = [
     "FetchPlan",
     "FrameIndex",
     "FrameIndexError",
+    "IndexStoreWarning",
     "NotDicomError",
     "ObjectChangedError",
     "OffsetTableError",

@@ -57,7 +57,7 @@ class ReadOptions:
         Number of windows fetched concurrently in one round of a scan (default 4).
     max_gap : int or None
         Largest gap, in bytes, bridged when coalescing frame ranges. ``None`` (the
-        default) lets the cost model of :mod:`hdfsspec.link` decide from the measured
+        default) lets the cost model of :mod:`hdfsspec.io.link` decide from the measured
         round trip and bandwidth, and read the whole Pixel Data when a plan covers
         most of it.
     max_block : int

@@ -109,7 +109,7 @@ class TransportError(OSError):
     """Bytes of an object could not be read: the transport failed, and so did the retries.
 
     A body cut short or reset, a dropped connection, a timeout, a 5xx answer: after
-    the bounded retries (see :mod:`hdfsspec.retry`) the last such failure is this
+    the bounded retries (see :mod:`hdfsspec.io.retry`) the last such failure is this
     error's ``__cause__``. Missing objects and denied access are not transport
     failures: ``FileNotFoundError`` and ``PermissionError`` pass through unchanged, and
     an object replaced while open is :class:`ObjectChangedError`.

@@ -12,16 +12,16 @@ import numpy as np
 from fsspec.spec import AbstractBufferedFile
 
 from hdfsspec._types import MiB
-from hdfsspec.cache import DicomFrameCache
+from hdfsspec.cache.dicom_cache import DicomFrameCache
+from hdfsspec.dicom.index import FrameIndex
+from hdfsspec.dicom.parse import ParsedHeader, number_of_frames
 from hdfsspec.errors import ReadOnlyError
-from hdfsspec.index import FrameIndex
-from hdfsspec.link import ramped_size
-from hdfsspec.parse import ParsedHeader, number_of_frames
-from hdfsspec.pin import VersionPin
-from hdfsspec.planning import FetchPlan, frame_numbers
-from hdfsspec.redact import redact_url, scrub
-from hdfsspec.retry import transport_error
-from hdfsspec.stats import CacheStats
+from hdfsspec.io.link import ramped_size
+from hdfsspec.io.planning import FetchPlan, frame_numbers
+from hdfsspec.io.redact import redact_url, scrub
+from hdfsspec.io.retry import transport_error
+from hdfsspec.io.stats import CacheStats
+from hdfsspec.io.version_pin import VersionPin
 
 if TYPE_CHECKING:
     from hdfsspec.filesystem import DicomFileSystem
@@ -47,15 +47,15 @@ class DicomFile(AbstractBufferedFile):
     size : int, optional
         Object size, if known (saves an ``info`` call).
     cache_options : dict, optional
-        Extra arguments of :class:`~hdfsspec.cache.DicomFrameCache`.
+        Extra arguments of :class:`~hdfsspec.cache.dicom_cache.DicomFrameCache`.
     identity : dict, optional
-        Identity of the object (see :func:`hdfsspec.persist.object_identity`); with
+        Identity of the object (see :func:`hdfsspec.cache.persist.object_identity`); with
         the filesystem's index store, known indexes are reused and new ones saved.
     etag : str, optional
         The object's ETag when opened: signed S3 reads send it as ``If-Match``.
     info : dict, optional
         The target's info of the object when opened: reads of HTTP(S) targets send
-        its ETag as ``If-Match`` (see :mod:`hdfsspec.pin`).
+        its ETag as ``If-Match`` (see :mod:`hdfsspec.io.version_pin`).
     """
 
     def __init__(
@@ -130,10 +130,10 @@ class DicomFile(AbstractBufferedFile):
 
     def _fetch_ranges(self, ranges: Sequence[tuple[int, int]]) -> list[bytes]:
         """The bytes of ``ranges``, or the first failure, with any URL secret redacted
-        (:func:`~hdfsspec.redact.scrub`: raised here, outside the ``except``, so that
+        (:func:`~hdfsspec.io.redact.scrub`: raised here, outside the ``except``, so that
         the original does not ride along as the copy's context).
 
-        The readers below retry transient failures (:mod:`hdfsspec.retry`); one that
+        The readers below retry transient failures (:mod:`hdfsspec.io.retry`); one that
         outlasted them is raised as :class:`~hdfsspec.errors.TransportError` naming the
         object and the range; other errors (``FileNotFoundError``, ``PermissionError``,
         :class:`~hdfsspec.errors.ObjectChangedError`...) as they are.
@@ -181,7 +181,7 @@ class DicomFile(AbstractBufferedFile):
 
     @property
     def index(self) -> FrameIndex:
-        """The :class:`~hdfsspec.index.FrameIndex` (built on first use)."""
+        """The :class:`~hdfsspec.dicom.index.FrameIndex` (built on first use)."""
         return self._frames.index
 
     @property
@@ -260,7 +260,7 @@ class DicomFile(AbstractBufferedFile):
         Without offset table the items are walked as the batches are asked for, only
         as far as the frames (plus ``walk_ahead`` bytes, for sequential readers). With
         ``ramp``, the first ``ramp`` batches grow to ``budget`` (1/ramp, 2/ramp ... of
-        it, see :func:`~hdfsspec.link.ramped_size`): batches fetched together would
+        it, see :func:`~hdfsspec.io.link.ramped_size`): batches fetched together would
         arrive together.
         """
         cache = self._frames

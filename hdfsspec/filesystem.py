@@ -14,14 +14,14 @@ from fsspec.implementations.chained import ChainedFileSystem
 
 from hdfsspec._fork import renew_after_fork
 from hdfsspec._types import DEFAULT_OPTIONS, ReadOptions
+from hdfsspec.cache.persist import default_store, object_identity
+from hdfsspec.cache.progress import Progress
 from hdfsspec.errors import ReadOnlyError
 from hdfsspec.file import DicomFile
-from hdfsspec.firstread import first_read
-from hdfsspec.link import DEFAULT_BANDWIDTH, DEFAULT_RTT, LinkModel
-from hdfsspec.persist import default_store, object_identity
-from hdfsspec.progress import Progress
-from hdfsspec.redact import install as install_redaction
-from hdfsspec.signed import (
+from hdfsspec.io.first_read import first_read
+from hdfsspec.io.link import DEFAULT_BANDWIDTH, DEFAULT_RTT, LinkModel
+from hdfsspec.io.redact import install as install_redaction
+from hdfsspec.io.signed import (
     POOL,
     Fallback,
     SignedRanges,
@@ -117,7 +117,7 @@ class DicomFileSystem(ChainedFileSystem):
     rtt, bandwidth : float, optional
         Round-trip time (s) and bandwidth (bytes/s) of the target for the cost model
         that plans frame fetches. When both are given they are used as they are;
-        otherwise they are learnt from the requests made (:class:`~hdfsspec.link.LinkModel`).
+        otherwise they are learnt from the requests made (:class:`~hdfsspec.io.link.LinkModel`).
     concurrency : int, optional
         Requests the target runs at once; by default its connection pool. An S3
         target created by this filesystem gets ``max_pool_connections=100`` unless
@@ -126,7 +126,7 @@ class DicomFileSystem(ChainedFileSystem):
     progress : bool or fsspec.callbacks.Callback, optional
         Progress of the scan of files without offset table: by default a bar on
         stderr once a scan has run for two seconds; ``True`` always, ``False`` never,
-        or a :class:`fsspec.callbacks.Callback` (see :mod:`hdfsspec.progress`).
+        or a :class:`fsspec.callbacks.Callback` (see :mod:`hdfsspec.cache.progress`).
     """
 
     protocol: ClassVar[str] = "dicom"

@@ -15,7 +15,7 @@ from conftest import CORPUS
 from oracle import reference_frames
 
 import hdfsspec
-from hdfsspec.planning import block_range
+from hdfsspec.io.planning import block_range
 from hdfsspec.testing import build_encapsulated, build_slide, fake_jpeg_frames, jpeg_tiles
 
 TILES = jpeg_tiles(5, 64, 3)

@@ -261,7 +261,7 @@ def test_odd_eot_lengths_of_padded_items_give_the_frames_pydicom_reads():
 def test_distinct_frames_is_sorted_unique(frames):
     import numpy as np
 
-    from hdfsspec.planning import distinct_frames
+    from hdfsspec.io.planning import distinct_frames
 
     got = distinct_frames(frames)
     assert got.dtype == np.int64

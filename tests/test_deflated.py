@@ -14,7 +14,7 @@ from pydicom.data import get_testdata_file
 from pydicom.uid import DeflatedExplicitVRLittleEndian
 
 import hdfsspec
-from hdfsspec.highdicom_io import DicomImage, DicomSegmentation
+from hdfsspec.highdicom.readers import DicomImage, DicomSegmentation
 from hdfsspec.testing import build_native, build_seg
 
 FIRST_REQUEST = 64 * 1024

@@ -26,7 +26,8 @@ from conftest import BUCKET, _az_options, _s3_options
 from oracle import reference_frames
 
 import hdfsspec
-from hdfsspec import ObjectChangedError, TransportError, retry
+from hdfsspec import ObjectChangedError, TransportError
+from hdfsspec.io import retry
 from hdfsspec.testing import (
     RangeHTTPServer,
     ShapingProxy,

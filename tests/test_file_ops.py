@@ -18,8 +18,8 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from hdfsspec._types import DEFAULT_OPTIONS
-from hdfsspec.link import WHOLE_FRACTION
-from hdfsspec.parse import parse_header
+from hdfsspec.dicom.parse import parse_header
+from hdfsspec.io.link import WHOLE_FRACTION
 from hdfsspec.testing import (
     CountingFileSystem,
     build_encapsulated,

@@ -108,7 +108,7 @@ def _ahead_result(ahead: Any) -> tuple[Any, int]:
 @pytest.mark.filterwarnings("ignore:This process .* is multi-threaded:DeprecationWarning")
 def test_read_ahead_in_flight_at_the_fork_is_read_again_in_the_child():
     """A read in flight has no thread in the child: it gets None (reads again), not a hang."""
-    from hdfsspec.ahead import Ahead
+    from hdfsspec.cache.background import Ahead
 
     release = threading.Event()
 
@@ -194,7 +194,7 @@ def _blocks_after(blocks: Any) -> tuple[Any, int]:
 @pytest.mark.filterwarnings("ignore:This process .* is multi-threaded:DeprecationWarning")
 def test_frame_blocks_locked_at_the_fork_start_empty_in_the_child():
     """A thread changing the blocks at the fork may leave them torn: the child drops them."""
-    from hdfsspec.blocks import FrameBlocks
+    from hdfsspec.cache.blocks import FrameBlocks
 
     blocks = FrameBlocks(100)
     blocks.put([(1, (0, b"ab"))])

@@ -18,7 +18,7 @@ import pytest
 from conftest import CORPUS
 
 from hdfsspec import DicomFormatError
-from hdfsspec.cache import DicomFrameCache
+from hdfsspec.cache.dicom_cache import DicomFrameCache
 
 LENGTHS = (0xFFFFFFFF, 0xFFFFFFF0, 0x7FFFFFFF, 0x10000, 0xFFFF, 1, 0)
 

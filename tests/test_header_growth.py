@@ -18,9 +18,9 @@ from pydicom.uid import ExplicitVRBigEndian, ExplicitVRLittleEndian, ImplicitVRL
 
 import hdfsspec
 from hdfsspec._types import ReadOptions
-from hdfsspec.header import native_pixel_offset
-from hdfsspec.locate import build_index
-from hdfsspec.parse import parse_header
+from hdfsspec.cache.whole_index import build_index
+from hdfsspec.dicom.header import native_pixel_offset
+from hdfsspec.dicom.parse import parse_header
 from hdfsspec.testing import CountingFileSystem, build_native, build_seg, build_slide
 
 KIB = 1024
@@ -98,11 +98,11 @@ def test_elements_after_the_pixel_data_make_the_guess_short_not_wrong():
 
 def test_the_guess_is_bounded(monkeypatch):
     """A guess farther than MAX_GUESS (large elements after the Pixel Data) is not taken."""
-    import hdfsspec.walker
+    import hdfsspec.dicom.walker
 
     trailing = b"\xfc\xff\xfc\xffOB\x00\x00" + (4000).to_bytes(4, "little") + bytes(4000)
     blob = _with_large_header(build_native(PIXELS, trailing=trailing), 3000)
-    monkeypatch.setattr(hdfsspec.walker, "MAX_GUESS", 100 * KIB)  # the header is 270 KB
+    monkeypatch.setattr(hdfsspec.dicom.walker, "MAX_GUESS", 100 * KIB)  # the header is 270 KB
     parsed, _, log = _parse(blob)
     assert len(log) > 3 and log[1][1] < 40 * KIB  # doubling, as before
     # ... until the guess is near enough: taken then

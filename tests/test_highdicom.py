@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 from test_backends import REGION, SLIDE, TILES
 
 import hdfsspec
-from hdfsspec.highdicom_io import DicomImage, DicomSegmentation
+from hdfsspec.highdicom.readers import DicomImage, DicomSegmentation
 from hdfsspec.testing import (
     CountingFileSystem,
     build_annotations,
@@ -341,7 +341,7 @@ def test_an_eot_beyond_the_first_request_is_read_while_highdicom_builds_its_tabl
 
 def test_a_corrupt_deferred_eot_raises_a_typed_error(tmp_path):
     blob = bytearray(EOT_SLIDE)
-    parsed = hdfsspec.parse.parse_header(lambda a, b: bytes(blob[a:b]), len(blob))
+    parsed = hdfsspec.dicom.parse.parse_header(lambda a, b: bytes(blob[a:b]), len(blob))
     pos = parsed.header.eot[0]
     blob[pos : pos + 8] = (10**12).to_bytes(8, "little")  # frame 0 beyond the object
     (tmp_path / "bad.dcm").write_bytes(bytes(blob))

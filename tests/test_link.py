@@ -11,11 +11,11 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from hdfsspec import DicomFrameCache
+from hdfsspec.dicom.index import FrameIndex
 from hdfsspec.filesystem import S3_POOL, target_concurrency
-from hdfsspec.index import FrameIndex
-from hdfsspec.link import LinkEstimate, LinkModel, cheapest_ranges
-from hdfsspec.planning import plan_frames
-from hdfsspec.signed import POOL
+from hdfsspec.io.link import LinkEstimate, LinkModel, cheapest_ranges
+from hdfsspec.io.planning import plan_frames
+from hdfsspec.io.signed import POOL
 from hdfsspec.testing import build_encapsulated, fake_jpeg_frames
 
 MB = 1_000_000
@@ -193,7 +193,7 @@ def test_target_concurrency_and_s3_pool(tmp_path):
 
 
 def test_ramped_sizes_grow_to_the_size():
-    from hdfsspec.link import ramped_size
+    from hdfsspec.io.link import ramped_size
 
     assert [ramped_size(1000, 4, k) for k in range(1, 7)] == [250, 500, 750, 1000, 1000, 1000]
     assert ramped_size(1000, 1, 1) == ramped_size(1000, 0, 1) == 1000  # no ramp

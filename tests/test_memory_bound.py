@@ -11,8 +11,8 @@ import fsspec
 import pytest
 
 from hdfsspec import ReadOptions
-from hdfsspec.blocks import FrameBlocks
-from hdfsspec.partial import walk_options
+from hdfsspec.cache.blocks import FrameBlocks
+from hdfsspec.cache.walk import walk_options
 from hdfsspec.testing import CountingFileSystem, build_encapsulated, fake_jpeg_frames
 
 MiB = 2**20

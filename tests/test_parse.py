@@ -19,9 +19,9 @@ from hdfsspec import (
     TruncatedDicomError,
     UnsupportedTransferSyntaxError,
 )
-from hdfsspec.cache import DicomFrameCache
-from hdfsspec.locate import build_index
-from hdfsspec.parse import parse_header
+from hdfsspec.cache.dicom_cache import DicomFrameCache
+from hdfsspec.cache.whole_index import build_index
+from hdfsspec.dicom.parse import parse_header
 from hdfsspec.testing import build_encapsulated, build_native, build_sr, fake_jpeg_frames
 
 KIB = 1024
@@ -373,7 +373,7 @@ def test_no_preamble(counting_fetch):
 
 def test_bot_over_4gib_wraps(counting_fetch):
     """A 32-bit BOT of Pixel Data over 4 GiB wraps around; it is unwrapped."""
-    from hdfsspec.locate import _check_offsets
+    from hdfsspec.dicom.frame_locations import _check_offsets
 
     class P:
         size, header_end, path = 6 * 2**30, 1000, "p"

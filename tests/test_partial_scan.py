@@ -287,16 +287,16 @@ def test_the_first_batches_of_a_sequential_read_grow_to_the_budget():
 
 
 def test_sequential_reading_rebuilds_the_partial_index_per_round_not_per_frame(monkeypatch):
-    import hdfsspec.partial
+    import hdfsspec.cache.walk
 
     builds = []
-    real = hdfsspec.partial.scanned_index
+    real = hdfsspec.cache.walk.scanned_index
 
     def counted(*args, **kwargs):
         builds.append(1)
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(hdfsspec.partial, "scanned_index", counted)
+    monkeypatch.setattr(hdfsspec.cache.walk, "scanned_index", counted)
     f, counting = open_counted(BLOB, "seq.dcm")
     with f:
         assert sum(1 for _ in f.iter_frames(batch_bytes=200_000)) == 2000
@@ -372,8 +372,8 @@ def test_a_walk_staggers_its_first_round():
 
 
 def test_window_sizes_for_each_case():
-    from hdfsspec.parse import parse_header
-    from hdfsspec.scan import ItemScanner
+    from hdfsspec.cache.item_scan import ItemScanner
+    from hdfsspec.dicom.parse import parse_header
 
     opts = ReadOptions(scan_window=1000, scan_concurrency=4)
     parsed = parse_header(lambda a, b: BLOB[a:b], len(BLOB))
@@ -387,8 +387,8 @@ def test_window_sizes_for_each_case():
 
 def _walk_state(blob: bytes, targets, fast: bool, monkeypatch) -> list:
     """The scanner's state after each ``advance`` of ``targets``, with or without the fast loop."""
-    from hdfsspec.parse import number_of_frames, parse_header
-    from hdfsspec.scan import ItemScanner
+    from hdfsspec.cache.item_scan import ItemScanner
+    from hdfsspec.dicom.parse import number_of_frames, parse_header
 
     fetch = lambda a, b: blob[a:b]  # noqa: E731
     parsed = parse_header(fetch, len(blob), options=ReadOptions(first_request=1024))
@@ -458,7 +458,7 @@ def test_fast_walk_equals_walking_item_by_item(name, targets):
 
 def _batches_one_by_one(sizes: list[int], frames: list[int], budget: int, ramp: int):
     """The batches of adding frames one by one (what ``frame_batches`` cuts at once)."""
-    from hdfsspec.link import ramped_size
+    from hdfsspec.io.link import ramped_size
 
     batches, batch, nbytes, made = [], [], 0, 0
     limit = ramped_size(budget, ramp, 1)

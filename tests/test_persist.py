@@ -8,9 +8,9 @@ import fsspec
 import pytest
 from oracle import reference_frames
 
-from hdfsspec.locate import build_index
-from hdfsspec.parse import parse_header
-from hdfsspec.persist import IndexStore, default_store, object_identity
+from hdfsspec.cache.persist import IndexStore, default_store, object_identity
+from hdfsspec.cache.whole_index import build_index
+from hdfsspec.dicom.parse import parse_header
 from hdfsspec.testing import CountingFileSystem, build_encapsulated, fake_jpeg_frames
 
 FRAMES = fake_jpeg_frames(400, seed=9, min_size=800, max_size=1200)

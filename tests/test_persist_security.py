@@ -23,12 +23,12 @@ from typing import Any
 import fsspec
 import pytest
 
-from hdfsspec import private
+from hdfsspec.cache import private
+from hdfsspec.cache.persist import IndexStore, IndexStoreWarning
+from hdfsspec.cache.persist_entry import CONTRADICTED, check_index, vouch
+from hdfsspec.cache.whole_index import build_index
+from hdfsspec.dicom.parse import parse_header
 from hdfsspec.errors import DicomFormatError
-from hdfsspec.locate import build_index
-from hdfsspec.parse import parse_header
-from hdfsspec.persist import IndexStore, IndexStoreWarning
-from hdfsspec.persist_entry import CONTRADICTED, check_index, vouch
 from hdfsspec.testing import CountingFileSystem, build_encapsulated, fake_jpeg_frames
 
 FRAMES = fake_jpeg_frames(700, seed=11, min_size=200, max_size=300)

@@ -1,7 +1,7 @@
 """An object replaced by another of the same size while open: ObjectChangedError, never its bytes.
 
 HTTP(S) targets send ``If-Match`` with the open's strong ETag; local files compare
-``os.stat`` after each batch (see :mod:`hdfsspec.pin`). The servers are real
+``os.stat`` after each batch (see :mod:`hdfsspec.io.version_pin`). The servers are real
 (:class:`~hdfsspec.testing.RangeHTTPServer` answers ``If-Match`` as S3 and nginx do).
 """
 

@@ -6,7 +6,7 @@ import fsspec
 import pytest
 from fsspec.callbacks import Callback
 
-from hdfsspec.progress import ScanProgress
+from hdfsspec.cache.progress import ScanProgress
 from hdfsspec.testing import build_encapsulated, fake_jpeg_frames
 
 FRAMES = fake_jpeg_frames(300, seed=9, min_size=500, max_size=900)

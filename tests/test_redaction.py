@@ -1,4 +1,4 @@
-"""No signed URL, token or credential in log records, exceptions or reprs (hdfsspec.redact).
+"""No signed URL, token or credential in log records, exceptions or reprs (hdfsspec.io.redact).
 
 Signed S3 reads against moto's server behind the shaping proxy (as in test_signed.py),
 with every log record at DEBUG captured on the root logger: records of botocore (its
@@ -23,8 +23,8 @@ from conftest import _s3_options
 from oracle import reference_frames
 
 import hdfsspec
-from hdfsspec import redact
-from hdfsspec.redact import RedactingFilter, install, leaks, redact_url, scrub
+from hdfsspec.io import redact
+from hdfsspec.io.redact import RedactingFilter, install, leaks, redact_url, scrub
 from hdfsspec.testing import ShapingProxy, build_slide, jpeg_tiles
 
 KEY = "AKIAREDACTIONTEST777"

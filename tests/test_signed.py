@@ -1,4 +1,4 @@
-"""S3 reads through a URL signed once (hdfsspec.signed), against moto's server behind a proxy.
+"""S3 reads through a URL signed once (hdfsspec.io.signed), against moto's server behind a proxy.
 
 The proxy (no delay) logs every request on the wire: its path says whether a GET was
 s3fs's (no query) or one of a presigned URL (a signature in the query). Each test
@@ -15,8 +15,8 @@ from fsspec.asyn import sync
 from oracle import reference_frames
 
 import hdfsspec
-from hdfsspec import retry, signed
-from hdfsspec.signed import POOL, _proxied, timeouts
+from hdfsspec.io import retry, signed
+from hdfsspec.io.signed import POOL, _proxied, timeouts
 from hdfsspec.testing import ShapingProxy, build_slide, jpeg_tiles
 
 TILES = jpeg_tiles(4, 64, 3)

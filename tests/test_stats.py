@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import threading
 
-from hdfsspec.stats import CacheStats
+from hdfsspec.io.stats import CacheStats
 
 
 def test_batches_in_flight_together_are_one_round():

@@ -23,7 +23,8 @@ from oracle import reference_frames
 from test_backends import SLIDE
 
 import hdfsspec
-from hdfsspec import TransportError, highdicom_io
+from hdfsspec import TransportError
+from hdfsspec.highdicom import readers as highdicom_io
 from hdfsspec.testing import CountingFileSystem, build_seg
 
 SEG, _ = build_seg(slices=16, segments=5, rows=64, cols=48, seed=3)
@@ -175,7 +176,7 @@ def test_a_thread_waiting_for_frames_whose_fetch_failed_fetches_them_itself():
 
 
 def test_in_flight_claims_are_disjoint_and_released_claims_wake_waiters():
-    from hdfsspec.blocks import InFlight
+    from hdfsspec.cache.blocks import InFlight
 
     flight = InFlight()
     mine, others = flight.claim([1, 2, 3])

@@ -11,12 +11,11 @@ import pydicom
 import pytest
 
 from hdfsspec import TruncatedDicomError
-from hdfsspec.fragments import group_fragments
-from hdfsspec.locate import build_index, scanned_index
-from hdfsspec.parse import number_of_frames, parse_header
-from hdfsspec.scan import scan_items
-from hdfsspec.testing import build_encapsulated, build_slide, fake_jpeg_frames, jpeg_tiles
-from hdfsspec.tiff import (
+from hdfsspec.cache.whole_index import build_index, scan_items
+from hdfsspec.dicom.fragments import group_fragments
+from hdfsspec.dicom.frame_locations import scanned_index
+from hdfsspec.dicom.parse import number_of_frames, parse_header
+from hdfsspec.dicom.tiff import (
     IFD_WINDOW,
     MAX_GAP,
     TiffHeader,
@@ -25,6 +24,7 @@ from hdfsspec.tiff import (
     tiff_ifd_offset,
     tile_table_frames,
 )
+from hdfsspec.testing import build_encapsulated, build_slide, fake_jpeg_frames, jpeg_tiles
 
 SHORT, LONG, SSHORT, LONG8 = 3, 4, 8, 16
 _CODE = {SHORT: "H", LONG: "L", SSHORT: "h", LONG8: "Q"}
@@ -426,7 +426,7 @@ def test_a_tile_table_that_regroups_the_items_is_an_error_not_frames():
     from conftest import with_short_value
 
     from hdfsspec import OffsetTableError
-    from hdfsspec.cache import DicomFrameCache
+    from hdfsspec.cache.dicom_cache import DicomFrameCache
 
     a0, b0, b1, c0 = fake_jpeg_frames(4, seed=7)
     b1, b0 = b"\x00\x11" + b1[2:], b0[:-2] + b"\x00\x00"

@@ -5,7 +5,7 @@ files of ``pydicom-data`` where installed) damaged the way storage and uploads d
 objects: cut anywhere or at an item boundary, its Sequence Delimitation Item lost or
 swallowed by the last item's length, an item or element length rewritten, bytes
 flipped, zeroed, deleted or repeated, an offset table entry or Number of Frames
-changed. Every frame is then read through :class:`~hdfsspec.cache.DicomFrameCache`
+changed. Every frame is then read through :class:`~hdfsspec.cache.dicom_cache.DicomFrameCache`
 (one frame a call, from bytes in memory) and compared with what pydicom extracts
 from the same bytes (:func:`reference_frames`).
 
@@ -176,7 +176,7 @@ def expected_frames(blob: bytes, count: int) -> list[bytes | None]:
 
 def read_with_hdfsspec(blob: bytes) -> tuple[list[bytes | Exception], list[tuple[int, int]]]:
     """Every frame of ``blob`` through the frame cache, one a call: bytes or the error."""
-    from hdfsspec.cache import DicomFrameCache
+    from hdfsspec.cache.dicom_cache import DicomFrameCache
     from hdfsspec.errors import DicomFormatError
 
     log: list[tuple[int, int]] = []
@@ -393,7 +393,7 @@ def _truth(original: bytes, blob: bytes) -> list[tuple[bytes, ...]]:
     """What frame ``k`` of a damaged ``blob`` may be where pydicom reads none of it: the
     undamaged frame, or (damage that moved no byte) the bytes now at its place, since
     damage inside a frame's value is in the file for any reader to find."""
-    from hdfsspec.cache import DicomFrameCache
+    from hdfsspec.cache.dicom_cache import DicomFrameCache
 
     frames = reference_frames(original)
     if len(blob) != len(original):

@@ -3,7 +3,7 @@
 :class:`DicomFrameReader` takes the data set and the frames from the frame-aware
 cache instead of reading the file itself (highdicom's reader walks the Pixel Data
 items with small reads), and fetches the frames of a pixel call in cache-sized
-batches (:meth:`DicomFrameReader.prefetching`). Used by :mod:`hdfsspec.highdicom_io`.
+batches (:meth:`DicomFrameReader.prefetching`). Used by :mod:`hdfsspec.highdicom.readers`.
 """
 
 from __future__ import annotations

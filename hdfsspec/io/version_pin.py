@@ -4,7 +4,7 @@ A frame index is only right for the bytes it was built from: an object replaced
 by another of the same size while it is open must raise
 :class:`~hdfsspec.errors.ObjectChangedError`, never serve the new object's bytes
 at the old object's offsets. (A shorter replacement is caught by every read's
-length check; signed S3 reads send ``If-Match``, see :mod:`hdfsspec.signed`.)
+length check; signed S3 reads send ``If-Match``, see :mod:`hdfsspec.io.signed`.)
 :class:`VersionPin` does it for two more kinds of target:
 
 * HTTP(S) (fsspec's :class:`~fsspec.implementations.http.HTTPFileSystem`): every
@@ -30,7 +30,7 @@ length check; signed S3 reads send ``If-Match``, see :mod:`hdfsspec.signed`.)
 GCS is read as it is: gcsfs takes ``generation=``, but the emulator the tests run
 ignores it, so it could not be tested.
 
-Transient failures are read again (:mod:`hdfsspec.retry`), with the same condition:
+Transient failures are read again (:mod:`hdfsspec.io.retry`), with the same condition:
 an S3 or Azure range's GET and body read are one attempt (s3fs retries the request,
 not the body this module reads), and the ranges of an HTTP target that failed
 transiently are read again (fsspec's HTTP filesystem does not retry). A body shorter
@@ -52,7 +52,7 @@ from fsspec.implementations.memory import MemoryFileSystem
 
 from hdfsspec._types import http_status, is_instance
 from hdfsspec.errors import ObjectChangedError
-from hdfsspec.retry import check_length, object_end, retry_async, retry_ranges
+from hdfsspec.io.retry import check_length, object_end, retry_async, retry_ranges, s3_get
 
 __all__ = ["VersionPin"]
 
@@ -206,18 +206,12 @@ class VersionPin:
         limit = asyncio.Semaphore(_S3_CONCURRENCY)
 
         async def attempt(start: int, stop: int) -> Any:
-            """One GET and its body. The request is s3fs's call (its retries, its errors,
-            its extra arguments): its error is returned, final. The body's errors, and a
-            body shorter than the range, are raised: read again."""
-            try:
-                span = f"bytes={start}-{stop - 1}"
-                resp = await fs._call_s3("get_object", Bucket=bucket, Key=key, Range=span, **pin)
-            except Exception as exc:
-                return exc
-            try:
-                data = await resp["Body"].read()
-            finally:
-                resp["Body"].close()
+            """One GET and its body (:func:`~hdfsspec.io.retry.s3_get`); a body shorter
+            than the range is raised: read again."""
+            got = await s3_get(fs, bucket, key, start, stop, **pin)
+            if isinstance(got, Exception):
+                return got
+            resp, data = got
             return check_length(data, start, object_end(resp.get("ContentRange"), stop))
 
         async def one(start: int, stop: int) -> Any:

@@ -2,7 +2,7 @@
 
 The names ``max_gap`` and ``max_block`` follow fsspec's ``ReferenceFileSystem``
 and :func:`fsspec.utils.merge_offset_ranges`, which does the merging when a fixed
-``max_gap`` is given; otherwise the cost model of :mod:`hdfsspec.link` decides
+``max_gap`` is given; otherwise the cost model of :mod:`hdfsspec.io.link` decides
 which gaps to bridge and whether to read the whole Pixel Data. No I/O.
 """
 
@@ -16,8 +16,8 @@ from typing import Any
 import numpy as np
 from fsspec.utils import merge_offset_ranges
 
-from hdfsspec.index import UNKNOWN, FrameIndex
-from hdfsspec.link import LinkEstimate, cheapest_ranges
+from hdfsspec.dicom.index import UNKNOWN, FrameIndex
+from hdfsspec.io.link import LinkEstimate, cheapest_ranges
 
 __all__ = [
     "FetchPlan",

@@ -3,8 +3,8 @@
 s3fs retries a ranged read whole (``GetObject`` and the body's read) on a dropped
 connection, a body cut short or S3's 503 Slow Down; the reads hdfsspec makes itself
 must do as much: the open's first GET and the version-pinned ranges (which read the
-body outside s3fs's retry loop, :mod:`hdfsspec.firstread`, :mod:`hdfsspec.pin`),
-the ranges of a presigned URL (:mod:`hdfsspec.signed`) and those of an HTTP target
+body outside s3fs's retry loop, :mod:`hdfsspec.io.first_read`, :mod:`hdfsspec.io.version_pin`),
+the ranges of a presigned URL (:mod:`hdfsspec.io.signed`) and those of an HTTP target
 (fsspec's HTTP filesystem does not retry). Each of them retries here:
 
 * at most :data:`ATTEMPTS` attempts (s3fs's default ``retries``), sleeping
@@ -49,6 +49,7 @@ __all__ = [
     "object_end",
     "retry_async",
     "retry_ranges",
+    "s3_get",
     "transport_error",
 ]
 
@@ -176,6 +177,25 @@ def _transient_alone(error: BaseException) -> bool:
         meta = response.get("ResponseMetadata", {}).get("HTTPStatusCode")
         return code in _S3_CODES or meta in TRANSIENT_STATUS
     return False
+
+
+async def s3_get(fs: Any, bucket: str, key: str, start: int, stop: int, **extra: Any) -> Any:
+    """One S3 ``GetObject`` of ``[start, stop)`` and its body, through s3fs's ``_call_s3``.
+
+    The request is s3fs's call (its retries, its errors, its extra arguments): its error
+    is returned, final. The body's errors are raised: :func:`retry_async` reads again.
+    Returns ``(response, body)``.
+    """
+    try:
+        span = f"bytes={start}-{stop - 1}"
+        resp = await fs._call_s3("get_object", Bucket=bucket, Key=key, Range=span, **extra)
+    except Exception as exc:
+        return exc
+    try:
+        data = await resp["Body"].read()
+    finally:
+        resp["Body"].close()
+    return resp, data
 
 
 async def retry_async(

@@ -1,9 +1,9 @@
 """Parse the header of a DICOM object read through ``fetch``: one right-sized request.
 
 :func:`parse_header` walks the elements up to the Pixel Data (see
-:mod:`hdfsspec.header`), reads the data set with pydicom, and keeps every byte it
+:mod:`hdfsspec.dicom.header`), reads the data set with pydicom, and keeps every byte it
 fetched, with the Basic Offset Table when those bytes hold it. Locating the frames
-from the result is :mod:`hdfsspec.locate`'s work. Pure: no fsspec.
+from the result is :mod:`hdfsspec.dicom.frame_locations`'s work. Pure: no fsspec.
 """
 
 from __future__ import annotations
@@ -18,16 +18,16 @@ from pydicom.dataset import Dataset
 from pydicom.errors import BytesLengthException, InvalidDicomError
 
 from hdfsspec._types import DEFAULT_OPTIONS, Fetch, ReadOptions
-from hdfsspec.errors import (
-    FrameIndexError,
-    NotDicomError,
-    OffsetTableError,
-)
-from hdfsspec.header import (
+from hdfsspec.dicom.header import (
     ITEM,
     Header,
     PrefixBuffer,
     read_header,
+)
+from hdfsspec.errors import (
+    FrameIndexError,
+    NotDicomError,
+    OffsetTableError,
 )
 
 __all__ = [
@@ -66,7 +66,7 @@ class ParsedHeader:
     prefix : bytes
         Every byte fetched from the start of the object (at least ``header_end``).
     header_end : int
-        First byte after the header (see :class:`~hdfsspec.index.FrameIndex`).
+        First byte after the header (see :class:`~hdfsspec.dicom.index.FrameIndex`).
     bot : tuple of int or None
         Basic Offset Table entries (relative, as stored), empty if none; None when
         the table lies beyond the bytes fetched for the header (read with the index).
@@ -110,7 +110,8 @@ def parse_header(
     """Read the header of an object, and its Basic Offset Table if the bytes hold it.
 
     A Basic Offset Table that ends beyond the bytes fetched for the header is read
-    with the index (:func:`~hdfsspec.locate.index_from_tables`): opening costs no request for it.
+    with the index (:func:`~hdfsspec.dicom.frame_locations.index_from_tables`):
+    opening costs no request for it.
     With ``defer_tables``, an Extended Offset Table beyond the bytes fetched is not
     read either: the result then has only the data set before it (``complete`` is
     False; ``header.deferred`` says what is left to read) and serves nothing else.

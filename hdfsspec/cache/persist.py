@@ -1,7 +1,7 @@
 """A local, persisted store of frame indexes and header bytes.
 
 Reopening an object whose index is known costs no header or index request: the
-entry holds the :class:`~hdfsspec.index.FrameIndex` and the header bytes. Entries
+entry holds the :class:`~hdfsspec.dicom.index.FrameIndex` and the header bytes. Entries
 are keyed by the object's identity (protocol, path, size and a version: ETag,
 generation, version id or modification time, whichever the backend reports), so
 a replaced object never matches an old entry. Objects without any version are not
@@ -15,7 +15,7 @@ file another user owns, or that group or others may write, is refused with an
 this process (indexes are built in memory, as with the store off). Entries are
 written atomically (temporary file, then rename), sealed with an HMAC-SHA256 under
 the store's ``key`` file (32 random bytes, made on first use) and checked when
-loaded (:mod:`hdfsspec.persist_entry`); one that fails, or that the object
+loaded (:mod:`hdfsspec.cache.persist_entry`); one that fails, or that the object
 contradicts when used (:meth:`IndexStore.discard`), is deleted and rebuilt.
 
 Beside each entry the store remembers the identity last saved for the object's
@@ -42,9 +42,8 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from hdfsspec.index import FrameIndex
-from hdfsspec.persist_entry import MAX_ENTRY, DamagedEntry, check_index, decode, encode
-from hdfsspec.private import (
+from hdfsspec.cache.persist_entry import MAX_ENTRY, DamagedEntry, check_index, decode, encode
+from hdfsspec.cache.private import (
     KEY_BYTES,
     Untrusted,
     check_private,
@@ -53,6 +52,7 @@ from hdfsspec.private import (
     read_private,
     write_atomically,
 )
+from hdfsspec.dicom.index import FrameIndex
 
 __all__ = ["MAX_BYTES", "IndexStore", "IndexStoreWarning", "default_store", "object_identity"]
 

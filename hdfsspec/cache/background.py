@@ -4,7 +4,7 @@ The Basic Offset Table of a large slide (4 bytes a frame: 400 KB for 100,000
 tiles) is often longer than the first request. The open does not need it (the
 index is built when a frame is first wanted), but frames beyond the entries the
 header holds do, and would wait one round trip for it. When those are most of the
-frames (see :func:`hdfsspec.locate.bot_beyond`), the rest of the table is read as
+frames (see :func:`hdfsspec.dicom.frame_locations.bot_beyond`), the rest of the table is read as
 soon as the header shows it, and arrives while highdicom builds its frame tables.
 """
 

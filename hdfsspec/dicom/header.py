@@ -1,6 +1,6 @@
 """Locate the header, the Pixel Data element and the offset tables of a Part 10 stream.
 
-The walk (:mod:`hdfsspec.walker`) reads through a ``fetch(start, stop)`` callable
+The walk (:mod:`hdfsspec.dicom.walker`) reads through a ``fetch(start, stop)`` callable
 into a contiguous prefix buffer that starts with a right-sized first request and
 grows (at least doubling, or to the end of a large element value at once) only
 when the header is larger. It never trusts a length field beyond the object size,
@@ -15,8 +15,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from hdfsspec.errors import NotDicomError, UnsupportedTransferSyntaxError
-from hdfsspec.walker import (
+from hdfsspec.dicom.walker import (
     ITEM,
     ITEM_DELIMITER,
     SEQUENCE_DELIMITER,
@@ -24,6 +23,7 @@ from hdfsspec.walker import (
     PrefixBuffer,
     Walker,
 )
+from hdfsspec.errors import NotDicomError, UnsupportedTransferSyntaxError
 
 __all__ = [
     "ITEM",

@@ -21,7 +21,7 @@ import numpy as np
 from hdfsspec.errors import FrameIndexError
 
 if TYPE_CHECKING:
-    from hdfsspec.parse import ParsedHeader
+    from hdfsspec.dicom.parse import ParsedHeader
 
 __all__ = [
     "END_MARKER",

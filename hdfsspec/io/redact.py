@@ -1,7 +1,7 @@
 """Keep signed URLs, tokens and credentials out of log records, exceptions and reprs.
 
 A presigned URL is a bearer credential for as long as it is valid: whoever reads it
-reads the object. Signed S3 reads (:mod:`hdfsspec.signed`) hand one to fsspec's HTTP
+reads the object. Signed S3 reads (:mod:`hdfsspec.io.signed`) hand one to fsspec's HTTP
 filesystem, which logs every URL it fetches at DEBUG (logger ``fsspec.http``), and
 aiohttp's errors name the URL they failed on. This module
 

@@ -1,8 +1,8 @@
 """The frame index: where every frame of a DICOM object lives, in absolute bytes.
 
-A :class:`FrameIndex` is an immutable, picklable value. It does no I/O;
-the parsers (:mod:`hdfsspec.parse`, :mod:`hdfsspec.locate`) build it and the cache
-reads from it.
+A :class:`FrameIndex` is an immutable, picklable value. It does no I/O; the parsers
+(:mod:`hdfsspec.dicom.parse`, :mod:`hdfsspec.dicom.frame_locations`) build it and the
+cache reads from it.
 
 Layout conventions
 ------------------

@@ -1,10 +1,10 @@
 """Frame blocks: the frames of an object, fetched in one coalesced round, kept in an LRU.
 
-:class:`FrameCache` is the middle layer of :class:`~hdfsspec.cache.DicomFrameCache`:
-on top of what :class:`~hdfsspec.layout.LayoutCache` learns (the header, the frame
+:class:`FrameCache` is the middle layer of :class:`~hdfsspec.cache.dicom_cache.DicomFrameCache`:
+on top of what :class:`~hdfsspec.cache.layout.LayoutCache` learns (the header, the frame
 index), it serves frames. A frame's block is the exact byte range of its items plus
 the next item's 8-byte header (which highdicom reads); the blocks of the frames a
-call needs and does not hold are planned (:func:`~hdfsspec.planning.plan_frames`:
+call needs and does not hold are planned (:func:`~hdfsspec.io.planning.plan_frames`:
 gaps worth bridging, one whole read when most of the object is wanted) and fetched
 in one round; frames a bridged gap brought in are kept too.
 """
@@ -16,13 +16,13 @@ from typing import TypeVar
 
 import numpy as np
 
+from hdfsspec.cache.layout import LayoutCache
+from hdfsspec.cache.persist_entry import CONTRADICTED
+from hdfsspec.dicom.fragment_items import check_next_item, join_fragments
+from hdfsspec.dicom.index import UNKNOWN, FrameIndex
+from hdfsspec.dicom.parse import number_of_frames
 from hdfsspec.errors import FrameIndexError
-from hdfsspec.index import UNKNOWN, FrameIndex
-from hdfsspec.items import check_next_item, join_fragments
-from hdfsspec.layout import LayoutCache
-from hdfsspec.parse import number_of_frames
-from hdfsspec.persist_entry import CONTRADICTED
-from hdfsspec.planning import (
+from hdfsspec.io.planning import (
     FetchPlan,
     block_range,
     block_ranges,
@@ -38,9 +38,9 @@ _T = TypeVar("_T")
 
 
 class FrameCache(LayoutCache):
-    """The part of :class:`~hdfsspec.cache.DicomFrameCache` that serves frames.
+    """The part of :class:`~hdfsspec.cache.dicom_cache.DicomFrameCache` that serves frames.
 
-    Parameters are those of :class:`~hdfsspec.cache.DicomFrameCache`.
+    Parameters are those of :class:`~hdfsspec.cache.dicom_cache.DicomFrameCache`.
     """
 
     # -- frame blocks -------------------------------------------------------------------
@@ -108,7 +108,7 @@ class FrameCache(LayoutCache):
         ``also`` is one more range to fetch in the same round, unless the first
         request or a fetched range holds it. Returns the blocks and the
         ``(offset, bytes)`` pieces fetched. Blocks another thread is fetching are
-        waited for, not fetched again (:class:`~hdfsspec.blocks.InFlight`).
+        waited for, not fetched again (:class:`~hdfsspec.cache.blocks.InFlight`).
         """
         held = len(self.parsed.prefix)
         starts, stops = block_ranges(index, wanted)
@@ -312,7 +312,7 @@ class FrameCache(LayoutCache):
         return out
 
     def plan(self, frames: Iterable[int]) -> FetchPlan:
-        """Dry run: the :class:`~hdfsspec.planning.FetchPlan` of reading ``frames`` now.
+        """Dry run: the :class:`~hdfsspec.io.planning.FetchPlan` of reading ``frames`` now.
 
         Its ``frames`` are all of them, its ranges fetch those not cached. Nothing is
         fetched, except the item headers of the last frame when it is asked for and

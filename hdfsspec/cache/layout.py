@@ -1,12 +1,12 @@
 """What the frame-aware cache learns of an object: its header, offset tables and frame index.
 
-:class:`LayoutCache` is the base of :class:`~hdfsspec.cache.DicomFrameCache`, which
+:class:`LayoutCache` is the base of :class:`~hdfsspec.cache.dicom_cache.DicomFrameCache`, which
 serves frames and bytes from what it learns. It holds the cache's state, makes every
 request (:meth:`LayoutCache._get` checks each length, counts it per phase and teaches
 the link model), parses the header on first use (or only the data set before a large
 Extended Offset Table, for highdicom's open: :attr:`LayoutCache.metadata`), reads the
 offset tables, and builds the frame index: from the tables, from a dual DICOM-TIFF
-file's tile table, or by walking the items (:class:`~hdfsspec.partial.PartialScan`),
+file's tile table, or by walking the items (:class:`~hdfsspec.cache.walk.PartialScan`),
 only as far as the frames asked for.
 """
 
@@ -22,27 +22,32 @@ from fsspec.caching import BaseCache
 
 from hdfsspec._fork import held_elsewhere, renew_after_fork
 from hdfsspec._types import DEFAULT_OPTIONS, Fetch, FetchRanges, ReadOptions
-from hdfsspec.ahead import Ahead
-from hdfsspec.blocks import FrameBlocks, InFlight
+from hdfsspec.cache.background import Ahead
+from hdfsspec.cache.blocks import FrameBlocks, InFlight
+from hdfsspec.cache.persist_entry import CONTRADICTED, DamagedEntry, vouch
+from hdfsspec.cache.progress import Progress
+from hdfsspec.cache.walk import PartialScan
+from hdfsspec.dicom.fragment_items import find_items_end
+from hdfsspec.dicom.frame_locations import (
+    bot_beyond,
+    held_bot_index,
+    index_from_tables,
+    tiff_index,
+)
+from hdfsspec.dicom.index import UNKNOWN, FrameIndex
+from hdfsspec.dicom.parse import ParsedHeader, parse_header
 from hdfsspec.errors import NotDicomError, ObjectChangedError
-from hdfsspec.index import UNKNOWN, FrameIndex
-from hdfsspec.items import find_items_end
-from hdfsspec.link import LinkModel
-from hdfsspec.locate import bot_beyond, held_bot_index, index_from_tables, tiff_index
-from hdfsspec.parse import ParsedHeader, parse_header
-from hdfsspec.partial import PartialScan
-from hdfsspec.persist_entry import CONTRADICTED, DamagedEntry, vouch
-from hdfsspec.planning import block_range
-from hdfsspec.progress import Progress
-from hdfsspec.stats import CacheStats
+from hdfsspec.io.link import LinkModel
+from hdfsspec.io.planning import block_range
+from hdfsspec.io.stats import CacheStats
 
 __all__ = ["LayoutCache"]
 
 
 class LayoutCache(BaseCache):
-    """The part of :class:`~hdfsspec.cache.DicomFrameCache` that learns the layout.
+    """The part of :class:`~hdfsspec.cache.dicom_cache.DicomFrameCache` that learns the layout.
 
-    Parameters are those of :class:`~hdfsspec.cache.DicomFrameCache`.
+    Parameters are those of :class:`~hdfsspec.cache.dicom_cache.DicomFrameCache`.
     """
 
     def __init__(
@@ -221,7 +226,7 @@ class LayoutCache(BaseCache):
 
     def _parse(self, defer_tables: bool = False) -> ParsedHeader:
         """Parse the header; the header of a persisted entry must vouch for its index
-        (:func:`~hdfsspec.persist_entry.vouch`), or both go and the object is parsed."""
+        (:func:`~hdfsspec.cache.persist_entry.vouch`), or both go and the object is parsed."""
         parse = partial(
             parse_header, self._fetch_one, self.size, path=self.path, options=self.options
         )

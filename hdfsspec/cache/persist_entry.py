@@ -3,7 +3,7 @@
 An entry is the magic ``HDFSIDX3``, an HMAC-SHA256 (under the store's key) of the
 magic and the body, then the body: the length of a JSON document (8 bytes, little
 endian), the document (the object's identity and its
-:class:`~hdfsspec.index.FrameIndex`), then the header bytes. An entry that someone
+:class:`~hdfsspec.dicom.index.FrameIndex`), then the header bytes. An entry that someone
 without the key edited does not verify, whatever checksum they recompute.
 
 An entry that verifies is still checked before it is used, as a second line:
@@ -31,6 +31,9 @@ from typing import Any
 
 import numpy as np
 
+from hdfsspec.dicom.frame_locations import index_from_tables
+from hdfsspec.dicom.index import UNKNOWN, FrameIndex
+from hdfsspec.dicom.parse import ParsedHeader, number_of_frames
 from hdfsspec.errors import (
     FrameIndexError,
     NotDicomError,
@@ -38,9 +41,6 @@ from hdfsspec.errors import (
     TruncatedDicomError,
     UnsupportedTransferSyntaxError,
 )
-from hdfsspec.index import UNKNOWN, FrameIndex
-from hdfsspec.locate import index_from_tables
-from hdfsspec.parse import ParsedHeader, number_of_frames
 
 __all__ = [
     "CONTRADICTED",

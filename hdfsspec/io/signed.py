@@ -20,13 +20,13 @@ made again by the target filesystem: its retries apply, and its own errors
 failure that says something of the URL (a 403 signed again, a 404...) the target
 serves the file from then on. A transient one (a 5xx such as S3's 503 Slow Down, a
 dropped connection, a body cut short or shorter than its range) is read again on
-the URL, with backoff (:func:`hdfsspec.retry.retry_ranges`, the same ``If-Match``);
+the URL, with backoff (:func:`hdfsspec.io.retry.retry_ranges`, the same ``If-Match``);
 the ranges that still fail go to the target, and signed reads go on, until
 :data:`TRANSIENT_LIMIT` batches have sent it some.
 
 The URL is a bearer credential while it is valid: the loggers of fsspec's HTTP
 filesystem (which logs each URL it fetches) and aiohttp get a redacting filter
-(:func:`hdfsspec.redact.install`) when a :class:`SignedRanges` is made, no failed GET
+(:func:`hdfsspec.io.redact.install`) when a :class:`SignedRanges` is made, no failed GET
 of it is raised (its ranges are read again by the target), and the ``repr`` of a
 :class:`SignedRanges` names the object, never the URL.
 """
@@ -45,8 +45,8 @@ import fsspec
 from hdfsspec._fork import renew_after_fork
 from hdfsspec._types import http_status, is_instance
 from hdfsspec.errors import ObjectChangedError
-from hdfsspec.redact import install as install_redaction
-from hdfsspec.retry import is_transient, retry_ranges
+from hdfsspec.io.redact import install as install_redaction
+from hdfsspec.io.retry import is_transient, retry_ranges
 
 __all__ = ["POOL", "SignedRanges", "http_client", "signable", "signed_ranges", "timeouts"]
 
@@ -281,7 +281,7 @@ def _proxied(url: str) -> bool:
 
 def _transient(error: Any) -> bool:
     """Whether a failed GET says nothing of the URL: a 5xx, 408 or 429, a dropped
-    connection, a timeout, a body cut short (:func:`hdfsspec.retry.is_transient`)."""
+    connection, a timeout, a body cut short (:func:`hdfsspec.io.retry.is_transient`)."""
     return is_transient(error)
 
 

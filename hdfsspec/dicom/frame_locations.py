@@ -1,4 +1,4 @@
-"""Locate the frames: a :class:`~hdfsspec.index.FrameIndex` from a parsed header.
+"""Locate the frames: a :class:`~hdfsspec.dicom.index.FrameIndex` from a parsed header.
 
 Strategies, chosen in this order for encapsulated Pixel Data:
 
@@ -16,28 +16,24 @@ is laid out arithmetically from the image attributes. Pure: no fsspec.
 from __future__ import annotations
 
 import struct
-from collections.abc import Callable
 
 import numpy as np
 from pydicom.uid import UID
 
-from hdfsspec._types import DEFAULT_OPTIONS, Fetch, FetchRanges, ReadOptions
+from hdfsspec._types import Fetch, FetchRanges
+from hdfsspec.dicom.header import EXTENDED_OFFSET_TABLE, native_samples
+from hdfsspec.dicom.index import UNKNOWN, FrameIndex
+from hdfsspec.dicom.parse import ParsedHeader, attr, int_attr, number_of_frames
+from hdfsspec.dicom.tiff import read_tile_table, tiff_ifd_offset, tile_table_frames
 from hdfsspec.errors import (
     FrameIndexError,
     OffsetTableError,
     TruncatedDicomError,
     UnsupportedTransferSyntaxError,
 )
-from hdfsspec.fragments import ItemScan, group_fragments
-from hdfsspec.header import EXTENDED_OFFSET_TABLE, native_samples
-from hdfsspec.index import UNKNOWN, FrameIndex
-from hdfsspec.parse import ParsedHeader, attr, int_attr, number_of_frames
-from hdfsspec.scan import scan_items
-from hdfsspec.tiff import read_tile_table, tiff_ifd_offset, tile_table_frames
 
 __all__ = [
     "bot_beyond",
-    "build_index",
     "held_bot_index",
     "index_from_tables",
     "scanned_index",
@@ -169,42 +165,6 @@ def _eot_index(parsed: ParsedHeader, n: int) -> FrameIndex | None:
     else:
         stops = np.append(starts[1:], UNKNOWN)
     return _index(parsed, "eot", starts, stops)
-
-
-def build_index(
-    parsed: ParsedHeader,
-    fetch_ranges: FetchRanges,
-    options: ReadOptions = DEFAULT_OPTIONS,
-    on_chunk: Callable[[int, bytes], None] | None = None,
-) -> tuple[FrameIndex, ItemScan | None]:
-    """Locate every frame of the object.
-
-    Parameters
-    ----------
-    parsed : ParsedHeader
-        Output of :func:`parse_header`.
-    fetch_ranges : callable
-        Fetches many ranges at once; used only when the fragments must be scanned.
-    options : ReadOptions, optional
-        Scan window and concurrency.
-    on_chunk : callable, optional
-        Receives ``(offset, bytes)`` of every window round a scan fetches.
-
-    Returns
-    -------
-    index : FrameIndex
-    scan : ItemScan or None
-        The scan, when one was needed (its item heads serve later small reads).
-    """
-    fetch = lambda a, b: fetch_ranges([(a, b)])[0]  # noqa: E731
-    index = index_from_tables(parsed, fetch)
-    if index is None:
-        index = tiff_index(parsed, fetch, fetch_ranges)
-    if index is not None:
-        return index, None
-    scan = scan_items(fetch_ranges, parsed, options, on_chunk)
-    starts, stops = group_fragments(scan, number_of_frames(parsed), parsed)
-    return scanned_index(parsed, starts, stops, delimited=scan.delimited), scan
 
 
 def _encapsulated_syntax(uid: str) -> bool:
@@ -370,7 +330,7 @@ def tiff_index(parsed: ParsedHeader, fetch: Fetch, fetch_ranges: FetchRanges) ->
     The preamble's TIFF header leads to the first IFD (one request) and its tile
     offsets and byte counts (one more round); the table must describe one item per
     frame, back to back, from the first byte of the Pixel Data items (see
-    :func:`hdfsspec.tiff.tile_table_frames`). Anything else gives None (scan).
+    :func:`hdfsspec.dicom.tiff.tile_table_frames`). Anything else gives None (scan).
     Each frame's item header is checked again when the frame is read.
     """
     hdr = parsed.header
@@ -400,7 +360,7 @@ def scanned_index(
     vouch for its last frame: the object may have been cut at an item boundary,
     losing that frame's last fragments. Its end is left unknown, so that reading it
     walks its items to the delimiter, which raises :class:`TruncatedDicomError`
-    (:func:`hdfsspec.items.find_items_end`); the other frames read as usual.
+    (:func:`hdfsspec.dicom.fragment_items.find_items_end`); the other frames read as usual.
     """
     if not delimited and len(stops):
         stops = np.array(stops, dtype=np.int64)

@@ -1,6 +1,6 @@
 """Files only this user may write: made 0700 / 0600, and checked as ssh checks its keys.
 
-What the persisted index store (:mod:`hdfsspec.persist`) keeps is private: header
+What the persisted index store (:mod:`hdfsspec.cache.persist`) keeps is private: header
 bytes with patient names, and frame offsets that, altered, would serve one frame's
 bytes as another's. Directories are made mode 0700 (with the parents missing),
 files 0600 through a temporary file and a rename, whatever the umask; a file or

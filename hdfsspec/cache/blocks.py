@@ -1,7 +1,7 @@
 """Frame blocks in an LRU bounded in bytes: what the frame-aware cache holds of the frames.
 
 A block is ``(start, bytes)``: the absolute offset of a frame's first byte and the
-bytes of its items (plus the next item's header, see :mod:`hdfsspec.planning`).
+bytes of its items (plus the next item's header, see :mod:`hdfsspec.io.planning`).
 Pure: no I/O. Thread-safe.
 """
 

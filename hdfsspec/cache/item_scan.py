@@ -13,7 +13,7 @@ new frame begins at each fragment with a start marker whose previous fragment en
 with an end marker, FFD9; where the two disagree the partial grouping stops; for RLE
 at each fragment with an RLE header, one fragment a frame as the standard requires),
 and a frame is complete once the next one is seen to begin. When the walk ends, the
-fragments are grouped by :func:`hdfsspec.fragments.group_fragments`, and checked
+fragments are grouped by :func:`hdfsspec.dicom.fragments.group_fragments`, and checked
 against what was already served. Pure: reads through a ``fetch_ranges`` callable, no
 fsspec.
 """
@@ -30,8 +30,8 @@ import numpy as np
 
 from hdfsspec._fork import renew_after_fork
 from hdfsspec._types import DEFAULT_OPTIONS, FetchRanges, ReadOptions
-from hdfsspec.errors import FrameIndexError, TruncatedDicomError
-from hdfsspec.fragments import (
+from hdfsspec.dicom.fragment_items import item_header
+from hdfsspec.dicom.fragments import (
     END_MARKER,
     START_MARKERS,
     TAIL,
@@ -39,14 +39,14 @@ from hdfsspec.fragments import (
     ends_frame,
     rle_frame_head,
 )
-from hdfsspec.header import SEQUENCE_DELIMITER
-from hdfsspec.items import item_header
-from hdfsspec.link import ramped_size
+from hdfsspec.dicom.header import SEQUENCE_DELIMITER
+from hdfsspec.errors import FrameIndexError, TruncatedDicomError
+from hdfsspec.io.link import ramped_size
 
 if TYPE_CHECKING:
-    from hdfsspec.parse import ParsedHeader
+    from hdfsspec.dicom.parse import ParsedHeader
 
-__all__ = ["ItemScanner", "scan_items"]
+__all__ = ["ItemScanner"]
 
 _PIXEL_TAG = 0x7FE00010
 _ITEM_HEAD = struct.Struct("<LL")  # an item's tag (as one little-endian word) and length
@@ -177,7 +177,7 @@ class ItemScanner:
         """Sizes of the next ``free`` windows, ``remaining`` bytes before the limit.
 
         The walk's first round is staggered (windows of 1/n, 2/n ... n/n of
-        ``scan_window``, see :func:`~hdfsspec.link.ramped_size`): windows asked for
+        ``scan_window``, see :func:`~hdfsspec.io.link.ramped_size`): windows asked for
         together would arrive together and be walked one after the other while the
         link idles.
         """
@@ -423,19 +423,3 @@ class ItemScanner:
             self.delimited,
             self.ended if self._markers else None,
         )
-
-
-def scan_items(
-    fetch_ranges: FetchRanges,
-    parsed: ParsedHeader,
-    options: ReadOptions = DEFAULT_OPTIONS,
-    on_chunk: Callable[[int, bytes], None] | None = None,
-) -> ItemScan:
-    """Walk every fragment item of encapsulated Pixel Data with large windows.
-
-    Each round fetches ``options.scan_concurrency`` consecutive windows of
-    ``options.scan_window`` bytes concurrently, then walks the item headers they
-    hold. The bytes already in ``parsed.prefix`` are used first. Each round's
-    bytes are passed to ``on_chunk(offset, data)`` (the cache keeps what fits).
-    """
-    return ItemScanner(parsed, fetch_ranges, 0, options, on_chunk).result()

@@ -23,7 +23,8 @@ from typing import Any
 from fsspec.caching import register_cache
 
 from hdfsspec._fork import renew_after_fork
-from hdfsspec.blocks import FrameBlocks, InFlight
+from hdfsspec.cache.blocks import FrameBlocks, InFlight
+from hdfsspec.cache.frames import FrameCache
 from hdfsspec.errors import (
     FrameIndexError,
     NotDicomError,
@@ -31,7 +32,6 @@ from hdfsspec.errors import (
     TruncatedDicomError,
     UnsupportedTransferSyntaxError,
 )
-from hdfsspec.framecache import FrameCache
 
 __all__ = ["DicomFrameCache"]
 
@@ -93,7 +93,7 @@ class DicomFrameCache(FrameCache):
         Cost model of the target (shared by the files of a filesystem); it learns
         from the requests this cache times, and plans the frame fetches.
     progress : bool, fsspec Callback or None
-        Progress of scans of files without offset table (see :mod:`hdfsspec.progress`):
+        Progress of scans of files without offset table (see :mod:`hdfsspec.cache.progress`):
         by default a bar on stderr once a scan has run for two seconds.
     """
 

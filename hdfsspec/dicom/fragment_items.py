@@ -12,8 +12,8 @@ import struct
 from collections.abc import Sequence
 
 from hdfsspec._types import Fetch
+from hdfsspec.dicom.header import ITEM, SEQUENCE_DELIMITER
 from hdfsspec.errors import DicomFormatError, OffsetTableError, TruncatedDicomError
-from hdfsspec.header import ITEM, SEQUENCE_DELIMITER
 
 __all__ = ["find_items_end", "item_header", "join_fragments", "slice_run"]
 

@@ -11,7 +11,7 @@ Other targets return None here and are opened with ``info()``. (GCS's media GET
 has the size in Content-Range and the generation in ``x-goog-generation``, but the
 emulator the tests run lacks the latter: not done, untested.)
 
-The GET and the read of its body are one attempt of :func:`hdfsspec.retry.retry_async`:
+The GET and the read of its body are one attempt of :func:`hdfsspec.io.retry.retry_async`:
 a body cut short or reset, or shorter than its Content-Range says, is read again
 (s3fs retries only the request, the body is read here); what still fails is a
 :class:`~hdfsspec.errors.TransportError` naming the object and the range.
@@ -27,7 +27,7 @@ import fsspec
 from fsspec.asyn import sync
 
 from hdfsspec._types import is_instance
-from hdfsspec.retry import ShortRead, is_transient, retry_async, transport_error
+from hdfsspec.io.retry import ShortRead, is_transient, retry_async, s3_get, transport_error
 
 __all__ = ["first_read"]
 
@@ -72,7 +72,7 @@ def _reader(fs: fsspec.AbstractFileSystem) -> Any:
 def _size_from(content_range: Any, data: bytes, nbytes: int) -> int | None:
     """The object's size from ``Content-Range: bytes 0-N/SIZE`` of a first read, if usable.
 
-    Raises :class:`~hdfsspec.retry.ShortRead` (read again) when the body holds fewer
+    Raises :class:`~hdfsspec.io.retry.ShortRead` (read again) when the body holds fewer
     bytes than asked for and the object has (whatever the header says of the range).
     """
     match = _CONTENT_RANGE.match(str(content_range or ""))
@@ -93,21 +93,12 @@ async def _s3_first(fs: Any, path: str, nbytes: int) -> tuple[dict[str, Any], by
     extra = {"VersionId": version} if version else {}
 
     async def attempt() -> Any:
-        """One GET and its body: s3fs retries the request, not the body read here.
-
-        An error of the request (retried by s3fs) is returned: final. The body's
-        errors, and a body shorter than asked, are raised: retried.
-        """
-        try:
-            resp = await fs._call_s3(
-                "get_object", Bucket=bucket, Key=key, Range=f"bytes=0-{nbytes - 1}", **extra
-            )
-        except Exception as exc:
-            return exc
-        try:
-            data = await resp["Body"].read()
-        finally:
-            resp["Body"].close()
+        """One GET and its body (:func:`~hdfsspec.io.retry.s3_get`); a body shorter than
+        asked is raised: retried."""
+        got = await s3_get(fs, bucket, key, 0, nbytes, **extra)
+        if isinstance(got, Exception):
+            return got
+        resp, data = got
         return resp, data, _size_from(resp.get("ContentRange"), data, nbytes)
 
     got = await retry_async(attempt)

@@ -1,6 +1,6 @@
 """The walk of Pixel Data without offset table, as far as the reads ask: one object per file.
 
-:class:`PartialScan` drives an :class:`~hdfsspec.scan.ItemScanner` for the frame-aware
+:class:`PartialScan` drives an :class:`~hdfsspec.cache.item_scan.ItemScanner` for the frame-aware
 cache. It hands out the index of the frames found so far, keeps the rounds the walk
 fetched (a contiguous run, bounded by the cache size) and puts the frames wholly
 inside them in the cache's frame blocks, so that reading a frame the walk has passed
@@ -19,18 +19,18 @@ from collections import deque
 import numpy as np
 
 from hdfsspec._types import FetchRanges, ReadOptions
-from hdfsspec.blocks import Block, FrameBlocks
+from hdfsspec.cache.blocks import Block, FrameBlocks
+from hdfsspec.cache.item_scan import ItemScanner
+from hdfsspec.cache.progress import Progress, ScanProgress
+from hdfsspec.dicom.fragment_items import slice_run
+from hdfsspec.dicom.fragments import group_fragments
+from hdfsspec.dicom.frame_locations import scanned_index
+from hdfsspec.dicom.index import UNKNOWN, FrameIndex
+from hdfsspec.dicom.parse import ParsedHeader, number_of_frames
 from hdfsspec.errors import FrameIndexError
-from hdfsspec.fragments import group_fragments
-from hdfsspec.index import UNKNOWN, FrameIndex
-from hdfsspec.items import slice_run
-from hdfsspec.link import LinkModel
-from hdfsspec.locate import scanned_index
-from hdfsspec.parse import ParsedHeader, number_of_frames
-from hdfsspec.planning import block_ranges
-from hdfsspec.progress import Progress, ScanProgress
-from hdfsspec.scan import ItemScanner
-from hdfsspec.stats import CacheStats
+from hdfsspec.io.link import LinkModel
+from hdfsspec.io.planning import block_ranges
+from hdfsspec.io.stats import CacheStats
 
 __all__ = ["PartialScan"]
 
@@ -51,7 +51,7 @@ def walk_options(options: ReadOptions) -> tuple[ReadOptions, int]:
     the run grows): each at most a quarter of the cache bound (``max_cache_bytes``)
     where windows of at least 256 KiB allow it. A small bound shrinks the windows,
     then their concurrency (to one). What the walk holds is reserved in the blocks
-    (:meth:`~hdfsspec.blocks.FrameBlocks.reserve`), so that blocks and walk together
+    (:meth:`~hdfsspec.cache.blocks.FrameBlocks.reserve`), so that blocks and walk together
     stay within the bound.
     """
     concurrency = options.scan_concurrency
@@ -82,7 +82,7 @@ class PartialScan:
     link : LinkModel
         The cost model, given one bandwidth sample per walk.
     progress : bool, fsspec Callback or None
-        Progress of the walks (see :mod:`hdfsspec.progress`).
+        Progress of the walks (see :mod:`hdfsspec.cache.progress`).
     """
 
     def __init__(

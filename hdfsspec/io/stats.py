@@ -24,7 +24,7 @@ class PhaseStats:
 
 @dataclass
 class CacheStats:
-    """Counters of a :class:`~hdfsspec.cache.DicomFrameCache`, per phase.
+    """Counters of a :class:`~hdfsspec.cache.dicom_cache.DicomFrameCache`, per phase.
 
     ``requests`` counts byte ranges asked of the backend (a concurrent batch of
     ``n`` ranges counts ``n``), ``rounds`` the round trips: batches started while

@@ -241,7 +241,7 @@ def tile_table_frames(
     -------
     (starts, stops) : tuple of numpy.ndarray of int64, or None
         ``starts = offsets - 8`` (the item header), ``stops`` the end of the item value
-        (``offsets + counts`` rounded up to even), as in :class:`~hdfsspec.index.FrameIndex`.
+        (``offsets + counts`` rounded up to even), as in :class:`~hdfsspec.dicom.index.FrameIndex`.
         ``None`` when anything does not hold: the caller falls back to scanning the items.
 
     Notes
