@@ -188,3 +188,22 @@ def test_differential_fuzz_short():
 def test_differential_fuzz_long():
     report = fuzz(mutants=20_000, seed=4)
     assert report.bad == 0, report.table()
+
+
+def test_one_frame_whose_fragments_hold_several_codestreams_is_refused():
+    """Number of Frames 1 (or lost) over fragments of six JPEG streams: joining them all
+    (the single-frame rule) would serve six frames as one."""
+    blob = build_encapsulated(FRAMES, offset_table="empty")
+    at = blob.find(b"\x28\x00\x08\x00IS")
+    (length,) = struct.unpack_from("<H", blob, at + 6)
+    one = blob[: at + 8] + b"1".ljust(length) + blob[at + 8 + length :]
+    cache, log = open_cache(one)
+    with pytest.raises(FrameIndexError, match="begins a new codestream") as refused:
+        cache.read_frames([0])
+    bot = one.find(ITEM, one.find(b"\xe0\x7f\x10\x00"))  # the empty Basic Offset Table
+    second = one.find(ITEM, one.find(ITEM, bot + 8) + 8)  # fragment 1: a new stream
+    assert refused.value.offset == second
+    assert len(log) == 1  # the small object is held by the first request
+    single = build_encapsulated(FRAMES[:1], offset_table="empty", fragments_per_frame=3)
+    cache, _ = open_cache(single)  # one stream in three fragments: one frame
+    assert cache.read_frames([0]) == [FRAMES[0]]

@@ -78,6 +78,23 @@ def _continued(scan: ItemScan, marked: np.ndarray) -> bool:
     return bool(np.any(~marked[1:] & ~ended[1:]))
 
 
+def _check_single(scan: ItemScan, marked: np.ndarray, parsed: ParsedHeader) -> None:
+    """Refuse one frame whose fragments hold several (JPEG family): a fragment that
+    begins with a start marker after one that ends with an end marker begins a new
+    codestream, so Number of Frames (1, or absent) and the fragments disagree."""
+    if scan.ended is None or marked.size < 2:
+        return
+    again = np.flatnonzero(marked[1:] & np.asarray(scan.ended, dtype=bool)[1:]) + 1
+    if again.size:
+        raise FrameIndexError(
+            f"Number of Frames is 1, but fragment {int(again[0])} of {marked.size} begins a "
+            "new codestream after one ended: the frames cannot be told apart",
+            path=parsed.path,
+            offset=int(scan.offsets[int(again[0])]),
+            tag=_PIXEL_TAG,
+        )
+
+
 def _check_ends(scan: ItemScan, first: np.ndarray, parsed: ParsedHeader) -> None:
     """Refuse frames whose start and end markers disagree: a frame that begins after a
     fragment with no end marker, where other fragments do end with one (a damaged
@@ -116,6 +133,7 @@ def group_fragments(scan: ItemScan, n: int, parsed: ParsedHeader) -> tuple[np.nd
     if count == n and not _continued(scan, marked):
         return offsets, ends
     if n == 1 and count > 0:
+        _check_single(scan, marked, parsed)
         return offsets[:1], ends[-1:]
     if count > n and marked[0]:
         if int(marked.sum()) != n and scan.ended is not None:  # a marker inside a frame
