@@ -16,7 +16,7 @@ import numpy as np
 import pydicom
 
 import hdfsspec
-from hdfsspec.dicom.frame_locations import build_index
+from hdfsspec.cache.whole_index import build_index
 from hdfsspec.dicom.parse import parse_header
 
 RANDOM_FRAMES = 200

@@ -81,3 +81,18 @@ def test_modules_stay_near_400_lines():
         if (n := len(p.read_text().splitlines())) > 450
     }
     assert not long, long
+
+
+def test_the_benchmark_harness_imports():
+    """benchmarks/ imports internal modules too: a move must not break it unseen."""
+    import subprocess
+    import sys
+
+    bench = ROOT.parent / "benchmarks"
+    if not bench.is_dir():
+        pytest.skip("no benchmarks/ beside the package (an installed wheel)")
+    code = "import cells, child, data, fresh, run, servers, targets"
+    done = subprocess.run(
+        [sys.executable, "-c", code], cwd=bench, capture_output=True, text=True, timeout=120
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
