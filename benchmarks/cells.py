@@ -7,7 +7,7 @@ import gc
 import hashlib
 import io
 import json
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -63,6 +63,11 @@ class Cell:
     """The same workload on the local copy, measured in the same (child) process."""
     spread: tuple[float, float] | None = None
     """Fastest and slowest of the repeated runs this cell is the median of."""
+    rate: float | None = None
+    """Frames per second of the rated part of the work (the thread workloads), if any."""
+    after: int = 0
+    """Requests the proxy saw after the work ended (reads ahead still in flight, or made
+    after the close): counted in ``requests`` and ``nbytes``, not in ``seconds``."""
 
 
 def median_run(runs: list[Cell], failed: Callable[[Cell], bool] = lambda c: bool(c.note)) -> Cell:
@@ -238,9 +243,15 @@ def lower_bound(
     return 1 + len(ranges), nbytes, rounds * rtt + nbytes / bandwidth
 
 
-def load_targets(files: dict[str, Any], bucket: str) -> list[Target]:
+def load_targets(
+    files: dict[str, Any], bucket: str, names: Iterable[str] | None = None
+) -> list[Target]:
+    """The targets of ``files`` (those of ``names`` only, if given)."""
     out = []
+    wanted = set(files) if names is None else set(names)
     for name, path in files.items():
+        if name not in wanted:
+            continue
         blob = path.read_bytes()
         out.append(Target(name, f"{bucket}/{path.name}", blob, name == "seg", str(path)))
     return out

@@ -22,6 +22,13 @@ Modes:
     memory, read every frame in order with ``iter_frames`` keeping none, then print
     the baseline and the peak resident memory (KiB, see :func:`status_kib`) and the
     bytes read.
+``region``
+    The first region of a new process (issue 19): open the object with ``method``
+    (``hdfsspec``: the dicom filesystem, no index store; ``wsidicom``: ``WsiDicom.open``
+    of its URL, its s3fs files with fsspec's block cache of 1 MiB blocks, see
+    :func:`wsidicom_options`) and read the 512 x 512 region ``params``; print the seconds
+    (from before the open), the result's digest, and save the pixels to ``out``
+    (``.npy``) for the parent to compare with the local copy's.
 """
 
 from __future__ import annotations
@@ -156,7 +163,79 @@ def run_memory(spec: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-MODES = {"workload": run_workload, "memory": run_memory}
+def warm_up_wsidicom() -> None:
+    """wsidicom's first-call costs (its decoder, its metadata models), on a tiny local slide."""
+    from data import smooth_tiles, wsi_slide  # the slides wsidicom opens (Imaged Volume size)
+    from wsidicom import WsiDicom
+
+    with tempfile.TemporaryDirectory(prefix="hdfsspec-warm-") as tmp:
+        path = Path(tmp, "warm.dcm")
+        path.write_bytes(wsi_slide(512, 512, tile=256, tiles=smooth_tiles(2, 256)))
+        with WsiDicom.open(path) as slide:
+            slide.read_region((5, 7), 0, (395, 293))
+
+
+WSIDICOM_BLOCK = 2**20
+"""fsspec's block cache under wsidicom: 1 MiB blocks."""
+
+
+def wsidicom_options(endpoint: str) -> dict[str, Any]:
+    """wsidicom's ``file_options`` (the s3fs filesystem's): files opened with fsspec's
+    ``blockcache`` of 1 MiB blocks.
+
+    wsidicom 0.36 opens a URL through universal-pathlib (``UPath(url, **file_options)``)
+    and its filesystem's ``open(path, "rb")``; s3fs takes the cache of those files as
+    ``default_cache_type`` and ``default_block_size``.
+    """
+    return {
+        "endpoint_url": endpoint,
+        "use_listings_cache": False,
+        "default_cache_type": "blockcache",
+        "default_block_size": WSIDICOM_BLOCK,
+    }
+
+
+def run_region(spec: dict[str, Any]) -> dict[str, Any]:
+    """The first 512 x 512 region of this process, by hdfsspec or by wsidicom."""
+    import numpy as np
+    from cells import digest, frozen_heap, read_region
+
+    params, method = spec["params"], spec["method"]
+    began = time.perf_counter()
+    if method == "hdfsspec":
+        warm_up()
+        fs = dicom_filesystem(spec["endpoint"], index_cache=False)
+    else:
+        from wsidicom import WsiDicom
+
+        warm_up_wsidicom()
+        options = wsidicom_options(spec["endpoint"])
+        # the client, as dicom_filesystem makes it (no request); wsidicom's UPath gets
+        # this instance from fsspec's instance cache (the same options)
+        fs = fsspec.filesystem("s3", **options)
+        fs.connect()
+    stats = None
+    with frozen_heap():
+        t0 = time.perf_counter()
+        if method == "hdfsspec":
+            with hdfsspec.imread(fs.open(spec["key"])) as image:
+                result = read_region(image, params)
+                seconds = time.perf_counter() - t0
+                stats = image.file.stats.as_dict()
+        else:
+            with WsiDicom.open(f"s3://{spec['key']}", file_options=options) as slide:
+                location = (params["column_start"], params["row_start"])
+                size = (
+                    params["column_end"] - params["column_start"],
+                    params["row_end"] - params["row_start"],
+                )
+                result = np.asarray(slide.read_region(location, 0, size).convert("RGB"))
+                seconds = time.perf_counter() - t0
+    np.save(spec["out"], result)
+    return {"seconds": seconds, "setup": t0 - began, "digest": digest(result), "stats": stats}
+
+
+MODES = {"workload": run_workload, "memory": run_memory, "region": run_region}
 
 
 def main(argv: list[str]) -> int:
