@@ -62,6 +62,10 @@ class ReadOptions:
         most of it.
     max_block : int
         Largest coalesced range, in bytes (default 64 MiB).
+    readahead : bool
+        Follow the way reads walk the frames (one by one, across frames, or with a
+        stride) and fetch the next frames ahead of them (default True; see
+        :mod:`hdfsspec.cache.readahead`).
     """
 
     max_cache_bytes: int = 256 * MiB
@@ -70,10 +74,15 @@ class ReadOptions:
     scan_concurrency: int = 4
     max_gap: int | None = None
     max_block: int = 64 * MiB
+    readahead: bool = True
 
     def __post_init__(self) -> None:
         for name, value in asdict(self).items():
             if name == "max_gap" and value is None:
+                continue
+            if name == "readahead":
+                if not isinstance(value, bool):
+                    raise ValueError(f"ReadOptions.readahead must be True or False, got {value!r}")
                 continue
             if not isinstance(value, int) or value < (0 if name == "max_gap" else 1):
                 raise ValueError(f"ReadOptions.{name} must be a positive integer, got {value!r}")

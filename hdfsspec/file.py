@@ -225,9 +225,9 @@ class DicomFile(AbstractBufferedFile):
             cache.view(frames=1)  # the first frame: learns whether the items must be walked
         # batches in flight and the one being yielded; twice while a batch's frames are
         # cut from the bytes it fetched (not when a walk of the items brings them)
-        fetched = 1 if cache._scan is not None else 2
+        fetched = 1 if cache.layout.scan is not None else 2
         held = (fetched * max(1, ahead) + 1) * budget
-        blocks = cache._blocks
+        blocks = cache.frames.blocks
         blocks.reserve(held)  # counted against the cache bound: fewer blocks kept meanwhile
         try:
             with ThreadPoolExecutor(
@@ -235,7 +235,7 @@ class DicomFile(AbstractBufferedFile):
             ) as pool:
                 queue: deque[tuple[list[int], Future[list[bytes]]]] = deque()
                 for batch in batches:
-                    queue.append((batch, pool.submit(self.read_frames, batch)))
+                    queue.append((batch, pool.submit(cache.read_frames, batch, False)))
                     if len(queue) > max(1, ahead):
                         done, pending = queue.popleft()
                         yield from zip(done, pending.result(), strict=True)

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import errno
 import functools
+import inspect
 import os
 import pickle
 import threading
+from collections.abc import Callable
 from typing import Any, ClassVar
 
 import fsspec
@@ -90,8 +92,9 @@ class DicomFileSystem(ChainedFileSystem):
 
         fsspec.filesystem("dicom", target_protocol="s3", target_options={"anon": True})
 
-    Listing, ``info``, ``glob``, ``find``, ``exists`` and ``size`` are those of the
-    target. Files are read-only. The target filesystem is never closed.
+    Listing, ``info``, ``glob``, ``find``, ``exists``, ``size``, ``cat_file`` and the
+    other methods named in ``TARGET_METHODS`` are those of the target, called on the
+    path without ``dicom::``. Files are read-only. The target filesystem is never closed.
 
     Parameters
     ----------
@@ -108,9 +111,14 @@ class DicomFileSystem(ChainedFileSystem):
         Read policy (see :class:`~hdfsspec.ReadOptions` for the defaults).
     scan_concurrency, max_gap, max_block : int, optional
         Read policy (see :class:`~hdfsspec.ReadOptions` for the defaults).
+    readahead : bool, optional
+        Fetch frames ahead of reads that walk the frames in order or with a stride
+        (default True; see :class:`~hdfsspec.ReadOptions`).
     index_cache : str, bool or None, optional
         Directory of the persisted frame indexes; ``False`` disables them; by default
-        ``$HDFSSPEC_INDEX_CACHE`` (``off`` disables) or ``~/.cache/hdfsspec/index``.
+        ``$HDFSSPEC_INDEX_CACHE`` (``off`` disables), else ``index`` in the user's cache
+        directory for hdfsspec (``$XDG_CACHE_HOME/hdfsspec/index`` or
+        ``~/.cache/hdfsspec/index`` on Linux; see :func:`platformdirs.user_cache_dir`).
     index_cache_bytes : int, optional
         Bound of the persisted indexes (1 GiB by default): the least recently used
         entries go beyond it.
@@ -146,6 +154,7 @@ class DicomFileSystem(ChainedFileSystem):
         scan_concurrency: int | None = None,
         max_gap: int | None = None,
         max_block: int | None = None,
+        readahead: bool | None = None,
         index_cache: str | bool | None = None,
         index_cache_bytes: int | None = None,
         rtt: float | None = None,
@@ -191,6 +200,7 @@ class DicomFileSystem(ChainedFileSystem):
             scan_concurrency=scan_concurrency,
             max_gap=max_gap,
             max_block=max_block,
+            readahead=readahead,
         )
         renew_after_fork(self)
 
@@ -238,7 +248,9 @@ class DicomFileSystem(ChainedFileSystem):
         return path
 
     def _target(self, path: Any) -> Any:
-        """Path on the target filesystem."""
+        """Path (or list of paths) on the target filesystem."""
+        if isinstance(path, list | tuple):
+            return [self._target(p) for p in path]
         return self.fs._strip_protocol(self._strip_protocol(path))
 
     def unstrip_protocol(self, name: str) -> str:
@@ -324,73 +336,43 @@ class DicomFileSystem(ChainedFileSystem):
             assert isinstance(f, DicomFile)
             return f.read_frames(frames)
 
-    def cat_file(
-        self, path: str, start: int | None = None, end: int | None = None, **kwargs: Any
-    ) -> bytes:
-        return self.fs.cat_file(self._target(path), start=start, end=end, **kwargs)
-
-    # -- delegated to the target ------------------------------------------------------------
-    def ls(self, path: str, detail: bool = True, **kwargs: Any) -> Any:
-        return self.fs.ls(self._target(path), detail=detail, **kwargs)
-
-    def info(self, path: str, **kwargs: Any) -> dict[str, Any]:
-        return self.fs.info(self._target(path), **kwargs)
-
-    def glob(self, path: str, maxdepth: int | None = None, **kwargs: Any) -> Any:
-        return self.fs.glob(self._target(path), maxdepth=maxdepth, **kwargs)
-
-    def find(
-        self,
-        path: str,
-        maxdepth: int | None = None,
-        withdirs: bool = False,
-        detail: bool = False,
-        **kwargs: Any,
-    ) -> Any:
-        return self.fs.find(
-            self._target(path), maxdepth=maxdepth, withdirs=withdirs, detail=detail, **kwargs
-        )
-
-    def walk(self, path: str, maxdepth: int | None = None, **kwargs: Any) -> Any:
-        return self.fs.walk(self._target(path), maxdepth=maxdepth, **kwargs)
-
-    def expand_path(
-        self, path: Any, recursive: bool = False, maxdepth: int | None = None, **kwargs: Any
-    ) -> list[str]:
-        paths = [self._target(p) for p in path] if isinstance(path, list | tuple) else path
-        target = paths if isinstance(paths, list) else self._target(paths)
-        return list(self.fs.expand_path(target, recursive=recursive, maxdepth=maxdepth, **kwargs))
-
-    def exists(self, path: str, **kwargs: Any) -> bool:
-        return self.fs.exists(self._target(path), **kwargs)
-
-    def isdir(self, path: str) -> bool:
-        return self.fs.isdir(self._target(path))
-
-    def isfile(self, path: str) -> bool:
-        return self.fs.isfile(self._target(path))
-
-    def size(self, path: str) -> int:
-        return self.fs.size(self._target(path))
-
-    def ukey(self, path: str) -> str:
-        return self.fs.ukey(self._target(path))
-
-    def modified(self, path: str) -> Any:
-        return self.fs.modified(self._target(path))
-
-    def created(self, path: str) -> Any:
-        return self.fs.created(self._target(path))
-
-    def checksum(self, path: str) -> int:
-        return int(self.fs.checksum(self._target(path)))
-
-    def sign(self, path: str, expiration: int = 100, **kwargs: Any) -> str:
-        return str(self.fs.sign(self._target(path), expiration=expiration, **kwargs))
-
     # -- read-only ----------------------------------------------------------------------------
     def _read_only(self, *args: Any, **kwargs: Any) -> None:
         raise ReadOnlyError("the dicom filesystem is read-only")
 
     mkdir = makedirs = rmdir = _rm = rm = rm_file = _read_only
     pipe_file = put_file = cp_file = mv = touch = _read_only
+
+
+def _delegated(name: str, **defaults: Any) -> Callable[..., Any]:
+    """The method ``name`` of the filesystem: the target's, on the path without ``dicom::``.
+
+    Arguments are bound to the parameters of fsspec's ``AbstractFileSystem.<name>`` and
+    passed by name, so that a target whose own method orders them otherwise (gcsfs's
+    ``find`` takes ``withdirs`` second) gets them as fsspec documents them; ``defaults``
+    are fsspec's defaults that targets do not share.
+    """
+    signature = inspect.signature(getattr(fsspec.AbstractFileSystem, name))
+
+    def method(self: DicomFileSystem, *args: Any, **kwargs: Any) -> Any:
+        arguments = signature.bind(self, *args, **kwargs).arguments
+        named = {k: v for k, v in arguments.items() if k not in ("self", "path", "kwargs")}
+        path = self._target(arguments["path"])
+        return getattr(self.fs, name)(path, **{**defaults, **named, **arguments.get("kwargs", {})})
+
+    method.__name__, method.__qualname__ = name, f"DicomFileSystem.{name}"
+    method.__doc__ = f"The target filesystem's ``{name}``, on the path without ``dicom::``."
+    return method
+
+
+TARGET_METHODS = (
+    *("ls", "info", "glob", "find", "walk", "expand_path", "exists", "isdir", "isfile"),
+    *("size", "ukey", "modified", "created", "checksum", "sign", "cat_file"),
+)
+"""What the ``dicom`` filesystem answers with its target's methods (see ``_delegated``)."""
+_DEFAULTS: dict[str, dict[str, Any]] = {
+    "ls": {"detail": True},  # the local, S3, GCS and Azure filesystems list names by default
+}
+for _name in TARGET_METHODS:
+    setattr(DicomFileSystem, _name, _delegated(_name, **_DEFAULTS.get(_name, {})))
+del _name

@@ -174,7 +174,7 @@ def test_metadata_costs_one_request_and_a_large_bot_is_read_with_the_index(backe
         assert header.dataset.NumberOfFrames == 20_000
         assert header.bot is None and header.bot_span[1] - header.bot_span[0] == 80_000
         assert (counting.requests, counting.bytes) == (1, 64 * 1024)  # BOT not read yet
-        assert f.cache._ahead is None  # most entries are held: read only if needed
+        assert f.cache.layout.ahead is None  # most entries are held: read only if needed
         # the first ~16,000 entries are held: their frames need no table request
         start, stop = block_range(f.cache.view(frames=101), 100)
         assert f.read_frames([100]) == [reference_frames(LARGE_BOT)[100]]
@@ -196,7 +196,7 @@ def test_a_bot_mostly_beyond_the_first_request_is_read_behind_the_open(backend):
         header = f.header
         assert header.bot is None and header.bot_span[1] - header.bot_span[0] == 80_000
         # the open waits for one request; the rest of the BOT is read behind it, exactly
-        assert f.cache._ahead is not None and f.cache._ahead.result() is not None
+        assert f.cache.layout.ahead is not None and f.cache.layout.ahead.result() is not None
         assert counting.ranges[:2] == [(path, 0, 16 * 1024), (path, 16 * 1024, header.bot_span[1])]
         assert counting.bytes == header.bot_span[1]
         frame = f.read_frames([19_000])[0]

@@ -62,8 +62,8 @@ def test_lru_bound_and_values(frames, bound):
     cache, _ = make_cache(BIG, max_cache_bytes=bound, first_request=1024, scan_window=4096)
     ref = reference_frames(BIG)
     assert cache.read_frames(frames) == [ref[f] for f in frames]
-    assert cache._blocks.nbytes <= bound
-    assert sum(len(d) for _, d in cache._blocks.values()) == cache._blocks.nbytes
+    assert cache.frames.blocks.nbytes <= bound
+    assert sum(len(d) for _, d in cache.frames.blocks.values()) == cache.frames.blocks.nbytes
 
 
 def test_one_frame_read_fetches_exactly_its_block():

@@ -116,6 +116,36 @@ def test_listing_delegates_to_target(memfile):
         assert getattr(fs, method)("/fsdir/a.dcm") == expected, method
 
 
+def test_delegated_methods_take_fsspec_arguments(memfile, tmp_path):
+    """Arguments are bound as fsspec's AbstractFileSystem names them; ``ls`` gives details
+    by default even where the target's does not (the local filesystem's)."""
+    (tmp_path / "d").mkdir()
+    (tmp_path / "d" / "x.dcm").write_bytes(b"x")
+    local = fsspec.filesystem("dicom", target_protocol="file", skip_instance_cache=True)
+    assert fsspec.filesystem("file").ls(str(tmp_path)) == [str(tmp_path / "d")]  # names
+    (entry,) = local.ls(f"dicom::file://{tmp_path}")
+    assert entry["name"] == str(tmp_path / "d") and entry["type"] == "directory"
+    assert local.ls(str(tmp_path), False) == [str(tmp_path / "d")]
+    fs = fsspec.filesystem("dicom", target_protocol="memory")
+    assert fs.find("/fsdir", 1) == ["/fsdir/a.dcm", "/fsdir/b.dcm"]  # maxdepth, positionally
+    assert fs.find("/fsdir", 1, True) == ["/fsdir", "/fsdir/a.dcm", "/fsdir/b.dcm", "/fsdir/sub"]
+    assert sorted(fs.find("/fsdir", detail=True)) == [
+        "/fsdir/a.dcm",
+        "/fsdir/b.dcm",
+        "/fsdir/sub/c.dcm",
+    ]
+    assert fs.expand_path(("dicom::memory://fsdir/a.dcm", "/fsdir/b.dcm")) == [
+        "/fsdir/a.dcm",
+        "/fsdir/b.dcm",
+    ]
+    assert fs.cat_file("dicom::memory://fsdir/a.dcm", end=4) == BLOB[:4]
+    with pytest.raises(FileNotFoundError):  # the target's error, unchanged
+        fs.info("/fsdir/nope.dcm")
+    with pytest.raises(TypeError):  # as fsspec's signature says
+        fs.isdir("/fsdir", True)
+    assert DicomFileSystem.info.__doc__ and DicomFileSystem.info.__name__ == "info"
+
+
 def test_opening_a_directory_raises_is_a_directory(memfile, tmp_path):
     for url in ("dicom::memory://fsdir/sub", f"dicom::file://{tmp_path}"):
         with pytest.raises(IsADirectoryError):

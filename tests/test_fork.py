@@ -175,7 +175,7 @@ def test_a_read_waiting_inside_the_lock_at_the_fork_does_not_hang_the_child(tabl
         with fs.open(proxy.url + "/f.dcm") as f:
             reader = threading.Thread(target=f.read_frames, args=([50],))
             reader.start()
-            _wait_held(f.cache._lock)  # the reader's round is in flight
+            _wait_held(f.cache.layout.lock)  # the reader's round is in flight
             before = (f.stats.requests, f.stats.rounds)
             proxy.rtt = 0.0  # the child's requests are not slowed
             status, got, (requests, rounds) = _in_child(_read_counted, f, [30, 59])

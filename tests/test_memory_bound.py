@@ -75,7 +75,7 @@ def test_a_sequential_pass_stays_within_the_bound_and_reads_the_object_once(tabl
     # windows leaves too little room for the frames it fetches ahead of the pass)
     f, counting = _open(blob, bound)
     with f:
-        blocks = f.cache._blocks
+        blocks = f.cache.frames.blocks
         seen = 0
         for k, (frame, data) in enumerate(f.iter_frames()):
             assert frame == k and data == FRAMES[k]
@@ -98,14 +98,14 @@ def test_a_walk_counts_its_windows_against_the_bound_until_it_ends():
     f, counting = _open(blob, 2 * MiB)
     with f:
         assert f.read_frames([100]) == [FRAMES[100]]
-        scan = f.cache._scan
+        scan = f.cache.layout.scan
         assert scan is not None  # a partial walk, under way
         window = scan.options.scan_window
         assert window == 256 * 1024  # the floor: a quarter of 2 MiB over 5 windows is less
         assert scan.options.scan_concurrency == 1
         run = sum(len(d) for _, d in scan._run)  # the rounds held to cut frames from
-        assert f.cache._blocks.reserved == 2 * window + run
+        assert f.cache.frames.blocks.reserved == 2 * window + run
         assert run <= 512 * 1024
         assert f.index.number_of_frames == len(FRAMES)  # the walk ends
-        assert f.cache._scan is None and f.cache._blocks.reserved == 0
+        assert f.cache.layout.scan is None and f.cache.frames.blocks.reserved == 0
         assert counting.bytes <= len(blob) + 4 * window

@@ -35,7 +35,7 @@ def test_bytes_grow_with_the_frame_asked_for():
         assert f.read_frames([10]) == [FRAMES[10]]
         early = counting.bytes
         assert early <= 4096 + 2 * WINDOW + 2000  # the header, one round, the frame
-        assert f.cache._index is None  # the walk stopped early
+        assert f.cache.layout._index is None  # the walk stopped early
         assert f.read_frames([600]) == [FRAMES[600]]
         middle = counting.bytes
         assert middle < len(BLOB) * 0.45
@@ -107,7 +107,7 @@ def test_grouping_that_changes_at_the_end_is_an_error():
     f, _ = open_counted(blob, "bad.dcm", max_gap=0)
     with f:
         assert f.read_frames([0]) == [marked + plain]
-        assert f.cache._index is None  # served while walking
+        assert f.cache.layout._index is None  # served while walking
         with pytest.raises(FrameIndexError, match="cannot split 4 fragments into 4 frames"):
             f.index  # noqa: B018
 
@@ -147,7 +147,7 @@ def test_a_frame_without_start_marker_stops_the_partial_grouping():
     with f:
         assert f.read_frames([10]) == [frames[10]]
         early = counting.bytes
-        assert early < len(blob) / 4 and f.cache._index is None
+        assert early < len(blob) / 4 and f.cache.layout._index is None
         assert f.read_frames([200, 149]) == [frames[200], frames[149]]
         assert f.index.number_of_frames == 300  # walked to the end, then grouped 1:1
     assert counting.bytes <= len(blob) + 3 * WINDOW
@@ -162,7 +162,7 @@ def test_end_markers_of_fragments_larger_than_a_window_are_fetched():
     f, counting = open_counted(blob, "large.dcm")
     with f:
         assert f.read_frames([5]) == [frames[5]]
-        assert f.cache._index is None  # still partial: the ends were seen
+        assert f.cache.layout._index is None  # still partial: the ends were seen
         assert counting.bytes < len(blob) / 4
         assert f.read_frames([40, 59]) == [frames[40], frames[59]]
 
@@ -183,7 +183,7 @@ def test_rle_frames_found_a_fragment_each_while_walking():
     f, counting = open_counted(blob, "rle.dcm")
     with f:
         assert f.read_frames([5, 7]) == [frames[5], frames[7]]
-        assert counting.bytes < len(blob) / 4 and f.cache._index is None
+        assert counting.bytes < len(blob) / 4 and f.cache.layout._index is None
         assert f.read_frames(list(range(300))) == frames
 
 
@@ -329,8 +329,8 @@ def test_a_partial_scan_fetches_ahead_no_further_than_its_goal():
         reached = int(f.cache.view(frames=301).stops[300])
         # the walk aims 2 % past the mean frame size so far, never a pipeline beyond it
         assert counting.bytes <= reached * 1.03 + 2 * 1100
-        assert f.cache._index is None
-        scanner = f.cache._scan.scanner
+        assert f.cache.layout._index is None
+        scanner = f.cache.layout.scan.scanner
     assert scanner._pool is None and not scanner._pending  # closing stops the read-ahead
 
 
@@ -347,7 +347,7 @@ def test_a_truncated_object_stops_the_scan_with_a_typed_error():
         with pytest.raises((TruncatedDicomError, ObjectChangedError)) as err:
             f.index  # noqa: B018
         assert "cut.dcm" in str(err.value)
-        assert f.cache._scan.scanner._pool is None  # no windows left in flight
+        assert f.cache.layout.scan.scanner._pool is None  # no windows left in flight
 
 
 def test_a_walk_staggers_its_first_round():
@@ -367,7 +367,7 @@ def test_a_walk_staggers_its_first_round():
     with f:  # a near goal: staggered too, and stopped near it
         assert f.read_frames([5]) == [FRAMES[5]]
         sizes = [b - a for _, a, b in sorted(counting.ranges[1:], key=lambda r: r[1])]
-        assert sizes[:2] == [WINDOW // 4, WINDOW // 2] and f.cache._index is None
+        assert sizes[:2] == [WINDOW // 4, WINDOW // 2] and f.cache.layout._index is None
         assert counting.bytes <= 4096 + 5 * WINDOW
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import sys
 
 import fsspec
 import pytest
@@ -162,6 +163,26 @@ def test_store_can_be_disabled(tmp_path, monkeypatch):
     with fs.open("/off/x.dcm") as f:
         f.index  # noqa: B018
     assert not list(tmp_path.rglob("*.idx"))
+
+
+@pytest.mark.skipif(
+    not sys.platform.startswith("linux"), reason="XDG_CACHE_HOME is the Linux convention"
+)
+def test_default_store_follows_xdg_cache_home(tmp_path, monkeypatch):
+    """Without HDFSSPEC_INDEX_CACHE the store is in the user's cache directory, as
+    platformdirs gives it: $XDG_CACHE_HOME, else ~/.cache (no real home is touched)."""
+    monkeypatch.delenv("HDFSSPEC_INDEX_CACHE", raising=False)
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    monkeypatch.delenv("XDG_CACHE_HOME", raising=False)
+    assert default_store().directory == tmp_path / "home" / ".cache" / "hdfsspec" / "index"
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    store = default_store()
+    assert store.directory == tmp_path / "xdg" / "hdfsspec" / "index"
+    assert not list(tmp_path.iterdir())  # nothing made before the store is used
+    assert store.usable and (os.stat(store.directory).st_mode & 0o777) == 0o700
+    monkeypatch.setenv("HDFSSPEC_INDEX_CACHE", str(tmp_path / "mine"))
+    assert default_store().directory == tmp_path / "mine"  # the variable of ours comes first
+    assert not (tmp_path / "home").exists()
 
 
 def test_s3_reopen_with_a_persisted_index_costs_one_byte(s3_endpoint, tmp_path):

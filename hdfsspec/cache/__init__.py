@@ -1,14 +1,14 @@
 """The frame-aware cache: what is learnt of an object's layout, and the frames it holds.
 
 :class:`~hdfsspec.cache.dicom_cache.DicomFrameCache` (fsspec's ``cache_type="dicom"``)
-learns the header and the frame index (:mod:`~hdfsspec.cache.layout`), walks the items
-of an object without offset table (:mod:`~hdfsspec.cache.walk`,
-:mod:`~hdfsspec.cache.item_scan`), keeps frame blocks in a bounded LRU
-(:mod:`~hdfsspec.cache.blocks`, :mod:`~hdfsspec.cache.frames`), reads tables in the
-background (:mod:`~hdfsspec.cache.background`) and persists indexes
+owns three parts: a :class:`~hdfsspec.cache.layout.Layout` (the header and the frame
+index), a :class:`~hdfsspec.cache.frames.FrameStore` (the frames, in a bounded LRU of
+:mod:`~hdfsspec.cache.blocks`) and the :class:`~hdfsspec.cache.requests.Requests` both
+make. The layout walks the items of an object without offset table
+(:mod:`~hdfsspec.cache.walk`, :mod:`~hdfsspec.cache.item_scan`), reads tables in the
+background (:mod:`~hdfsspec.cache.background`) and uses persisted indexes
 (:mod:`~hdfsspec.cache.persist`, :mod:`~hdfsspec.cache.persist_entry`,
-:mod:`~hdfsspec.cache.private`); :mod:`~hdfsspec.cache.progress` reports long walks.
-"""
+:mod:`~hdfsspec.cache.private`); :mod:`~hdfsspec.cache.progress` reports long walks."""
 
 from __future__ import annotations
 

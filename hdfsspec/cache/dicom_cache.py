@@ -17,14 +17,20 @@ reader walking the items (as highdicom does) causes no request.
 
 from __future__ import annotations
 
-import threading
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
-from fsspec.caching import register_cache
+import numpy as np
+from fsspec.caching import BaseCache, register_cache
 
-from hdfsspec._fork import renew_after_fork
-from hdfsspec.cache.blocks import FrameBlocks, InFlight
-from hdfsspec.cache.frames import FrameCache
+from hdfsspec._types import DEFAULT_OPTIONS, Fetch, FetchRanges, ReadOptions
+from hdfsspec.cache.blocks import FrameBlocks
+from hdfsspec.cache.frames import FrameStore
+from hdfsspec.cache.layout import Layout
+from hdfsspec.cache.progress import Progress
+from hdfsspec.cache.requests import Requests
+from hdfsspec.dicom.index import FrameIndex
+from hdfsspec.dicom.parse import ParsedHeader
 from hdfsspec.errors import (
     FrameIndexError,
     NotDicomError,
@@ -32,6 +38,9 @@ from hdfsspec.errors import (
     TruncatedDicomError,
     UnsupportedTransferSyntaxError,
 )
+from hdfsspec.io.link import LinkModel
+from hdfsspec.io.planning import FetchPlan
+from hdfsspec.io.stats import CacheStats
 
 __all__ = ["DicomFrameCache"]
 
@@ -44,21 +53,9 @@ _LAYOUT_ERRORS = (
     FrameIndexError,
     UnsupportedTransferSyntaxError,
 )
-_TRANSIENT = (
-    "_lock",
-    "_scan",
-    "_on_index",
-    "_on_bad_index",
-    "_blocks",
-    "_in_flight",
-    "_fetch_ranges",
-    "progress",
-    "_ahead",
-    "_header_ahead",
-)
 
 
-class DicomFrameCache(FrameCache):
+class DicomFrameCache(BaseCache):
     """Frame-aware cache for DICOM objects.
 
     Parameters
@@ -95,35 +92,150 @@ class DicomFrameCache(FrameCache):
     progress : bool, fsspec Callback or None
         Progress of scans of files without offset table (see :mod:`hdfsspec.cache.progress`):
         by default a bar on stderr once a scan has run for two seconds.
+
+    Attributes
+    ----------
+    layout : Layout
+        What is learnt of the object: header, offset tables, frame index, the walk.
+    frames : FrameStore
+        The frames, fetched in coalesced rounds and kept in the frame blocks.
+    requests : Requests
+        Every request the three make: checked, counted (:attr:`stats`) and timed.
     """
 
     name = "dicom"
 
+    def __init__(
+        self,
+        blocksize: int,
+        fetcher: Fetch,
+        size: int,
+        fetch_ranges: FetchRanges | None = None,
+        path: str | None = None,
+        options: ReadOptions | None = None,
+        known: tuple[FrameIndex, bytes] | None = None,
+        on_index: Callable[[FrameIndex, bytes], None] | None = None,
+        on_bad_index: Callable[[], None] | None = None,
+        link: LinkModel | None = None,
+        progress: Progress = None,
+        prefix: bytes = b"",
+        **overrides: Any,
+    ) -> None:
+        path = path or getattr(getattr(fetcher, "__self__", None), "path", None)
+        self.requests = Requests(fetcher, size, fetch_ranges, path, link)
+        super().__init__(blocksize, fetcher, size)
+        self.options = (options or DEFAULT_OPTIONS).updated(**overrides)
+        self.path = path
+        if prefix:  # fetched for this file, with its info: one request
+            self.requests.fetched_before(len(prefix))
+        blocks = FrameBlocks(self.options.max_cache_bytes)
+        self.layout = Layout(
+            self.requests, self.options, blocks, known, on_index, on_bad_index, progress, prefix
+        )
+        self.frames = FrameStore(self.layout, self.requests, blocks)
+        self._tail: tuple[int, bytes] | None = None  # bytes after the Pixel Data
+        self._spare: tuple[int, bytes] = (0, b"")  # the last block a plain read fetched
+
     def __getstate__(self) -> dict[str, Any]:
-        """Pickle what the cache learnt (header, index); not its blocks, lock or scan."""
-        with self._lock:
-            state = {k: v for k, v in self.__dict__.items() if k not in _TRANSIENT}
-            if self._index is None:  # a partial scan restarts after unpickling
-                state["_heads"] = {}
-        return state
+        """Pickle what the cache learnt (header, index); not its blocks, lock or walk."""
+        return dict(self.__dict__)
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.__dict__.update(state)
-        self._lock = threading.RLock()
-        renew_after_fork(self)
-        self._scan, self._on_index, self._fetch_ranges, self.progress = None, None, None, None
-        self._on_bad_index = None
-        self._ahead = self._header_ahead = None
-        self._blocks = FrameBlocks(self.options.max_cache_bytes)
-        self._in_flight = InFlight()
+        blocks = FrameBlocks(self.options.max_cache_bytes)
+        self.layout.blocks = self.frames.blocks = blocks
+
+    # fsspec's counters live with the requests, shared by the layout and the frame store
+    @property
+    def hit_count(self) -> int:
+        return self.requests.hits
+
+    @hit_count.setter
+    def hit_count(self, value: int) -> None:
+        self.requests.hits = value
+
+    @property
+    def miss_count(self) -> int:
+        return self.requests.misses
+
+    @miss_count.setter
+    def miss_count(self, value: int) -> None:
+        self.requests.misses = value
+
+    @property
+    def total_requested_bytes(self) -> int:
+        return self.requests.requested
+
+    @total_requested_bytes.setter
+    def total_requested_bytes(self, value: int) -> None:
+        self.requests.requested = value
+
+    @property
+    def stats(self) -> CacheStats:
+        """Requests, bytes and hits per phase (header, index, frames, other)."""
+        return self.requests.stats
+
+    @property
+    def link(self) -> LinkModel:
+        """The cost model of the target, learnt from the requests this cache times."""
+        return self.requests.link
+
+    # -- the layout and the frames -----------------------------------------------------------
+    @property
+    def parsed(self) -> ParsedHeader:
+        """The parsed header (fetched on first use; see :attr:`Layout.parsed`)."""
+        return self.layout.parsed
+
+    @property
+    def metadata(self) -> ParsedHeader:
+        """The header for its data set (see :attr:`Layout.metadata`)."""
+        return self.layout.metadata
+
+    @property
+    def index(self) -> FrameIndex:
+        """The complete frame index (built on first use; a walk goes to the end)."""
+        return self.layout.view()
+
+    def view(
+        self, frames: int | None = None, offset: int | None = None, ahead: int = 0
+    ) -> FrameIndex:
+        """An index of at least the first ``frames`` frames (see :meth:`Layout.view`)."""
+        return self.layout.view(frames, offset, ahead)
+
+    def set_index(self, index: FrameIndex) -> None:
+        """Use a known index (e.g. a persisted one) instead of building it."""
+        self.layout.set_index(index)
+
+    def check_range(self, wanted: np.ndarray) -> None:
+        """Raise IndexError unless every frame of ``wanted`` is one of the object's."""
+        self.frames.check_range(wanted)
+
+    def read_frames(self, frames: Sequence[int], follow: bool = True) -> list[bytes]:
+        """Return the encoded bytes of ``frames`` (0-based), fetched in one round
+        (with the frames ahead of a sequential reader, see :meth:`FrameStore.read_frames`)."""
+        return self.frames.read_frames(frames, follow)
+
+    def prefetch(self, frames: Iterable[int]) -> None:
+        """Fetch the blocks of ``frames`` (0-based) into the cache in one round."""
+        self.frames.prefetch(frames)
+
+    def frame_payload(self, frame: int, block: tuple[int, bytes]) -> bytes:
+        """Return the encoded frame: its fragment values joined, or its native bytes."""
+        return self.frames.frame_payload(frame, block)
+
+    def plan(self, frames: Iterable[int]) -> FetchPlan:
+        """Dry run: the fetch plan of reading ``frames`` now (see :meth:`FrameStore.plan`)."""
+        return self.frames.plan(frames)
 
     def close(self) -> None:
         """Release the frame blocks (fsspec calls this when the file closes)."""
-        if self._scan is not None:
-            self._scan.close()  # no more windows fetched ahead
-        with self._lock:
-            self._blocks.clear()
-            self._heads.clear()
+        layout = self.layout
+        self.frames.readahead.close()  # no more windows fetched ahead
+        if layout.scan is not None:
+            layout.scan.close()  # no more windows fetched ahead
+        with layout.lock:
+            layout.blocks.clear()
+            layout.heads.clear()
             self._tail, self._spare = None, (0, b"")
 
     # -- byte reads -----------------------------------------------------------------------
@@ -132,13 +244,13 @@ class DicomFrameCache(FrameCache):
         stop = self.size if stop is None else min(stop, self.size)
         if start >= stop:
             return b""
-        if self._layout_error is None:
+        if self.layout.error is None:
             try:
-                return self._from_object(lambda: self._fetch_known(start, stop))
+                return self.layout.from_object(lambda: self._fetch_known(start, stop))
             except _LAYOUT_ERRORS as exc:
                 # not DICOM, or a layout we cannot trust: a cache stays transparent for
                 # bytes (index / read_frames raise); ObjectChangedError propagates
-                self._layout_error = exc
+                self.layout.error = exc
         return self._plain(start, stop)
 
     def _plain(self, start: int, stop: int) -> bytes:
@@ -149,8 +261,8 @@ class DicomFrameCache(FrameCache):
         up to ``stop``) from ``start``, or from the end of the first request's bytes
         when ``start`` is within them.
         """
-        with self._lock:
-            prefix, (base, spare) = self._known_prefix, self._spare
+        with self.layout.lock:
+            prefix, (base, spare) = self.layout.known_prefix, self._spare
             if stop <= len(prefix):
                 return self._plain_hit(prefix[start:stop])
             if base <= start and stop <= base + len(spare):
@@ -160,22 +272,20 @@ class DicomFrameCache(FrameCache):
             held = prefix[start:]
             first = start + len(held)
             end = min(self.size, max(stop, first + self.options.first_request))
-            data = self._get([(first, end)], "other")[0]
+            data = self.requests.get([(first, end)], "other")[0]
             self._spare = (first, data)
             return held + data[: stop - first]
 
     def _plain_hit(self, data: bytes) -> bytes:
-        self.hit_count += 1
-        self.stats.hit("other")
+        self.requests.hit("other")
         return data
 
     def _fetch_known(self, start: int, stop: int) -> bytes:
         prefix = self.parsed.prefix
-        if len(self._known_prefix) > len(prefix):  # a persisted entry's header and tables
-            prefix = self._known_prefix
+        if len(self.layout.known_prefix) > len(prefix):  # a persisted entry's header and tables
+            prefix = self.layout.known_prefix
         if stop <= len(prefix):
-            self.hit_count += 1
-            self.stats.hit("header")
+            self.requests.hit("header")
             return prefix[start:stop]
         out = bytearray()
         pos = start
@@ -186,7 +296,7 @@ class DicomFrameCache(FrameCache):
         while pos < stop:
             piece = self._piece(pos, stop, local)
             if not piece:  # a layout that does not tile the bytes (a damaged table): exact
-                piece = self._get([(pos, stop)], "other")[0]
+                piece = self.requests.get([(pos, stop)], "other")[0]
             out += piece
             pos += len(piece)
         return bytes(out)
@@ -194,31 +304,33 @@ class DicomFrameCache(FrameCache):
     def _piece(self, pos: int, stop: int, local: dict[int, tuple[int, bytes]]) -> bytes:
         """Return the bytes from ``pos`` up to ``stop`` or the end of one known block."""
         index = self.view(offset=stop - 1)  # first: a scan also learns the item heads
-        if self._heads and stop - pos <= _HEAD:  # a small read inside a known item head
+        if self.layout.heads and stop - pos <= _HEAD:  # a small read inside a known item head
             for base in range(pos, pos - _HEAD, -1):
-                head = self._heads.get(base)
+                head = self.layout.heads.get(base)
                 if head is not None and stop <= base + len(head):
-                    self.stats.hit("index")
+                    self.requests.hit("index")
                     return head[pos - base : stop - base]
-        for base, table in self._tables:
+        for base, table in self.layout.tables:
             if base <= pos < base + len(table):
-                self.stats.hit("index")
+                self.requests.hit("index")
                 return table[pos - base : stop - base]
         header_end = self.parsed.header_end
         if pos < header_end:  # the rest of an offset table the header bytes cut short
             held = len(self.parsed.prefix)
-            rest = self._fetch_table(held, header_end)  # kept: it serves later reads too
+            rest = self.layout.fetch_table(held, header_end)  # kept: it serves later reads too
             return rest[pos - held : min(stop, header_end) - held]
         frame = index.frame_at(pos)
         if frame >= 0:
-            for f in (frame - 1, frame):
-                block = local.get(f) or (self._blocks.get(f) if f >= 0 else None)
-                if block is not None and block[0] <= pos < block[0] + len(block[1]):
-                    local[f] = block
-                    return block[1][pos - block[0] : stop - block[0]]
             last = index.frame_at(stop - 1)
             last = index.number_of_frames - 1 if last < 0 else last
-            local.update(self._load(range(frame, last + 1)))
+            ahead = self.frames.follow(frame, last)
+            for f in (frame - 1, frame):
+                block = local.get(f) or (self.frames.blocks.get(f) if f >= 0 else None)
+                if block is not None and block[0] <= pos < block[0] + len(block[1]):
+                    local[f] = block
+                    self.frames.readahead.later(ahead)  # no round of this read's to join
+                    return block[1][pos - block[0] : stop - block[0]]
+            local.update(self.frames.load([*range(frame, last + 1), *ahead]))
             block = local[frame]
             return block[1][pos - block[0] : stop - block[0]]
         return self._tail_piece(pos, stop)
@@ -227,10 +339,10 @@ class DicomFrameCache(FrameCache):
         """Bytes after the Pixel Data (trailing elements, padding)."""
         tail = self._tail
         if tail is not None and tail[0] <= pos and stop <= tail[0] + len(tail[1]):
-            self.stats.hit("other")
+            self.requests.hit("other")
             return tail[1][pos - tail[0] : stop - tail[0]]
         end = min(self.size, max(stop, pos + _TAIL_BLOCK))
-        data = self._get([(pos, end)], "other")[0]
+        data = self.requests.get([(pos, end)], "other")[0]
         self._tail = (pos, data)
         return data[: stop - pos]
 

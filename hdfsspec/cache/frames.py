@@ -1,7 +1,7 @@
 """Frame blocks: the frames of an object, fetched in one coalesced round, kept in an LRU.
 
-:class:`FrameCache` is the middle layer of :class:`~hdfsspec.cache.dicom_cache.DicomFrameCache`:
-on top of what :class:`~hdfsspec.cache.layout.LayoutCache` learns (the header, the frame
+:class:`FrameStore` is owned by :class:`~hdfsspec.cache.dicom_cache.DicomFrameCache`:
+from what the :class:`~hdfsspec.cache.layout.Layout` learns (the header, the frame
 index), it serves frames. A frame's block is the exact byte range of its items plus
 the next item's 8-byte header (which highdicom reads); the blocks of the frames a
 call needs and does not hold are planned (:func:`~hdfsspec.io.planning.plan_frames`:
@@ -11,13 +11,15 @@ in one round; frames a bridged gap brought in are kept too.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Sequence
-from typing import TypeVar
+from collections.abc import Iterable, Sequence
 
 import numpy as np
 
-from hdfsspec.cache.layout import LayoutCache
-from hdfsspec.cache.persist_entry import CONTRADICTED
+from hdfsspec._types import KiB, MiB
+from hdfsspec.cache.blocks import FrameBlocks, InFlight
+from hdfsspec.cache.layout import Layout
+from hdfsspec.cache.readahead import FramePattern, ReadAhead
+from hdfsspec.cache.requests import Requests
 from hdfsspec.dicom.fragment_items import check_next_item, join_fragments
 from hdfsspec.dicom.index import UNKNOWN, FrameIndex
 from hdfsspec.dicom.parse import number_of_frames
@@ -31,17 +33,94 @@ from hdfsspec.io.planning import (
     plan_frames,
 )
 
-__all__ = ["FrameCache"]
+__all__ = ["FrameStore"]
 
 _PIXEL_TAG = 0x7FE00010
-_T = TypeVar("_T")
 
 
-class FrameCache(LayoutCache):
-    """The part of :class:`~hdfsspec.cache.dicom_cache.DicomFrameCache` that serves frames.
+class FrameStore:
+    """The frames of one object: planned, fetched in one round, kept in the frame blocks.
 
-    Parameters are those of :class:`~hdfsspec.cache.dicom_cache.DicomFrameCache`.
+    Parameters
+    ----------
+    layout : Layout
+        Where the frames are (the header and the frame index).
+    requests : Requests
+        Fetches the frame blocks (shared with the layout).
+    blocks : FrameBlocks
+        The LRU of frame blocks, bounded in bytes (shared with the layout's walk).
     """
+
+    def __init__(self, layout: Layout, requests: Requests, blocks: FrameBlocks) -> None:
+        self._layout, self._requests, self.blocks = layout, requests, blocks
+        self.options = layout.options
+        self._in_flight = InFlight()  # frame blocks some thread is fetching now
+        self._pattern: FramePattern | None = None  # made once the number of frames is known
+        self.readahead = ReadAhead(self.pattern, self._load_ahead, self._holds)
+        self._planned: set[int] = set()  # prefetched for a known job, not read yet
+
+    def __getstate__(self) -> dict[str, object]:
+        """Pickled without its blocks: the owner gives the unpickled store new ones."""
+        skip = ("blocks", "_in_flight", "_pattern", "_planned")
+        return {k: v for k, v in self.__dict__.items() if k not in skip}
+
+    def __setstate__(self, state: dict[str, object]) -> None:
+        self.__dict__.update(state)
+        self._in_flight = InFlight()
+        self._pattern, self._planned = None, set()
+
+    # -- readahead ----------------------------------------------------------------------
+    def pattern(self) -> FramePattern:
+        """The access pattern of the frames (see :mod:`hdfsspec.cache.readahead`)."""
+        if self._pattern is None:
+            parsed = self._layout.parsed
+            total = number_of_frames(parsed) if parsed.header.pixel_data_offset else 0
+            self._pattern = FramePattern(total, self._frame_bytes, self._ahead_cap())
+        return self._pattern
+
+    def _ahead_cap(self) -> int:
+        """Largest window ahead: what the link carries in a round trip or two, at least
+        2 MiB and at most 16 MiB, within an eighth of the cache bound."""
+        link = self._requests.link.estimate
+        carried = int(2 * link.rtt * link.bandwidth)
+        return max(1, min(self.options.max_cache_bytes // 8, max(2 * MiB, min(16 * MiB, carried))))
+
+    def _frame_bytes(self, first: int, last: int) -> int:
+        """Bytes of frames ``first..last``: from the index as known now, else estimated."""
+        index = self._layout.known()
+        count = last - first + 1
+        if index is None or index.number_of_frames == 0:
+            return count * 64 * KiB
+        n = index.number_of_frames
+        if last < n and int(index.stops[last]) != UNKNOWN:
+            return int(index.stops[last]) - int(index.starts[first])
+        if n > 1:
+            return count * max(1, (int(index.starts[-1]) - int(index.starts[0])) // (n - 1))
+        stop = int(index.stops[0])
+        return count * (stop - int(index.starts[0]) if stop != UNKNOWN else 64 * KiB)
+
+    def _holds(self, frame: int) -> bool:
+        return frame in self.blocks
+
+    def _load_ahead(self, frames: list[int]) -> object:
+        return self._layout.from_object(lambda: self.load(frames))
+
+    def follow(self, first: int, last: int) -> list[int]:
+        """A read needs frames ``first..last``: the frames to fetch with them (see
+        :meth:`~hdfsspec.cache.readahead.ReadAhead.follow`); none without readahead."""
+        if not self.options.readahead:
+            return []
+        return self.readahead.follow(first, last)
+
+    def _unplanned(self, frames: list[int]) -> bool:
+        """Whether a read of ``frames`` is the reader's own, not one of a job handed over
+        whole (:meth:`prefetch`: a region, a frame list), whose reads say nothing of what
+        comes next."""
+        planned = self._planned
+        if not planned or not planned.issuperset(frames):
+            return True
+        planned.difference_update(frames)
+        return False
 
     # -- frame blocks -------------------------------------------------------------------
     def check_range(self, wanted: np.ndarray) -> None:
@@ -56,7 +135,7 @@ class FrameCache(LayoutCache):
         """
         if not wanted.size:
             return
-        parsed = self.parsed
+        parsed = self._layout.parsed
         pixels = parsed.header.pixel_data_offset is not None
         said = pixels or "NumberOfFrames" in parsed.dataset  # 1 when absent, with pixels
         total = number_of_frames(parsed) if said else 0
@@ -67,32 +146,32 @@ class FrameCache(LayoutCache):
             raise FrameIndexError(
                 f"frame {lo}: the data set says Number of Frames is {total} but has no "
                 "Pixel Data element (the object may be cut short before its pixels)",
-                path=self.path,
-                offset=self.size,
+                path=self._layout.path,
+                offset=self._layout.size,
                 tag=_PIXEL_TAG,
             )
 
-    def _load(self, frames: Iterable[int]) -> dict[int, tuple[int, bytes]]:
+    def load(self, frames: Iterable[int]) -> dict[int, tuple[int, bytes]]:
         """Return the blocks of ``frames``, fetching the missing ones in one round."""
         wanted = distinct_frames(frames)
         self.check_range(wanted)
         if not wanted.size:
             return {}
         last = int(wanted[-1])
-        index = self.view(frames=last + 1)
+        index = self._layout.view(frames=last + 1)
         if last == index.number_of_frames - 1 and int(index.stops[-1]) == UNKNOWN:
             out: dict[int, tuple[int, bytes]] = {}
             held = b""
             if wanted.size > 1:  # look for the last frame's end in the same round as the rest
                 start = int(index.starts[-1])
-                guess = (start, min(self.size, start + self._last_guess(index)))
+                guess = (start, min(self._layout.size, start + self._layout.last_guess(index)))
                 out, pieces = self._load_blocks(index, wanted[:-1], also=guess)
                 held = max(
                     (d[start - a :] for a, d in pieces if a <= start < a + len(d)),
                     key=len,
                     default=b"",
                 )
-            index, block = self._walk_last(held)
+            index, block = self._layout.walk_last(held)
             if block is not None:  # the walk read all of it (kept even past the bound)
                 out[last] = block
                 return out
@@ -110,18 +189,18 @@ class FrameCache(LayoutCache):
         ``(offset, bytes)`` pieces fetched. Blocks another thread is fetching are
         waited for, not fetched again (:class:`~hdfsspec.cache.blocks.InFlight`).
         """
-        held = len(self.parsed.prefix)
+        prefix = self._layout.parsed.prefix
+        held = len(prefix)
         starts, stops = block_ranges(index, wanted)
         out: dict[int, tuple[int, bytes]] = {}
         missing: list[int] = []
         for f, start, stop in zip(wanted.tolist(), starts.tolist(), stops.tolist(), strict=True):
-            block = (0, self.parsed.prefix) if stop <= held else self._block(f, start, stop)
+            block = (0, prefix) if stop <= held else self._block(f, start, stop)
             if block is None:
                 missing.append(f)
             else:
                 out[f] = block
-        self.hit_count += len(out)
-        self.stats.hit("frames", len(out))
+        self._requests.hit("frames", len(out))
         mine, others = self._in_flight.claim(missing)
         try:
             pieces = self._fetch_blocks(index, mine, also, out)
@@ -140,8 +219,7 @@ class FrameCache(LayoutCache):
                 else:
                     out[f] = block
             found = len(missing) - len(mine) - len(late)
-            self.hit_count += found
-            self.stats.hit("frames", found)
+            self._requests.hit("frames", found)
             if late:  # their fetch failed, or the blocks were evicted since: fetch them
                 out.update(self._load_blocks(index, np.asarray(late, dtype=np.int64))[0])
         return out, pieces
@@ -149,7 +227,7 @@ class FrameCache(LayoutCache):
     def _block(self, frame: int, start: int, stop: int) -> tuple[int, bytes] | None:
         """The block held of ``frame``, if it spans ``[start, stop)``: one kept under a
         persisted index that another thread has dropped since may not."""
-        block = self._blocks.get(frame)
+        block = self.blocks.get(frame)
         if block is None or block[0] != start or len(block[1]) < stop - start:
             return None
         return block
@@ -162,7 +240,7 @@ class FrameCache(LayoutCache):
         out: dict[int, tuple[int, bytes]],
     ) -> list[tuple[int, bytes]]:
         """Fetch the blocks of ``frames`` (and ``also``) in one round into ``out``."""
-        prefix = self.parsed.prefix
+        prefix = self._layout.parsed.prefix
         held = len(prefix)
         ranges = self._plan(index, frames).ranges if frames else []
         asked = list(ranges)
@@ -174,7 +252,7 @@ class FrameCache(LayoutCache):
             asked.append(also)
         if not asked:
             return []
-        datas = self._get(asked, "frames")
+        datas = self._requests.get(asked, "frames")
         fetched = [(a, data) for (a, _), data in zip(asked, datas, strict=True)]
         pieces, fetched = fetched, fetched[: len(ranges)]
         if not frames:
@@ -198,7 +276,7 @@ class FrameCache(LayoutCache):
             head = prefix[s:held] if s < held else b""
             out[f] = (s, head + data[lo - a : e - a])
             blocks.append((f, out[f]))
-        self._blocks.put(blocks)
+        self.blocks.put(blocks)
         return pieces
 
     def _plan(self, index: FrameIndex, frames: Iterable[int]) -> FetchPlan:
@@ -207,8 +285,8 @@ class FrameCache(LayoutCache):
             frames,
             max_gap=self.options.max_gap,
             max_block=self.options.max_block,
-            held_below=len(self.parsed.prefix),
-            link=self.link.estimate,
+            held_below=len(self._layout.parsed.prefix),
+            link=self._requests.link.estimate,
             whole_below=self.options.max_cache_bytes // 2,
         )
 
@@ -219,7 +297,7 @@ class FrameCache(LayoutCache):
         starts = index.starts
         if index.number_of_frames and int(index.stops[-1]) == UNKNOWN:
             starts = starts[:-1]  # the end of the last frame is not known yet
-        held = len(self.parsed.prefix)
+        held = len(self._layout.parsed.prefix)
         blocks = []
         for a, data in fetched:
             first = int(np.searchsorted(starts, a, side="left"))
@@ -230,33 +308,22 @@ class FrameCache(LayoutCache):
                 s, e = block_range(index, f)
                 if held <= s and e <= a + len(data):
                     blocks.append((f, (s, data[s - a : e - a])))
-        self._blocks.put(blocks)  # one LRU update, not one per frame
+        self.blocks.put(blocks)  # one LRU update, not one per frame
 
     def prefetch(self, frames: Iterable[int]) -> None:
-        """Fetch the blocks of ``frames`` (0-based) into the cache in one round."""
-        wanted = frame_numbers(frames)
-        self._from_object(lambda: self._load(wanted))
+        """Fetch the blocks of ``frames`` (0-based) into the cache in one round.
 
-    def _from_object(self, call: Callable[[], _T]) -> _T:
-        """``call()``; again, on the layout learnt from the object, if a persisted index
-        failed in it (no item where it puts one): the entry goes, the next open rebuilds.
-
-        Also again, whatever it returned or raised, if another thread dropped the
-        persisted index meanwhile: the call may have mixed the two layouts.
+        Their reads that follow are not taken for an access pattern.
         """
-        generation = self._generation
-        try:
-            out = call()
-        except Exception as exc:
-            changed = generation != self._generation
-            if not (changed or isinstance(exc, CONTRADICTED)) or not self._drop_entry(generation):
-                raise
-            return call()
-        return out if generation == self._generation else call()
+        wanted = frame_numbers(frames)
+        if len(self._planned) > 1_000_000:  # frames prefetched and never read
+            self._planned.clear()
+        self._planned.update(wanted)
+        self._layout.from_object(lambda: self.load(wanted))
 
     def frame_payload(self, frame: int, block: tuple[int, bytes]) -> bytes:
         """Return the encoded frame: its fragment values joined, or its native bytes."""
-        index = self.view(frames=frame + 1)
+        index = self._layout.view(frames=frame + 1)
         start, stop = index.frame_range(frame)
         base, data = block
         if not index.encapsulated:
@@ -268,26 +335,33 @@ class FrameCache(LayoutCache):
             start,
             stop,
             frame=frame,
-            path=self.path,
+            path=self._layout.path,
             padded_odd=padded_odd,
-            size=self.size,
+            size=self._layout.size,
         )
 
-    def read_frames(self, frames: Sequence[int]) -> list[bytes]:
-        """Return the encoded bytes of ``frames`` (0-based), fetched in one round."""
-        wanted = frame_numbers(frames)
-        return self._from_object(lambda: self._read_frames(wanted))
+    def read_frames(self, frames: Sequence[int], follow: bool = True) -> list[bytes]:
+        """Return the encoded bytes of ``frames`` (0-based), fetched in one round.
 
-    def _read_frames(self, frames: list[int]) -> list[bytes]:
-        blocks = self._load(frames)
+        With ``follow``, the read counts in the access pattern: frames ahead of a
+        sequential or strided reader are fetched with it, or in the background.
+        """
+        wanted = frame_numbers(frames)
+        return self._layout.from_object(lambda: self._read_frames(wanted, follow))
+
+    def _read_frames(self, frames: list[int], follow: bool = True) -> list[bytes]:
+        self.check_range(np.asarray(frames, dtype=np.int64))
         if not frames:
             return []
-        index = self.view(frames=max(frames) + 1)
+        follow = follow and self._unplanned(frames)
+        ahead = self.follow(min(frames), max(frames)) if follow else []
+        blocks = self.load(frames + ahead if ahead else frames)
+        index = self._layout.view(frames=max(frames) + 1)
         if not index.encapsulated:
             return [self.frame_payload(f, blocks[f]) for f in frames]
         chosen = np.asarray(frames, dtype=np.int64)
         starts, stops = index.starts[chosen].tolist(), index.stops[chosen].tolist()
-        path, single = self.path, index.offset_table == "tiff"  # a tile is one item
+        path, single = self._layout.path, index.offset_table == "tiff"  # a tile is one item
         odd = index.offset_table == "eot"
         out = []
         for f, start, stop in zip(frames, starts, stops, strict=True):
@@ -302,7 +376,7 @@ class FrameCache(LayoutCache):
                     path=path,
                     single=single,
                     padded_odd=odd,
-                    size=self.size,
+                    size=self._layout.size,
                 )
             )
             if single and f + 1 < index.number_of_frames:  # the next tile's item, held too
@@ -320,8 +394,8 @@ class FrameCache(LayoutCache):
         """
         frames = set(frame_numbers(frames))
         self.check_range(np.fromiter(frames, dtype=np.int64))
-        index = self.view(frames=max(frames) + 1 if frames else 0)
+        index = self._layout.view(frames=max(frames) + 1 if frames else 0)
         if index.number_of_frames - 1 in frames and int(index.stops[-1]) == UNKNOWN:
-            index = self._resolve_last()
-        missing = [f for f in frames if f not in self._blocks]
+            index = self._layout.resolve_last()
+        missing = [f for f in frames if f not in self.blocks]
         return FetchPlan(tuple(sorted(frames)), self._plan(index, missing).ranges)

@@ -29,7 +29,10 @@ they take at most nine tenths of it. Saving a new version of an object removes t
 entry of the version it replaces.
 
 The directory is ``$HDFSSPEC_INDEX_CACHE`` if set (``off`` disables the store),
-else ``~/.cache/hdfsspec/index``.
+else ``index`` in the user's cache directory for hdfsspec, as platformdirs gives it
+(``$XDG_CACHE_HOME/hdfsspec/index``, by default ``~/.cache/hdfsspec/index``, on Linux;
+``~/Library/Caches/hdfsspec/index`` on macOS; ``%LOCALAPPDATA%\\hdfsspec\\Cache\\index``
+on Windows).
 """
 
 from __future__ import annotations
@@ -41,6 +44,8 @@ import warnings
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
+
+from platformdirs import user_cache_dir
 
 from hdfsspec.cache.persist_entry import MAX_ENTRY, DamagedEntry, check_index, decode, encode
 from hdfsspec.cache.private import (
@@ -324,5 +329,5 @@ def default_store(
         env = os.environ.get("HDFSSPEC_INDEX_CACHE")
         if env is not None and env.strip().lower() in _OFF:
             return None
-        directory = env or Path.home() / ".cache" / "hdfsspec" / "index"
+        directory = env or Path(user_cache_dir("hdfsspec", appauthor=False), "index")
     return IndexStore(directory, max_bytes or MAX_BYTES)

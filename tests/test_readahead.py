@@ -1,0 +1,191 @@
+"""Readahead in frames: a caller reading frame by frame, or byte by byte, does not pay a
+round trip per frame; random access fetches nothing ahead.
+
+Wall time is measured in ``benchmarks/`` (loops of ``get_raw_frame``, ``pydicom.dcmread``
+and ``read()`` loops on a ``dicom::`` file, beside s3fs and a local copy).
+"""
+
+from __future__ import annotations
+
+import io
+
+import numpy as np
+import pydicom
+import pytest
+from conftest import make_backend
+
+import hdfsspec
+from hdfsspec.cache.readahead import GROWTH, MIN_RUN, FramePattern
+from hdfsspec.testing import build_encapsulated, fake_jpeg_frames
+
+FRAMES = fake_jpeg_frames(300, seed=19, min_size=900, max_size=1100)  # about 300 KB
+SIZE = 1000  # bytes per frame, for the pure pattern tests
+
+
+def pattern(total: int = 1000, cap: int = 64 * SIZE) -> FramePattern:
+    return FramePattern(total, lambda a, b: (b - a + 1) * SIZE, cap)
+
+
+# -- the pattern, pure ----------------------------------------------------------------------
+def test_frames_read_in_order_get_windows_that_grow_to_the_cap():
+    p = pattern()  # a cap of 64 frames: the first window is 8
+    assert [p.observe(f, f) for f in range(MIN_RUN)] == [[]] * MIN_RUN  # no pattern yet
+    first = p.observe(MIN_RUN, MIN_RUN)
+    assert first == list(range(MIN_RUN + 1, MIN_RUN + 9))  # an eighth of the cap, after it
+    start = MIN_RUN + 9
+    assert p.observe(MIN_RUN + 1, MIN_RUN + 1) == list(range(start, start + 8 * GROWTH))
+    assert p.observe(MIN_RUN + 2, MIN_RUN + 2) == []  # within the windows handed out
+    windows = [len(first), 8 * GROWTH]
+    for f in range(MIN_RUN + 3, 1000):
+        ahead = p.observe(f, f)
+        if ahead:
+            assert ahead[0] > f and ahead == list(range(ahead[0], ahead[-1] + 1))
+            windows.append(len(ahead))
+    assert windows[:4] == [8, 32, 64, 64] and max(windows) == 64  # capped at 64 frames
+    assert p.scheduled == 999  # up to the last frame, never beyond
+
+
+def test_reads_across_frames_count_as_forward():
+    p = pattern()
+    got = [p.observe(3 * k, 3 * k + 3) for k in range(MIN_RUN + 1)]
+    assert got[:MIN_RUN] == [[]] * MIN_RUN and got[MIN_RUN]  # a read() loop, 4 frames a read
+    assert p.observe(3 * MIN_RUN, 3 * MIN_RUN + 3) == []  # the same frames: more small reads
+
+
+def test_random_access_fetches_nothing_ahead():
+    p = pattern()
+    rng = np.random.default_rng(3)
+    got = [p.observe(int(f), int(f)) for f in rng.permutation(1000)[:300]]
+    assert sum(map(len, got)) == 0
+
+
+def test_a_pattern_ends_with_a_jump_and_starts_again():
+    p = pattern()
+    for f in range(10):
+        p.observe(f, f)
+    assert [p.observe(f, f) for f in range(500, 500 + MIN_RUN)] == [[]] * MIN_RUN
+    assert p.observe(500 + MIN_RUN, 500 + MIN_RUN)[:1] == [501 + MIN_RUN]  # a new run, small
+
+
+def test_tiles_of_a_small_region_fetch_nothing_ahead():
+    p = pattern()
+    got = [p.observe(r * 40 + c, r * 40 + c) for r in range(10, 13) for c in range(5, 8)]
+    assert got == [[]] * 9  # 3 x 3 tiles, one read each: no run long enough, one step seen
+
+
+def test_rows_read_a_tile_at_a_time_are_followed_by_rows():
+    p = pattern()
+    ahead, stray = [], []
+    for r in range(10):
+        for c in range(5, 9):  # rows of 4 tiles, 40 tiles wide
+            for f in p.observe(r * 40 + c, r * 40 + c):
+                (ahead if 5 <= f % 40 < 9 and f // 40 > r else stray).append(f)
+    # until the step has repeated, a row of 4 is a forward run: a first window (an eighth
+    # of the cap) past its end
+    assert stray == [r * 40 + 9 + k for r in range(MIN_RUN) for k in range(8)]
+    assert ahead[:8] == [165, 166, 167, 168, 205, 206, 207, 208]  # from the fourth row on
+    assert len(set(ahead)) == len(ahead)  # each tile handed out once
+
+
+# -- through real servers -----------------------------------------------------------------
+@pytest.fixture(params=["http", "s3"])
+def store(request, tmp_path_factory):
+    return make_backend(request.param, request, tmp_path_factory)
+
+
+def _open(store, blob, **options):
+    path = store.put(f"ra-{len(blob)}-{options.get('readahead')}.dcm", blob)
+    fs, counting = store.counted(index_cache=False, first_request=4096, **options)
+    return fs.open(path), counting
+
+
+@pytest.mark.parametrize("table", ["bot", "empty"])
+def test_a_loop_of_single_frames_costs_a_few_rounds(store, table):
+    blob = build_encapsulated(FRAMES, offset_table=table)
+    with _open(store, blob)[0] as f:
+        counting = f.fs.fs
+        counting.reset()
+        for k in range(len(FRAMES)):
+            assert f.read_frames([k]) == [FRAMES[k]]
+        assert counting.requests <= 16  # windows growing x4, not one request per frame
+        assert counting.bytes <= 1.05 * len(blob)
+
+
+def test_without_readahead_each_frame_is_a_request(store):
+    blob = build_encapsulated(FRAMES[:40], offset_table="bot")
+    f, counting = _open(store, blob, readahead=False)
+    with f:
+        held = len(f.header.prefix)  # the first request's bytes hold the first frames
+        stops = f.index.stops.copy()
+        stops[-1] = len(blob)  # the last frame's end: not in a Basic Offset Table
+        beyond = int((stops + 8 > held).sum())
+        counting.reset()
+        for k in range(40):
+            assert f.read_frames([k]) == [FRAMES[k]]
+        assert counting.requests == beyond > 30
+
+
+def test_random_single_frames_fetch_only_their_own_bytes(store):
+    blob = build_encapsulated(FRAMES, offset_table="bot")
+    f, counting = _open(store, blob)
+    wanted = [int(k) for k in np.random.default_rng(5).permutation(len(FRAMES))[:60]]
+    wanted = [k for i, k in enumerate(wanted) if i == 0 or abs(k - wanted[i - 1]) > 1]
+    with f:
+        held = len(f.header.prefix)
+        stops = f.index.stops
+        wanted = [k for k in wanted if held < stops[k] + 8]  # not in the first request
+        counting.reset()
+        for k in wanted:
+            assert f.read_frames([k]) == [FRAMES[k]]
+        exact = sum(len(FRAMES[k]) + 16 for k in wanted)  # item headers, the next one's too
+        assert counting.requests == len(wanted) > 40
+        assert counting.bytes <= exact
+
+
+@pytest.mark.parametrize("table", ["bot", "empty"])
+def test_small_reads_of_the_whole_file_read_it_about_once(store, table):
+    blob = build_encapsulated(FRAMES, offset_table=table)
+    f, counting = _open(store, blob)
+    with f:
+        out = io.BytesIO()
+        while chunk := f.read(700):  # smaller than a frame: pydicom reads 128 bytes at times
+            out.write(chunk)
+        assert out.getvalue() == blob
+        assert counting.requests <= 20
+        assert counting.bytes <= 1.05 * len(blob) + 4096
+
+
+def test_pydicom_reads_a_dicom_file_in_a_few_requests(store):
+    blob = build_encapsulated(FRAMES, offset_table="empty")
+    f, counting = _open(store, blob)
+    with f:
+        ds = pydicom.dcmread(f)
+        assert ds.PixelData == pydicom.dcmread(io.BytesIO(blob)).PixelData
+        assert counting.requests <= 20
+        assert counting.bytes <= 1.05 * len(blob) + 4096
+
+
+def test_highdicom_frame_loop_reads_ahead(store):
+    blob = build_encapsulated(FRAMES, offset_table="bot")
+    f, counting = _open(store, blob)
+    with hdfsspec.imread(f) as im:
+        counting.reset()
+        for k in range(1, len(FRAMES) + 1):
+            assert im.get_raw_frame(k) == FRAMES[k - 1]
+        assert counting.requests <= 16
+        assert counting.bytes <= 1.05 * len(blob)
+
+
+def test_windows_ahead_stay_within_the_cache_bound(store):
+    blob = build_encapsulated(FRAMES, offset_table="bot")
+    bound = 64 * 1024
+    f, counting = _open(store, blob, max_cache_bytes=bound)
+    with f:
+        f.index  # noqa: B018
+        counting.reset()
+        for k in range(len(FRAMES)):
+            assert f.read_frames([k]) == [FRAMES[k]]
+        sizes = [stop - start for _, start, stop in counting.ranges]
+        assert max(sizes) <= bound // 8 + 2 * 1200  # a window, with the frame read
+        assert counting.requests >= len(blob) // (bound // 8)
+        assert counting.bytes <= 1.05 * len(blob)
