@@ -47,9 +47,11 @@ class ReadOptions:
     max_cache_bytes : int
         Bound of the LRU of frame blocks, in bytes (default 256 MiB). The
         header block is kept besides it.
-    first_request : int
-        Size of the first request of a cold open (default 64 KiB); it grows when
-        the header and offset table are larger.
+    first_request : int or None
+        Size of the first request of a cold open. ``None`` (the default) sizes it by
+        the link: one bandwidth-delay product, at least 64 KiB and at most 1 MiB (so
+        the header and offset tables of a large slide come in the first round trip
+        on a cloud link); it grows when the header and offset tables are larger.
     scan_window : int
         Size of each window fetched while scanning Pixel Data that has no offset
         table (default 8 MiB).
@@ -69,7 +71,7 @@ class ReadOptions:
     """
 
     max_cache_bytes: int = 256 * MiB
-    first_request: int = 64 * KiB
+    first_request: int | None = None
     scan_window: int = 8 * MiB
     scan_concurrency: int = 4
     max_gap: int | None = None
@@ -78,7 +80,7 @@ class ReadOptions:
 
     def __post_init__(self) -> None:
         for name, value in asdict(self).items():
-            if name == "max_gap" and value is None:
+            if name in ("max_gap", "first_request") and value is None:
                 continue
             if name == "readahead":
                 if not isinstance(value, bool):

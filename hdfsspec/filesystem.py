@@ -21,7 +21,12 @@ from hdfsspec.cache.progress import Progress
 from hdfsspec.errors import ReadOnlyError
 from hdfsspec.file import DicomFile
 from hdfsspec.io.first_read import first_read
-from hdfsspec.io.link import DEFAULT_BANDWIDTH, DEFAULT_RTT, LinkModel
+from hdfsspec.io.link import (
+    DEFAULT_BANDWIDTH,
+    DEFAULT_RTT,
+    LinkModel,
+    link_sized_first_request,
+)
 from hdfsspec.io.redact import install as install_redaction
 from hdfsspec.io.signed import (
     POOL,
@@ -280,7 +285,8 @@ class DicomFileSystem(ChainedFileSystem):
             # with an entry for this path, the object's identity is all the open needs: a
             # byte (the entry has the header); it is used only if the identity still matches
             try:
-                got = first_read(self.fs, path, 1 if known else self.options.first_request)
+                nbytes = self.options.first_request or link_sized_first_request(self.link.estimate)
+                got = first_read(self.fs, path, 1 if known else nbytes)
             except FileNotFoundError:  # an object store's "directory" is no object: say so
                 if self.fs.isdir(path):
                     raise IsADirectoryError(

@@ -143,6 +143,7 @@ def test_byte_and_frame_reads_in_any_order(layout, program, first_request, bound
         progress=False,
         rtt=0.0,  # bytes cost everything: the cost model bridges no gap, reads nothing whole
         bandwidth=1e3,
+        readahead=False,  # each read's bytes are checked alone (tests/test_readahead.py)
     )
     ref = io.BytesIO(blob)
     with fs.open(f"/ops/{layout}.dcm") as f:

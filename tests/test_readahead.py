@@ -34,9 +34,12 @@ def test_frames_read_in_order_get_windows_that_grow_to_the_cap():
     assert first == list(range(MIN_RUN + 1, MIN_RUN + 9))  # an eighth of the cap, after it
     start = MIN_RUN + 9
     assert p.observe(MIN_RUN + 1, MIN_RUN + 1) == list(range(start, start + 8 * GROWTH))
-    assert p.observe(MIN_RUN + 2, MIN_RUN + 2) == []  # within the windows handed out
-    windows = [len(first), 8 * GROWTH]
-    for f in range(MIN_RUN + 3, 1000):
+    # entering the first window hands out the third: two stay in flight ahead of the reader
+    third = start + 8 * GROWTH
+    assert p.observe(MIN_RUN + 2, MIN_RUN + 2) == list(range(third, third + 64))
+    assert p.observe(MIN_RUN + 3, MIN_RUN + 3) == []  # within the windows handed out
+    windows = [len(first), 8 * GROWTH, 64]
+    for f in range(MIN_RUN + 4, 1000):
         ahead = p.observe(f, f)
         if ahead:
             assert ahead[0] > f and ahead == list(range(ahead[0], ahead[-1] + 1))

@@ -38,7 +38,7 @@ from hdfsspec.errors import (
     TruncatedDicomError,
     UnsupportedTransferSyntaxError,
 )
-from hdfsspec.io.link import LinkModel
+from hdfsspec.io.link import LinkModel, link_sized_first_request
 from hdfsspec.io.planning import FetchPlan
 from hdfsspec.io.stats import CacheStats
 
@@ -125,6 +125,9 @@ class DicomFrameCache(BaseCache):
         self.requests = Requests(fetcher, size, fetch_ranges, path, link)
         super().__init__(blocksize, fetcher, size)
         self.options = (options or DEFAULT_OPTIONS).updated(**overrides)
+        if self.options.first_request is None:  # sized by the link
+            first = link_sized_first_request(self.requests.link.estimate)
+            self.options = self.options.updated(first_request=first)
         self.path = path
         if prefix:  # fetched for this file, with its info: one request
             self.requests.fetched_before(len(prefix))
@@ -271,7 +274,7 @@ class DicomFrameCache(BaseCache):
                 return self._plain_hit(prefix[start:base] + spare[: stop - base])
             held = prefix[start:]
             first = start + len(held)
-            end = min(self.size, max(stop, first + self.options.first_request))
+            end = min(self.size, max(stop, first + (self.options.first_request or 0)))
             data = self.requests.get([(first, end)], "other")[0]
             self._spare = (first, data)
             return held + data[: stop - first]
@@ -293,16 +296,37 @@ class DicomFrameCache(BaseCache):
             out += prefix[pos:]
             pos = len(prefix)
         local: dict[int, tuple[int, bytes]] = {}
+        ahead = self._follow(pos, stop)  # one read: one step of the access pattern
         while pos < stop:
-            piece = self._piece(pos, stop, local)
+            piece = self._piece(pos, stop, local, ahead)
             if not piece:  # a layout that does not tile the bytes (a damaged table): exact
                 piece = self.requests.get([(pos, stop)], "other")[0]
             out += piece
             pos += len(piece)
+        self.frames.readahead.later(ahead)  # not fetched with a piece of this read
         return bytes(out)
 
-    def _piece(self, pos: int, stop: int, local: dict[int, tuple[int, bytes]]) -> bytes:
-        """Return the bytes from ``pos`` up to ``stop`` or the end of one known block."""
+    def _follow(self, pos: int, stop: int) -> list[int]:
+        """The frames a read of ``[pos, stop)`` touches, as a step of the access pattern:
+        the frames to fetch ahead (see :meth:`FrameStore.follow`)."""
+        index = self.view(offset=stop - 1)
+        first = index.frame_at(pos)
+        if first < 0:
+            return []
+        last = index.frame_at(stop - 1)
+        last = index.number_of_frames - 1 if last < 0 else last
+        if first == last and stop <= int(index.starts[first]) + _HEAD:
+            return []  # an item's head alone (highdicom's walk of the items): no frame read
+        return self.frames.follow(first, last)
+
+    def _piece(
+        self, pos: int, stop: int, local: dict[int, tuple[int, bytes]], ahead: list[int]
+    ) -> bytes:
+        """Return the bytes from ``pos`` up to ``stop`` or the end of one known block.
+
+        The first piece that needs a request fetches the frames ``ahead`` with it (and
+        empties the list).
+        """
         index = self.view(offset=stop - 1)  # first: a scan also learns the item heads
         if self.layout.heads and stop - pos <= _HEAD:  # a small read inside a known item head
             for base in range(pos, pos - _HEAD, -1):
@@ -321,16 +345,15 @@ class DicomFrameCache(BaseCache):
             return rest[pos - held : min(stop, header_end) - held]
         frame = index.frame_at(pos)
         if frame >= 0:
-            last = index.frame_at(stop - 1)
-            last = index.number_of_frames - 1 if last < 0 else last
-            ahead = self.frames.follow(frame, last)
             for f in (frame - 1, frame):
                 block = local.get(f) or (self.frames.blocks.get(f) if f >= 0 else None)
                 if block is not None and block[0] <= pos < block[0] + len(block[1]):
                     local[f] = block
-                    self.frames.readahead.later(ahead)  # no round of this read's to join
                     return block[1][pos - block[0] : stop - block[0]]
-            local.update(self.frames.load([*range(frame, last + 1), *ahead]))
+            last = index.frame_at(stop - 1)
+            last = index.number_of_frames - 1 if last < 0 else last
+            local.update(self.frames.load_with(list(range(frame, last + 1)), ahead[:]))
+            ahead.clear()
             block = local[frame]
             return block[1][pos - block[0] : stop - block[0]]
         return self._tail_piece(pos, stop)

@@ -11,6 +11,7 @@ in one round; frames a bridged gap brought in are kept too.
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterable, Sequence
 
 import numpy as np
@@ -57,17 +58,17 @@ class FrameStore:
         self._in_flight = InFlight()  # frame blocks some thread is fetching now
         self._pattern: FramePattern | None = None  # made once the number of frames is known
         self.readahead = ReadAhead(self.pattern, self._load_ahead, self._holds)
-        self._planned: set[int] = set()  # prefetched for a known job, not read yet
+        self._local = threading.local()  # per thread: frames prefetched for a known job
 
     def __getstate__(self) -> dict[str, object]:
         """Pickled without its blocks: the owner gives the unpickled store new ones."""
-        skip = ("blocks", "_in_flight", "_pattern", "_planned")
+        skip = ("blocks", "_in_flight", "_pattern", "_local")
         return {k: v for k, v in self.__dict__.items() if k not in skip}
 
     def __setstate__(self, state: dict[str, object]) -> None:
         self.__dict__.update(state)
         self._in_flight = InFlight()
-        self._pattern, self._planned = None, set()
+        self._pattern, self._local = None, threading.local()
 
     # -- readahead ----------------------------------------------------------------------
     def pattern(self) -> FramePattern:
@@ -99,6 +100,19 @@ class FrameStore:
         stop = int(index.stops[0])
         return count * (stop - int(index.starts[0]) if stop != UNKNOWN else 64 * KiB)
 
+    def load_with(self, frames: list[int], ahead: list[int]) -> dict[int, tuple[int, bytes]]:
+        """The blocks of ``frames``, fetched in one round with the frames ``ahead``.
+
+        What fails in the frames ahead (the last frame of a cut object, say) is not the
+        read's: it is loaded alone then, and the frames ahead are left to their own reads.
+        """
+        if not ahead:
+            return self.load(frames)
+        try:
+            return self.load([*frames, *ahead])
+        except Exception:
+            return self.load(frames)
+
     def _holds(self, frame: int) -> bool:
         return frame in self.blocks
 
@@ -112,11 +126,19 @@ class FrameStore:
             return []
         return self.readahead.follow(first, last)
 
+    def _planned(self) -> set[int]:
+        """Frames this thread prefetched for a known job and has not read yet (each
+        thread's own: threads reading the same frames for their own jobs)."""
+        planned: set[int] | None = getattr(self._local, "planned", None)
+        if planned is None:
+            planned = self._local.planned = set()
+        return planned
+
     def _unplanned(self, frames: list[int]) -> bool:
         """Whether a read of ``frames`` is the reader's own, not one of a job handed over
         whole (:meth:`prefetch`: a region, a frame list), whose reads say nothing of what
         comes next."""
-        planned = self._planned
+        planned = self._planned()
         if not planned or not planned.issuperset(frames):
             return True
         planned.difference_update(frames)
@@ -316,9 +338,10 @@ class FrameStore:
         Their reads that follow are not taken for an access pattern.
         """
         wanted = frame_numbers(frames)
-        if len(self._planned) > 1_000_000:  # frames prefetched and never read
-            self._planned.clear()
-        self._planned.update(wanted)
+        planned = self._planned()
+        if len(planned) > 1_000_000:  # frames prefetched and never read
+            planned.clear()
+        planned.update(wanted)
         self._layout.from_object(lambda: self.load(wanted))
 
     def frame_payload(self, frame: int, block: tuple[int, bytes]) -> bytes:
@@ -355,7 +378,7 @@ class FrameStore:
             return []
         follow = follow and self._unplanned(frames)
         ahead = self.follow(min(frames), max(frames)) if follow else []
-        blocks = self.load(frames + ahead if ahead else frames)
+        blocks = self.load_with(frames, ahead)
         index = self._layout.view(frames=max(frames) + 1)
         if not index.encapsulated:
             return [self.frame_payload(f, blocks[f]) for f in frames]

@@ -13,8 +13,8 @@ small reads of the Pixel Data, a ``read()`` loop) would pay one round trip per f
 Once a pattern holds, the frames ahead are handed out in windows that grow
 geometrically (from an eighth of the cap, times four each time) up to a cap the caller
 sets from the link and the cache bound; the next window is handed out when the reader
-enters the last one, so one stays in flight ahead of it, fetched in up to
-:data:`PARTS` parts at once. Any other
+enters the one before the last, so two stay in flight ahead of it (large ones fetched
+in up to :data:`PARTS` parts at once). Any other
 read (random access) ends the pattern: nothing more is fetched ahead until a new one
 holds. :class:`FramePattern` is pure (no I/O) and thread-safe; :class:`ReadAhead`
 fetches what it hands out, in the reader's round when the reader waits anyway, else in
@@ -35,8 +35,9 @@ GROWTH = 4
 """Each window ahead is this many times the one before, up to the cap."""
 PARTS = 4
 """A window ahead is fetched in up to this many parts at once, ..."""
-PART_BYTES = 1024 * 1024
-"""... of at least this many bytes each."""
+PART_BYTES = 8 * 1024 * 1024
+"""... of at least this many bytes each (a request costs a round trip's overhead; one
+stream carries a few MB per round trip)."""
 MIN_RUN = 3
 """Forward steps (or equal jumps) in a row before frames are fetched ahead of a reader:
 the tiles of a small region read one by one (3 x 3) fetch nothing ahead."""
@@ -78,6 +79,7 @@ class FramePattern:
         self.window = 0  # bytes of the last window handed out
         self.scheduled = -1  # the furthest frame (forward) or row start (strided) handed out
         self.trigger = -1  # a read reaching this frame gets the next window
+        self._newest = -1  # first frame (or row) of the window handed out last
 
     def observe(self, first: int, last: int) -> list[int]:
         """A read touched frames ``first..last``: the frames to fetch ahead now (often none)."""
@@ -113,6 +115,12 @@ class FramePattern:
             self.step, self.width = row
         return self._strided(first)
 
+    def _handed(self, start: int) -> None:
+        """A window starting at ``start`` is handed out: the next one goes when the reader
+        enters the window before it, so two stay in flight ahead of the reader."""
+        self.trigger = self._newest if self._newest >= 0 else start
+        self._newest = start
+
     def _grow(self, nbytes: int) -> int:
         """The next window: the first twice the read, and at least an eighth of the cap
         (a pattern that held for :data:`MIN_RUN` reads is worth that much); then
@@ -134,7 +142,8 @@ class FramePattern:
         stop = start + 1  # frames start..stop-1 fit the window (at least one)
         while stop < self.total and self._frame_bytes(start, stop) <= budget:
             stop += 1
-        self.trigger, self.scheduled = start, stop - 1
+        self._handed(start)
+        self.scheduled = stop - 1
         return list(range(start, stop))
 
     def _strided(self, row: int) -> list[int]:
@@ -157,7 +166,8 @@ class FramePattern:
             starts.append(a)
             a += step
         if starts:
-            self.trigger, self.scheduled = starts[0], starts[-1]
+            self._handed(starts[0])
+            self.scheduled = starts[-1]
         return out
 
 

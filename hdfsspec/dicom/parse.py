@@ -17,7 +17,7 @@ import pydicom
 from pydicom.dataset import Dataset
 from pydicom.errors import BytesLengthException, InvalidDicomError
 
-from hdfsspec._types import DEFAULT_OPTIONS, Fetch, ReadOptions
+from hdfsspec._types import DEFAULT_OPTIONS, Fetch, KiB, ReadOptions
 from hdfsspec.dicom.header import (
     ITEM,
     Header,
@@ -131,7 +131,7 @@ def parse_header(
     -------
     ParsedHeader
     """
-    buf = PrefixBuffer(fetch, size, options.first_request, path)
+    buf = PrefixBuffer(fetch, size, options.first_request or 64 * KiB, path)
     header = read_header(buf, defer_tables)
     if header.deferred is not None:  # the data set before the Extended Offset Table
         element = header.deferred[0]

@@ -3,51 +3,68 @@
 :class:`DicomFrameReader` takes the data set and the frames from the frame-aware
 cache instead of reading the file itself (highdicom's reader walks the Pixel Data
 items with small reads), and fetches the frames of a pixel call in cache-sized
-batches (:meth:`DicomFrameReader.prefetching`). Used by :mod:`hdfsspec.highdicom.readers`.
+batches (:meth:`DicomFrameReader.prefetching`). Otherwise it is highdicom's reader:
+its ``read_frame`` (colour corrected by the ICC profile by default), ``metadata``,
+``filename`` and error messages. Used by :mod:`hdfsspec.highdicom.readers`.
 """
 
 from __future__ import annotations
 
 import operator
 from collections.abc import Callable, Iterable, Iterator
-from pathlib import PurePosixPath
+from pathlib import Path
 from typing import Any, TypeVar
 
-from highdicom.enum import PixelDataKeywords
-from highdicom.io import ImageFileReader
+from fsspec.implementations.local import LocalFileSystem
 from pydicom.dataset import Dataset
 
 from hdfsspec.file import DicomFile
+from hdfsspec.highdicom._adapter import GivenImageFileReader
+from hdfsspec.io.redact import redact_url
 
 __all__ = ["DicomFrameReader"]
 
 T = TypeVar("T")
 
 
-class DicomFrameReader(ImageFileReader):
+class DicomFrameReader(GivenImageFileReader):
     """A highdicom ``ImageFileReader`` served by a :class:`~hdfsspec.file.DicomFile`.
 
     It uses the file's frame index instead of walking the Pixel Data, and reads
     each frame from the frame-aware cache. It starts from the data set alone
     (:attr:`DicomFile.metadata`): an Extended Offset Table beyond the first request
     is read while highdicom builds its tables, and :meth:`complete` adds it.
+
+    Parameters
+    ----------
+    file : DicomFile
+        The open file; :meth:`close` closes it.
     """
 
     def __init__(self, file: DicomFile) -> None:
-        self._file = file
-        self._filename = PurePosixPath(file.path)  # type: ignore[assignment]
-        self._fp = None  # type: ignore[assignment]
-        self._should_close = False
-        self._enter_depth = 0
-        parsed = self._start = file.metadata
+        parsed = file.metadata
         dataset = parsed.read_dataset()
-        self._file_meta = dataset.file_meta
+        file_meta = dataset.file_meta
         del dataset.file_meta
-        self._metadata: Dataset = dataset
+        target = file.fs.fs
+        local = isinstance(target, LocalFileSystem)
+        super().__init__(
+            Path(file.path) if local else None,
+            dataset,
+            file_meta,
+            parsed.header.pixel_keyword or "PixelData",
+        )
+        self._file = file
+        self._start = parsed
         self._dataset = dataset
-        self._pixel_keyword = PixelDataKeywords(parsed.header.pixel_keyword or "PixelData")
-        self._color_manager = None
-        self._voi_lut = self._palette_color_lut = self._modality_lut = None
+        # a remote object's name: its URL, any signature redacted (as in errors)
+        self._url = None if local else redact_url(target.unstrip_protocol(file.path))
+
+    @property
+    def filename(self) -> str:
+        """The name of the object: as highdicom's reader names a file, its local path;
+        a remote object's URL (its signing parameters redacted), which has none."""
+        return super().filename if self._url is None else self._url
 
     def complete(self, *datasets: Dataset) -> None:
         """Wait for the whole header; add the elements the data set alone lacked to ``datasets``.
@@ -66,15 +83,9 @@ class DicomFrameReader(ImageFileReader):
                 if elem.tag not in ds:
                     ds[elem.tag] = elem
 
-    def open(self) -> None:
-        """The file is already open: nothing to do."""
-
     def close(self) -> None:
         """Close the underlying file."""
         self._file.close()
-
-    def __exit__(self, except_type: Any, except_value: Any, except_trace: Any) -> None:
-        self._enter_depth -= 1  # errors propagate unchanged, nothing written to stderr
 
     @property
     def file(self) -> DicomFile:
@@ -87,9 +98,18 @@ class DicomFrameReader(ImageFileReader):
         return int(self._dataset.get("NumberOfFrames", 1) or 1)
 
     def read_frame_raw(self, index: int) -> bytes:
-        """Return the encoded bytes of frame ``index`` (0-based) from the cache."""
-        if not 0 <= index < self.number_of_frames:
-            raise ValueError(f"frame index {index} out of range (0..{self.number_of_frames - 1})")
+        """Return the encoded bytes of frame ``index`` (0-based) from the cache.
+
+        An index out of range raises highdicom's ``ValueError``, one that is not an
+        integer its ``TypeError`` (with their messages), before any request.
+        """
+        if index < 0 or index >= self.number_of_frames:
+            raise ValueError(
+                "Frame index must be greater than or equal to 0 and less "
+                "than the number of frames in the image."
+            )
+        if not _integral(index):
+            raise _not_an_index(index)
         return self._file.read_frames([index])[0]
 
     def prefetching(self, items: Iterable[T], frame_of: Callable[[T], int]) -> Iterator[T]:
@@ -116,6 +136,15 @@ class DicomFrameReader(ImageFileReader):
                 fetched += 1
                 cache.prefetch(batches[fetched])
             yield item
+
+
+def _not_an_index(value: Any) -> TypeError:
+    """The ``TypeError`` of highdicom's reader for ``value``: it indexes a list with it."""
+    try:
+        [][value]
+    except TypeError as error:
+        return TypeError(*error.args)
+    return TypeError(f"list indices must be integers or slices, not {type(value).__name__}")
 
 
 def _integral(value: Any) -> bool:

@@ -8,7 +8,8 @@ chunks that fit the cache bound), then decode. The object owns its file: it
 stays usable after the call returns and ``close()`` (or ``with``) releases it.
 
 With :mod:`hdfsspec.highdicom.frame_reader` (the reader these objects are served by), the
-only module that imports highdicom.
+only module that imports highdicom; highdicom's private names are reached through
+:mod:`hdfsspec.highdicom._adapter` only.
 """
 
 from __future__ import annotations
@@ -22,11 +23,18 @@ from contextvars import ContextVar
 from typing import Any, TypeVar
 
 import highdicom as hd
-from pydicom.dataset import FileDataset
 
 from hdfsspec.dicom.parse import ParsedHeader, check_image
 from hdfsspec.errors import DicomFormatError, UnsupportedTransferSyntaxError
 from hdfsspec.file import DicomFile
+from hdfsspec.highdicom._adapter import (
+    ImageSeams,
+    SegmentationSeams,
+    attach_reader,
+    file_reader,
+    frame_index,
+    pickled_tables,
+)
 from hdfsspec.highdicom.frame_reader import DicomFrameReader
 from hdfsspec.io.planning import FetchPlan, distinct_frames
 from hdfsspec.sources import Source, open_dicom, whole
@@ -99,25 +107,23 @@ class _ThreadTables:
         return connection
 
 
-class _BatchedFrames:
+class _BatchedFrames(ImageSeams):
     """Mixin: every pixel call fetches its frames in one batch before decoding.
 
     The object is usable from any thread (dask's threaded scheduler, a thread pool of
     regions, a dask worker that unpickles in one thread and runs tasks in another),
-    which highdicom's own objects refuse: see :class:`_ThreadTables`.
+    which highdicom's own objects refuse: see :class:`_ThreadTables`. The hooks of
+    :class:`~hdfsspec.highdicom._adapter.ImageSeams` are highdicom's way in.
     """
 
-    _file_reader: Any
-
-    @property
-    def _db_con(self) -> sqlite3.Connection:
+    def _tables_connection(self) -> sqlite3.Connection:
         tables = self.__dict__.get("_hdfsspec_tables")
         if tables is None:  # highdicom is building the tables
-            return self.__dict__["_hdfsspec_building"]
+            connection: sqlite3.Connection = self.__dict__["_hdfsspec_building"]
+            return connection
         return tables.connection()
 
-    @_db_con.setter
-    def _db_con(self, connection: sqlite3.Connection) -> None:
+    def _tables_building(self, connection: sqlite3.Connection) -> None:
         self.__dict__["_hdfsspec_building"] = connection  # highdicom builds its tables
         self.__dict__.pop("_hdfsspec_tables", None)
 
@@ -135,7 +141,7 @@ class _BatchedFrames:
     def __getstate__(self) -> dict[str, Any]:
         # highdicom's own, for a connection kept in the instance: the tables as SQL
         state = {k: v for k, v in self.__dict__.items() if not k.startswith("_hdfsspec_")}
-        state["db_data"] = self._serialize_db()  # type: ignore[attr-defined]
+        state.update(pickled_tables(self))
         return state
 
     def __setstate__(self, state: dict[str, Any]) -> None:
@@ -147,7 +153,7 @@ class _BatchedFrames:
             return items
         if _PLANNING.get() is self:
             raise _Planned([frame_of(item) for item in items])
-        reader = self._file_reader
+        reader = file_reader(self)
         if isinstance(reader, DicomFrameReader):
             return _Prefetching(reader.prefetching(items, frame_of))
         return items
@@ -193,14 +199,8 @@ class _BatchedFrames:
 
     def get_raw_frame(self, frame_number: int, as_index: bool = False) -> bytes:
         if _PLANNING.get() is self:  # get_frame, get_stored_frame come here too
-            raise _Planned([self._standardize_frame_index(frame_number, as_index)])  # type: ignore[attr-defined]
+            raise _Planned([frame_index(self, frame_number, as_index)])
         return super().get_raw_frame(frame_number, as_index)  # type: ignore[misc]
-
-    def _get_pixels_by_frame(
-        self, spatial_shape: Any, indices_iterator: Any, *args: Any, **kwargs: Any
-    ) -> Any:
-        batched = iter(self._batched(indices_iterator, lambda item: item[0]))
-        return super()._get_pixels_by_frame(spatial_shape, batched, *args, **kwargs)  # type: ignore[misc]
 
     def _frame_numbers(self, frame_numbers: Iterable[int] | None, as_indices: bool) -> list[int]:
         if frame_numbers is None:
@@ -228,7 +228,7 @@ class _BatchedFrames:
     @property
     def file(self) -> DicomFile | None:
         """The :class:`~hdfsspec.file.DicomFile` the frames come from."""
-        reader = self._file_reader
+        reader = file_reader(self)
         return reader.file if isinstance(reader, DicomFrameReader) else None
 
     def close(self) -> None:
@@ -247,16 +247,8 @@ class DicomImage(_BatchedFrames, hd.Image):
     """A :class:`highdicom.Image` whose frames come from the ``dicom`` filesystem."""
 
 
-class DicomSegmentation(_BatchedFrames, hd.seg.Segmentation):
+class DicomSegmentation(_BatchedFrames, SegmentationSeams, hd.seg.Segmentation):
     """A :class:`highdicom.seg.Segmentation` whose frames come from the ``dicom`` filesystem."""
-
-    def _get_pixels_by_seg_frame(
-        self, spatial_shape: Any, indices_iterator: Any, *args: Any, **kwargs: Any
-    ) -> Any:
-        # combined segments are read frame by frame here (get_stored_frame), not
-        # through _get_pixels_by_frame: their frames are batched here too
-        batched = iter(self._batched(indices_iterator, lambda item: item[0]))
-        return super()._get_pixels_by_seg_frame(spatial_shape, batched, *args, **kwargs)
 
 
 def _has_pixels(parsed: ParsedHeader) -> None:
@@ -307,21 +299,14 @@ def _lazy(
         if not deferred:
             _has_pixels(meta)
         check_image(meta)  # what highdicom's tables are built from
-        dataset = FileDataset(
-            str(file.path),
-            dataset=reader._dataset,
-            file_meta=reader._file_meta,
-            is_implicit_VR=reader._file_meta.TransferSyntaxUID.is_implicit_VR,
-            is_little_endian=reader._file_meta.TransferSyntaxUID.is_little_endian,
-        )
-        obj = cls.from_dataset(dataset, copy=False)
+        obj = cls.from_dataset(reader.file_dataset(), copy=False)
         reader.complete(obj)  # a deferred Extended Offset Table came in meanwhile
         if deferred:
             _has_pixels(file.header)
     except BaseException:
         file.close()
         raise
-    obj._file_reader = reader
+    attach_reader(obj, reader)
     weakref.finalize(reader, file.close)  # shared by copy.copy(obj): closed after the last
     return obj
 

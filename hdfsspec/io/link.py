@@ -24,7 +24,14 @@ import numpy as np
 
 from hdfsspec._fork import renew_after_fork
 
-__all__ = ["DEFAULT_CONCURRENCY", "LinkEstimate", "LinkModel", "cheapest_ranges", "ramped_size"]
+__all__ = [
+    "DEFAULT_CONCURRENCY",
+    "LinkEstimate",
+    "LinkModel",
+    "cheapest_ranges",
+    "link_sized_first_request",
+    "ramped_size",
+]
 
 DEFAULT_RTT = 0.030
 """Seconds assumed for a round trip before any request was timed (cloud storage)."""
@@ -44,6 +51,22 @@ fraction of the exact bytes. Saving a whole wave of requests is not capped."""
 _SMALL = 256 * 1024  # a request this small times the round trip
 _LARGE = 4 * 1024 * 1024  # a batch this large times the bandwidth
 _ALPHA = 0.3  # weight of a new sample
+
+
+FIRST_REQUEST_MIN = 64 * 1024
+FIRST_REQUEST_MAX = 1024 * 1024
+
+
+def link_sized_first_request(estimate: LinkEstimate) -> int:
+    """Bytes of a cold open's first request: what the link carries in one round trip.
+
+    One bandwidth-delay product, at least 64 KiB and at most 1 MiB: on a cloud link
+    (30 ms, 100 MB/s) 1 MiB, which holds the header and offset tables of a large slide
+    (a 24,649-frame slide's Extended Offset Table is 396 KB), so its first frames come in
+    the next round trip; less where the link says bytes are dear.
+    """
+    bdp = int(estimate.rtt * estimate.bandwidth)
+    return max(FIRST_REQUEST_MIN, min(FIRST_REQUEST_MAX, bdp))
 
 
 def ramped_size(size: int, count: int, k: int) -> int:
