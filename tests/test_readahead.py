@@ -76,18 +76,24 @@ def test_tiles_of_a_small_region_fetch_nothing_ahead():
     assert got == [[]] * 9  # 3 x 3 tiles, one read each: no run long enough, one step seen
 
 
-def test_rows_read_a_tile_at_a_time_are_followed_by_rows():
+@pytest.mark.parametrize("width", [4, 6])
+def test_rows_read_a_tile_at_a_time_are_followed_by_rows(width):
     p = pattern()
     ahead, stray = [], []
     for r in range(10):
-        for c in range(5, 9):  # rows of 4 tiles, 40 tiles wide
+        for c in range(5, 5 + width):  # rows of `width` tiles, 40 tiles wide
             for f in p.observe(r * 40 + c, r * 40 + c):
-                (ahead if 5 <= f % 40 < 9 and f // 40 > r else stray).append(f)
-    # until the step has repeated, a row of 4 is a forward run: a first window (an eighth
-    # of the cap) past its end
-    assert stray == [r * 40 + 9 + k for r in range(MIN_RUN) for k in range(8)]
-    assert ahead[:8] == [165, 166, 167, 168, 205, 206, 207, 208]  # from the fourth row on
-    assert len(set(ahead)) == len(ahead)  # each tile handed out once
+                (ahead if 5 <= f % 40 < 5 + width and f // 40 > r else stray).append(f)
+    # until the step has repeated, a row of more than MIN_RUN steps is a forward run: windows
+    # past its end, in the first rows only; a row of 4 tiles (3 steps) fetches nothing
+    if width - 1 < MIN_RUN:
+        assert stray == []
+    else:
+        assert stray and max(stray) < (MIN_RUN + 1) * 40
+    # strided from the row after MIN_RUN equal jumps: the rows to come, once each
+    first = (MIN_RUN + 1) * 40 + 5
+    assert first in ahead and (width - 1 >= MIN_RUN or ahead[0] == first)
+    assert len(set(ahead)) == len(ahead)  # each handed out once
 
 
 # -- through real servers -----------------------------------------------------------------

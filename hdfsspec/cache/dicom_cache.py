@@ -315,8 +315,9 @@ class DicomFrameCache(BaseCache):
             return []
         last = index.frame_at(stop - 1)
         last = index.number_of_frames - 1 if last < 0 else last
-        if first == last and stop <= int(index.starts[first]) + _HEAD:
-            return []  # an item's head alone (highdicom's walk of the items): no frame read
+        start = int(index.starts[first])
+        if first == last and stop <= start + _HEAD and start in self.layout.heads:
+            return []  # a head a walk already read (highdicom's own walk): no request
         return self.frames.follow(first, last)
 
     def _piece(

@@ -38,9 +38,10 @@ PARTS = 4
 PART_BYTES = 8 * 1024 * 1024
 """... of at least this many bytes each (a request costs a round trip's overhead; one
 stream carries a few MB per round trip)."""
-MIN_RUN = 3
+MIN_RUN = 4
 """Forward steps (or equal jumps) in a row before frames are fetched ahead of a reader:
-the tiles of a small region read one by one (3 x 3) fetch nothing ahead."""
+the tiles of a small region read one by one, with the item header after each row
+(highdicom's reader over a 3 x 3 region: 3 steps a row), fetch nothing ahead."""
 
 
 class FramePattern:
