@@ -139,11 +139,9 @@ class DicomFrameCache(BaseCache):
         self._tail: tuple[int, bytes] | None = None  # bytes after the Pixel Data
         self._spare: tuple[int, bytes] = (0, b"")  # the last block a plain read fetched
 
-    def __getstate__(self) -> dict[str, Any]:
-        """Pickle what the cache learnt (header, index); not its blocks, lock or walk."""
-        return dict(self.__dict__)
-
     def __setstate__(self, state: dict[str, Any]) -> None:
+        """Unpickled with new frame blocks (the layout and the frame store pickle what
+        was learnt, header and index, without their blocks, locks or walk)."""
         self.__dict__.update(state)
         blocks = FrameBlocks(self.options.max_cache_bytes)
         self.layout.blocks = self.frames.blocks = blocks
@@ -233,9 +231,9 @@ class DicomFrameCache(BaseCache):
     def close(self) -> None:
         """Release the frame blocks (fsspec calls this when the file closes)."""
         layout = self.layout
-        self.frames.readahead.close()  # no more windows fetched ahead
+        self.frames.readahead.close()  # no more frames fetched ahead of a reader
         if layout.scan is not None:
-            layout.scan.close()  # no more windows fetched ahead
+            layout.scan.close()  # no more windows of the walk fetched ahead
         with layout.lock:
             layout.blocks.clear()
             layout.heads.clear()
@@ -275,7 +273,7 @@ class DicomFrameCache(BaseCache):
             held = prefix[start:]
             first = start + len(held)
             end = min(self.size, max(stop, first + (self.options.first_request or 0)))
-            data = self.requests.get([(first, end)], "other")[0]
+            data = self.requests.one(first, end, "other")
             self._spare = (first, data)
             return held + data[: stop - first]
 
@@ -300,7 +298,7 @@ class DicomFrameCache(BaseCache):
         while pos < stop:
             piece = self._piece(pos, stop, local, ahead)
             if not piece:  # a layout that does not tile the bytes (a damaged table): exact
-                piece = self.requests.get([(pos, stop)], "other")[0]
+                piece = self.requests.one(pos, stop, "other")
             out += piece
             pos += len(piece)
         self.frames.readahead.later(ahead)  # not fetched with a piece of this read
@@ -313,8 +311,7 @@ class DicomFrameCache(BaseCache):
         first = index.frame_at(pos)
         if first < 0:
             return []
-        last = index.frame_at(stop - 1)
-        last = index.number_of_frames - 1 if last < 0 else last
+        last = _last_frame(index, stop)
         start = int(index.starts[first])
         if first == last and stop <= start + _HEAD and start in self.layout.heads:
             return []  # a head a walk already read (highdicom's own walk): no request
@@ -351,8 +348,7 @@ class DicomFrameCache(BaseCache):
                 if block is not None and block[0] <= pos < block[0] + len(block[1]):
                     local[f] = block
                     return block[1][pos - block[0] : stop - block[0]]
-            last = index.frame_at(stop - 1)
-            last = index.number_of_frames - 1 if last < 0 else last
+            last = _last_frame(index, stop)
             local.update(self.frames.load_with(list(range(frame, last + 1)), ahead[:]))
             ahead.clear()
             block = local[frame]
@@ -366,9 +362,15 @@ class DicomFrameCache(BaseCache):
             self.requests.hit("other")
             return tail[1][pos - tail[0] : stop - tail[0]]
         end = min(self.size, max(stop, pos + _TAIL_BLOCK))
-        data = self.requests.get([(pos, end)], "other")[0]
+        data = self.requests.one(pos, end, "other")
         self._tail = (pos, data)
         return data[: stop - pos]
+
+
+def _last_frame(index: FrameIndex, stop: int) -> int:
+    """The last frame a read ending at ``stop`` touches (the last of all beyond them)."""
+    last = index.frame_at(stop - 1)
+    return index.number_of_frames - 1 if last < 0 else last
 
 
 register_cache(DicomFrameCache, clobber=True)

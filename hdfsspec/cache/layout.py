@@ -404,7 +404,7 @@ class Layout:
         guess = self.last_guess(index)
         if len(held) < len(self.parsed.prefix) - start:
             held = self.parsed.prefix[start:]  # the first request may already hold it
-        fetch = lambda a, b: self.requests.get([(a, b)], "frames")[0]  # noqa: E731
+        fetch = partial(self.requests.one, phase="frames")
         pos, data = find_items_end(fetch, start, self.size, held, guess, path=self.path)
         resolved = index.with_last_stop(pos)
         block = None

@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor
 
 from hdfsspec._fork import renew_after_fork
 
@@ -200,16 +200,15 @@ class ReadAhead:
     ) -> None:
         self._pattern, self._load, self._held = pattern, load, held
         self._pool: ThreadPoolExecutor | None = None
-        self._pending: list[Future[object]] = []
         self._lock = threading.Lock()
         renew_after_fork(self)
 
     def _after_fork(self) -> None:
         """In a forked child: no thread of the parent's pool runs here."""
-        self._pool, self._pending, self._lock = None, [], threading.Lock()
+        self._pool, self._lock = None, threading.Lock()
 
     def __getstate__(self) -> dict[str, object]:
-        return {k: v for k, v in self.__dict__.items() if k not in ("_pool", "_pending", "_lock")}
+        return {k: v for k, v in self.__dict__.items() if k not in ("_pool", "_lock")}
 
     def __setstate__(self, state: dict[str, object]) -> None:
         self.__dict__.update(state)
@@ -247,25 +246,22 @@ class ReadAhead:
         if not parts:
             return
         with self._lock:
-            self._pending = [p for p in self._pending if not p.done()]
             if self._pool is None:
                 self._pool = ThreadPoolExecutor(PARTS, thread_name_prefix="hdfsspec-readahead")
             for frames in parts:
-                self._pending.append(self._pool.submit(self._quietly, frames))
+                self._pool.submit(self._quietly, frames)
 
-    def _quietly(self, frames: list[int]) -> object:
-        """Fetch ``frames``; a failure is left to the read that needs them to meet again."""
+    def _quietly(self, frames: list[int]) -> None:
+        """Fetch ``frames`` into the cache (nothing held here: the blocks are the cache's);
+        a failure is left to the read that needs them to meet again."""
         try:
-            return self._load(frames)
+            self._load(frames)
         except Exception:  # the reader that needs them fetches them, and meets it itself
-            return None
+            return
 
     def close(self) -> None:
         """Cancel the windows not started; those in flight end on their own."""
         with self._lock:
             pool, self._pool = self._pool, None
-            pending, self._pending = self._pending, []
-        for p in pending:
-            p.cancel()
         if pool is not None:
             pool.shutdown(wait=False, cancel_futures=True)
