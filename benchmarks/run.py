@@ -46,6 +46,7 @@ from cells import (  # noqa: E402
     region_frames,
 )
 from child import dicom_filesystem  # noqa: E402
+from dask_bench import run_dask  # noqa: E402
 from data import FULL, QUICK, SMALL_SLIDE, make_data  # noqa: E402
 from fresh import (  # noqa: E402
     FIRST_REGION,
@@ -87,6 +88,9 @@ SLOW = 10.0
 median of such runs decides no target, and ten of them would take minutes."""
 MATRIX = "matrix"
 ALL_GROUPS = (MATRIX, *GROUPS, "regions")
+ON_DEMAND = ("dask",)
+"""Groups run only when ``--only`` names them: ``dask`` (a whole level's mean with
+``hdfsspec.to_dask``, one process and a two-worker cluster; ``dask_bench.py``)."""
 ISSUE_19 = (*GROUPS, "regions")
 """``--only`` groups: ``matrix`` (issue 4's workloads, the persisted index, memory), issue
 19's ``loops``, ``files``, ``threads`` and ``regions`` (the cold region of each slide, its
@@ -394,10 +398,11 @@ def parse_groups(parser: Any, only: str) -> tuple[str, ...]:
     named = {g.strip() for g in only.split(",") if g.strip()}
     if "issue19" in named:
         named = (named - {"issue19"}) | set(ISSUE_19)
-    unknown = named - set(ALL_GROUPS)
+    known = (*ALL_GROUPS, *ON_DEMAND)
+    unknown = named - set(known)
     if unknown or not named:
-        parser.error(f"--only: unknown group(s) {sorted(unknown)}; choose from {ALL_GROUPS}")
-    return tuple(g for g in ALL_GROUPS if g in named)
+        parser.error(f"--only: unknown group(s) {sorted(unknown)}; choose from {known}")
+    return tuple(g for g in known if g in named)
 
 
 def target_names(groups: tuple[str, ...], files: dict[str, Any]) -> set[str]:
@@ -411,6 +416,8 @@ def target_names(groups: tuple[str, ...], files: dict[str, Any]) -> set[str]:
         names.add(THREAD_TARGET)
     if "regions" in groups:
         names |= set(FIRST_REGION_TARGETS)
+    if "dask" in groups:
+        names.add(SMALL_SLIDE)
     return names & set(files)
 
 
@@ -457,7 +464,7 @@ def main(argv: list[str] | None = None) -> int:
         "--only",
         default=",".join(ALL_GROUPS),
         help=f"comma-separated groups of workloads: {', '.join(ALL_GROUPS)}, or issue19 "
-        f"({', '.join(ISSUE_19)}); default: all",
+        f"({', '.join(ISSUE_19)}); default: all of these; on demand: {', '.join(ON_DEMAND)}",
     )
     args = parser.parse_args(argv)
     groups = parse_groups(parser, args.only)
@@ -497,6 +504,9 @@ def main(argv: list[str] | None = None) -> int:
             cells += run_target(m, t)
         memory = run_memory(m, matrix_targets)
         cells += run_issue_19(m, targets, groups)
+        if "dask" in groups:
+            small = next(t for t in targets if t.name == SMALL_SLIDE)
+            cells += run_dask(proxy, small, args.rtt, args.bandwidth, min(3, args.repeat))
     checks = check_targets(cells, targets, memory, args.rtt, args.bandwidth)
     for check in checks:
         print(

@@ -11,10 +11,12 @@ from hdfsspec.dicom.index import FrameIndex
 from hdfsspec.errors import (
     DicomFormatError,
     FrameIndexError,
+    MixedSeriesError,
     NotDicomError,
     ObjectChangedError,
     OffsetTableError,
     ReadOnlyError,
+    SeriesError,
     TransportError,
     TruncatedDicomError,
     UnsupportedTransferSyntaxError,
@@ -38,6 +40,22 @@ def __getattr__(name: str):
         from hdfsspec.highdicom import readers
 
         return getattr(readers, name)
+    if name in {"open_slide", "Slide"}:
+        from hdfsspec import slide
+
+        return getattr(slide, name)
+    if name == "read_series_volume":
+        from hdfsspec.series import read_series_volume
+
+        return read_series_volume
+    if name == "SkippedObjectWarning":
+        from hdfsspec.instances import SkippedObjectWarning
+
+        return SkippedObjectWarning
+    if name == "to_dask":  # dask too: the optional extra "dask"
+        from hdfsspec.dask import to_dask
+
+        return to_dask
     raise AttributeError(f"module 'hdfsspec' has no attribute {name!r}")
 
 
@@ -51,17 +69,24 @@ __all__ = [
     "FrameIndex",
     "FrameIndexError",
     "IndexStoreWarning",
+    "MixedSeriesError",
     "NotDicomError",
     "ObjectChangedError",
     "OffsetTableError",
     "ReadOnlyError",
     "ReadOptions",
+    "SeriesError",
+    "SkippedObjectWarning",
+    "Slide",
     "TransportError",
     "TruncatedDicomError",
     "UnsupportedTransferSyntaxError",
     "annread",
     "imread",
     "open_dicom",
+    "open_slide",
+    "read_series_volume",
     "segread",
     "srread",
+    "to_dask",
 ]

@@ -38,6 +38,10 @@ def is_instance(obj: object, module: str, name: str) -> bool:
     return isinstance(cls, type) and isinstance(obj, cls)
 
 
+ZERO_OK = ("max_gap", "tail_request")
+"""Options of :class:`ReadOptions` that may be 0."""
+
+
 @dataclass(frozen=True)
 class ReadOptions:
     """Policy of the frame-aware cache.
@@ -52,6 +56,12 @@ class ReadOptions:
         the link: one bandwidth-delay product, at least 64 KiB and at most 1 MiB (so
         the header and offset tables of a large slide come in the first round trip
         on a cloud link); it grows when the header and offset tables are larger.
+    tail_request : int or None
+        Size of a suffix range (``bytes=-N``) fetched in the same round as the first
+        request of a cold open of a large object (at least 4 MiB and 8 times the tail): the end of
+        the object, where a dual DICOM-TIFF file (as Imaging Data Commons slides are)
+        keeps its tile table, so that its first frames come in the next round trip.
+        ``None`` (the default): half the first request, at most 512 KiB; 0: never.
     scan_window : int
         Size of each window fetched while scanning Pixel Data that has no offset
         table (default 8 MiB).
@@ -72,6 +82,7 @@ class ReadOptions:
 
     max_cache_bytes: int = 256 * MiB
     first_request: int | None = None
+    tail_request: int | None = None
     scan_window: int = 8 * MiB
     scan_concurrency: int = 4
     max_gap: int | None = None
@@ -80,13 +91,13 @@ class ReadOptions:
 
     def __post_init__(self) -> None:
         for name, value in asdict(self).items():
-            if name in ("max_gap", "first_request") and value is None:
+            if name in ("max_gap", "first_request", "tail_request") and value is None:
                 continue
             if name == "readahead":
                 if not isinstance(value, bool):
                     raise ValueError(f"ReadOptions.readahead must be True or False, got {value!r}")
                 continue
-            if not isinstance(value, int) or value < (0 if name == "max_gap" else 1):
+            if not isinstance(value, int) or value < (0 if name in ZERO_OK else 1):
                 raise ValueError(f"ReadOptions.{name} must be a positive integer, got {value!r}")
 
     def updated(self, **kwargs: Any) -> ReadOptions:

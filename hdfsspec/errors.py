@@ -16,10 +16,12 @@ import re
 __all__ = [
     "DicomFormatError",
     "FrameIndexError",
+    "MixedSeriesError",
     "NotDicomError",
     "ObjectChangedError",
     "OffsetTableError",
     "ReadOnlyError",
+    "SeriesError",
     "TransportError",
     "TruncatedDicomError",
     "UnsupportedTransferSyntaxError",
@@ -99,6 +101,30 @@ class UnsupportedTransferSyntaxError(DicomFormatError):
 
 class ObjectChangedError(DicomFormatError):
     """The object changed (size or content) while it was being read."""
+
+
+class SeriesError(DicomFormatError):
+    """The objects named (a prefix, a glob, a list) do not make the series asked for:
+    none at all, no pyramid level, slices that do not stack into a volume... ``path``
+    names the prefix, glob or object."""
+
+
+class MixedSeriesError(SeriesError):
+    """The objects named belong to more than one series (``series_uids``, sorted); pick
+    one with ``series_uid=``."""
+
+    def __init__(
+        self, message: str, *, path: str | None = None, series_uids: tuple[str, ...] = ()
+    ) -> None:
+        self.series_uids = series_uids
+        super().__init__(message, path=path)
+
+    def __reduce__(self):  # keep the UIDs through pickling
+        return (_rebuild_mixed, (type(self), self.message, self.path, self.series_uids))
+
+
+def _rebuild_mixed(cls, message, path, series_uids):
+    return cls(message, path=path, series_uids=series_uids)
 
 
 class ReadOnlyError(NotImplementedError):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime
+import uuid
 from collections import deque
 from collections.abc import Iterable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -13,6 +14,7 @@ from fsspec.spec import AbstractBufferedFile
 
 from hdfsspec._types import MiB
 from hdfsspec.cache.dicom_cache import DicomFrameCache
+from hdfsspec.dicom.frame_table import frame_columns
 from hdfsspec.dicom.index import FrameIndex
 from hdfsspec.dicom.parse import ParsedHeader, number_of_frames
 from hdfsspec.errors import ReadOnlyError
@@ -22,8 +24,11 @@ from hdfsspec.io.redact import redact_url, scrub
 from hdfsspec.io.retry import transport_error
 from hdfsspec.io.stats import CacheStats
 from hdfsspec.io.version_pin import VersionPin
+from hdfsspec.unchecked import check_before_close, checked_by_first_read
 
 if TYPE_CHECKING:
+    import pandas
+
     from hdfsspec.filesystem import DicomFileSystem
 
 __all__ = ["DicomFile"]
@@ -69,6 +74,7 @@ class DicomFile(AbstractBufferedFile):
         identity: dict[str, Any] | None = None,
         etag: str | None = None,
         info: dict[str, Any] | None = None,
+        verified: bool = True,
         **kwargs: Any,
     ) -> None:
         if mode != "rb":
@@ -77,6 +83,8 @@ class DicomFile(AbstractBufferedFile):
             )
         kwargs.pop("cache_type", None)
         self._opened = {"identity": identity, "info": _portable(info)}
+        # opened on a saved version that no request has checked yet (see hdfsspec.unchecked)
+        self._checked, self._served = verified, False
         self._pin = VersionPin(lambda: fs.fs, path, info)
         self._signed = fs.signed_reader(path, etag, self._target_ranges)
         options = dict(cache_options or {})
@@ -105,6 +113,9 @@ class DicomFile(AbstractBufferedFile):
         )
         self.cache: DicomFrameCache
         self._stats = self.cache.stats
+        # frames are read through it even where a layer over dicom:: (blockcache::) gives
+        # the file a cache of its own for byte reads
+        self._frame_cache = self.cache
 
     def __reduce__(self) -> Any:
         """Reopened where it is unpickled, pinned to the version this file was opened at
@@ -113,16 +124,32 @@ class DicomFile(AbstractBufferedFile):
         *head, kwargs = args
         return reopen, (*head, {**kwargs, **self._opened})
 
+    def __dask_tokenize__(self) -> tuple[Any, ...]:
+        """dask's token: the object's identity (protocol, path, size and version: ETag,
+        generation, version id or modification time), without a request; an object
+        without version (a memory file, an HTTP server without ETag) gets this open
+        file's own token."""
+        identity = self._opened["identity"]
+        if identity is not None:
+            return ("hdfsspec.DicomFile", sorted(identity.items()))
+        if "_dask_token" not in self.__dict__:  # this file's, from its first tokenize
+            self.__dict__["_dask_token"] = uuid.uuid4().hex
+        return ("hdfsspec.DicomFile", self.path, self.size, self.__dict__["_dask_token"])
+
     def close(self) -> None:
         """Close the file: stop the cache's read-ahead and release its frame blocks.
 
         fsspec calls the cache's ``close`` itself from 2026.7 on; earlier versions only
         drop the cache, which would leave a scan's windows in flight.
         """
-        cache = getattr(self, "cache", None)
-        if not self.closed and cache is not None:
-            cache.close()  # idempotent: fsspec's own call, where it makes one, is harmless
-        super().close()
+        cache = getattr(self, "_frame_cache", None)
+        try:
+            if not self.closed and cache is not None:
+                check_before_close(self)  # content served from a saved index never checked
+        finally:
+            if not self.closed and cache is not None:
+                cache.close()  # idempotent: fsspec's own call, where it makes one, is harmless
+            super().close()
 
     # -- backend -----------------------------------------------------------------------
     def _fetch_range(self, start: int, end: int) -> bytes:
@@ -148,6 +175,7 @@ class DicomFile(AbstractBufferedFile):
         else:
             failed = [k for k, x in enumerate(out) if isinstance(x, BaseException)]
             if not failed:
+                self._checked = True  # a request of the version opened: it is the object's
                 return out
             error, span = out[failed[0]], ranges[failed[0]]
         name = getattr(self.cache, "path", None) or self.path
@@ -162,14 +190,18 @@ class DicomFile(AbstractBufferedFile):
     def _frames(self) -> DicomFrameCache:
         if self.closed or self.cache is None:
             raise ValueError(f"I/O operation on closed file {self.path!r}")
-        return self.cache
+        return self._frame_cache
+
+    read = checked_by_first_read(AbstractBufferedFile.read)
 
     @property
+    @checked_by_first_read
     def header(self) -> ParsedHeader:
         """The parsed header: bytes, pydicom data set, offsets (fetched on first use)."""
         return self._frames.parsed
 
     @property
+    @checked_by_first_read
     def metadata(self) -> ParsedHeader:
         """The header for its data set, not waiting for an Extended Offset Table.
 
@@ -180,6 +212,7 @@ class DicomFile(AbstractBufferedFile):
         return self._frames.metadata
 
     @property
+    @checked_by_first_read
     def index(self) -> FrameIndex:
         """The :class:`~hdfsspec.dicom.index.FrameIndex` (built on first use)."""
         return self._frames.index
@@ -189,6 +222,7 @@ class DicomFile(AbstractBufferedFile):
         """Requests, bytes and hits of this file, per phase (kept after ``close``)."""
         return self._stats
 
+    @checked_by_first_read
     def read_frames(self, frames: Sequence[int]) -> list[bytes]:
         """Return the encoded bytes of ``frames`` (0-based), fetched in one round.
 
@@ -311,13 +345,58 @@ class DicomFile(AbstractBufferedFile):
         if batch:
             yield batch
 
+    @checked_by_first_read
     def prefetch(self, frames: Iterable[int]) -> None:
         """Fetch ``frames`` (0-based) into the cache in one concurrent round."""
         self._frames.prefetch(frames)
 
     def plan(self, frames: Iterable[int]) -> FetchPlan:
-        """Dry run: the requests that reading ``frames`` would cost now."""
+        """Dry run: the requests that reading ``frames`` (0-based) would cost now.
+
+        No frame is fetched and the items of the Pixel Data are never walked (the
+        header is read first if nothing has read it yet: the open's request). On an
+        object without offset table, the frames a walk has not reached yet are the
+        plan's ``unknown`` (not in its ``ranges``, ``requests`` and ``nbytes``): reading
+        them walks the items up to them first. An offset table the open has not read
+        yet is read (as the read would, counted in the ``index`` phase of
+        :attr:`stats`): the rest of a Basic Offset Table longer than the first request
+        (one request), or a dual DICOM-TIFF file's tile table (at most two).
+
+        Parameters
+        ----------
+        frames : iterable of int
+            The frames, 0-based.
+
+        Returns
+        -------
+        FetchPlan
+            ``frames`` (all of them, cached ones included), ``ranges`` (one request
+            each, fetched in one round), ``requests``, ``nbytes`` and ``unknown``.
+        """
         return self._frames.plan(frames)
+
+    def frame_table(self) -> pandas.DataFrame:
+        """Where every frame's data lies, one row a frame (pandas: ``hdfsspec[pandas]``).
+
+        Columns: ``frame_number`` (1-based, as DICOM counts), ``offset`` and ``length``
+        (the absolute byte range of the frame's data: its fragment's value, without the
+        8-byte item header, or its native bytes; a frame of several fragments spans the
+        item headers between them), and for a tiled image ``tile_row`` and
+        ``tile_column`` (1-based, as highdicom counts; see
+        :func:`hdfsspec.dicom.frame_table.frame_columns`). The same table whatever was
+        read before. It costs the frame index (the offset tables, usually in the open's
+        request), plus one request at the last frame with a Basic Offset Table (where
+        it ends); without offset table, a walk of every item of the Pixel Data (as many
+        bytes, ``scan_window`` a request), after which the index is persisted.
+        """
+        try:
+            import pandas
+        except ImportError as missing:
+            raise ImportError(
+                'DicomFile.frame_table needs pandas: pip install "hdfsspec[pandas]"'
+            ) from missing
+        index = self._frames.layout.resolve_last()  # the whole index, the last end found
+        return pandas.DataFrame(frame_columns(index, self.header.dataset))
 
     # -- read-only ---------------------------------------------------------------------
     def write(self, data: Any) -> int:

@@ -18,6 +18,7 @@ from hdfsspec._fork import renew_after_fork
 from hdfsspec._types import DEFAULT_OPTIONS, ReadOptions
 from hdfsspec.cache.persist import default_store, object_identity
 from hdfsspec.cache.progress import Progress
+from hdfsspec.chain import GENERIC, claim, lister
 from hdfsspec.errors import ReadOnlyError
 from hdfsspec.file import DicomFile
 from hdfsspec.io.first_read import first_read
@@ -25,7 +26,9 @@ from hdfsspec.io.link import (
     DEFAULT_BANDWIDTH,
     DEFAULT_RTT,
     LinkModel,
+    is_large,
     link_sized_first_request,
+    tail_size,
 )
 from hdfsspec.io.redact import install as install_redaction
 from hdfsspec.io.signed import (
@@ -37,6 +40,7 @@ from hdfsspec.io.signed import (
     signed_ranges,
     timeouts,
 )
+from hdfsspec.io.version_pin import pinned_info
 
 __all__ = ["DicomFileSystem"]
 
@@ -112,7 +116,7 @@ class DicomFileSystem(ChainedFileSystem):
         A target filesystem instance, instead of ``target_protocol``.
     fo : str, optional
         Path passed by fsspec's URL chaining; unused.
-    max_cache_bytes, first_request, scan_window : int, optional
+    max_cache_bytes, first_request, tail_request, scan_window : int, optional
         Read policy (see :class:`~hdfsspec.ReadOptions` for the defaults).
     scan_concurrency, max_gap, max_block : int, optional
         Read policy (see :class:`~hdfsspec.ReadOptions` for the defaults).
@@ -155,6 +159,7 @@ class DicomFileSystem(ChainedFileSystem):
         *,
         max_cache_bytes: int | None = None,
         first_request: int | None = None,
+        tail_request: int | None = None,
         scan_window: int | None = None,
         scan_concurrency: int | None = None,
         max_gap: int | None = None,
@@ -169,10 +174,18 @@ class DicomFileSystem(ChainedFileSystem):
         signed_urls: bool = True,
         **kwargs: Any,
     ) -> None:
-        super().__init__(**kwargs)
-        self.index_store = default_store(index_cache, index_cache_bytes)
         if fs is not None and target_protocol is not None:
             raise ValueError("give either fs or target_protocol, not both")
+        if fs is None:  # options fsspec left to this layer go to the layers under it
+            target_options = claim(target_protocol, target_options, kwargs, DICOM_OPTIONS)
+            kwargs = {}
+        elif set(kwargs) - GENERIC:
+            raise TypeError(
+                f"options {sorted(set(kwargs) - GENERIC)} of the dicom filesystem: it takes "
+                f"{', '.join(sorted(DICOM_OPTIONS))} (the target given as fs has its own)"
+            )
+        super().__init__(**kwargs)
+        self.index_store = default_store(index_cache, index_cache_bytes)
         if fs is None:
             options = _with_pool(target_protocol, dict(target_options or {}))
             config = (target_options or {}).get("config_kwargs") or {}
@@ -201,12 +214,14 @@ class DicomFileSystem(ChainedFileSystem):
         self.options: ReadOptions = DEFAULT_OPTIONS.updated(
             max_cache_bytes=max_cache_bytes,
             first_request=first_request,
+            tail_request=tail_request,
             scan_window=scan_window,
             scan_concurrency=scan_concurrency,
             max_gap=max_gap,
             max_block=max_block,
             readahead=readahead,
         )
+        self._large_objects = False  # the last object opened was large (see ``_open``)
         renew_after_fork(self)
 
     # -- the target ---------------------------------------------------------------------------
@@ -276,43 +291,70 @@ class DicomFileSystem(ChainedFileSystem):
             raise ReadOnlyError(
                 f"the dicom filesystem is read-only: cannot open {path!r} in mode {mode!r}"
             )
+        opened = self.opening(path, kwargs, cache_options)
+        return DicomFile(self, path, block_size=block_size or "default", **opened, **kwargs)
+
+    def opening(
+        self,
+        path: str,
+        kwargs: dict[str, Any] | None = None,
+        cache_options: dict[str, Any] | None = None,
+    ) -> dict[str, Any]:
+        """What :class:`~hdfsspec.file.DicomFile` is opened with (size, version, first bytes).
+
+        ``kwargs`` of the open: ``size``, ``identity`` and ``info`` (a pickled file opened
+        again, pinned to the version it was opened at) and ``verified`` are taken out.
+        With a persisted index for ``path`` on a target whose reads can be conditional
+        (:func:`~hdfsspec.io.version_pin.pinned_info`), nothing is fetched: the file's
+        first request checks the saved version.
+        """
+        kwargs = {} if kwargs is None else kwargs
         size = kwargs.pop("size", None)
-        # a pickled file opened again (``DicomFile.__reduce__``): the version it was opened at
         identity, info = kwargs.pop("identity", None), kwargs.pop("info", None)
+        verified = kwargs.pop("verified", True)  # False: check the saved version, not now
+        store = self.index_store
+        latest = None
+        if size is None and store is not None:
+            latest = store.latest(self.target_protocol, path)
+        unchecked = None if latest is None or not verified else pinned_info(self.fs, path, latest)
+        if unchecked is not None:  # its reads are conditional on the saved version: none now
+            info, identity, size, verified = unchecked, latest, unchecked["size"], False
         if size is None:  # the size, and the version that keys the index store
-            store = self.index_store
-            known = store is not None and store.latest(self.target_protocol, path) is not None
             # with an entry for this path, the object's identity is all the open needs: a
             # byte (the entry has the header); it is used only if the identity still matches
-            try:
-                nbytes = self.options.first_request or link_sized_first_request(self.link.estimate)
-                got = first_read(self.fs, path, 1 if known else nbytes)
-            except FileNotFoundError:  # an object store's "directory" is no object: say so
-                if self.fs.isdir(path):
-                    raise IsADirectoryError(
-                        errno.EISDIR, os.strerror(errno.EISDIR), path
-                    ) from None
-                raise
-            if got is None:
-                info = self.fs.info(path)  # a HEAD, then the header's first GET
-            else:  # one GET gave the info and the header's first request
-                info, first = got
-                cache_options = {"prefix": first, **(cache_options or {})}
-            if info.get("type") == "directory":  # the target would give a 0-byte file
-                raise IsADirectoryError(errno.EISDIR, os.strerror(errno.EISDIR), path)
+            info, first, end = self._first_read(path, known=latest is not None)
+            if first is not None:  # one GET gave the info and the first bytes (and the end)
+                cache_options = {"prefix": first, "tail": end, **(cache_options or {})}
             size = info["size"]
             identity = object_identity(self.target_protocol, path, info)
-        return DicomFile(
-            self,
-            path,
-            block_size=block_size or "default",
-            cache_options=cache_options,
-            size=size,
-            identity=identity,
-            etag=None if info is None else info.get("ETag"),
-            info=info,
-            **kwargs,
-        )
+            self._large_objects = is_large(size, self.options, self.link.estimate)
+        return {
+            "cache_options": cache_options,
+            "size": size,
+            "identity": identity,
+            "etag": None if info is None else info.get("ETag"),
+            "verified": verified,
+            "info": info,
+        }
+
+    def _first_read(self, path: str, known: bool) -> tuple[dict[str, Any], Any, Any]:
+        """``(info, first bytes, end)`` of ``path``: one GET where the target allows (its
+        first bytes, and its end where the last object opened was large; one byte
+        with a persisted entry), else ``(info(), None, None)``."""
+        try:
+            nbytes = self.options.first_request or link_sized_first_request(self.link.estimate)
+            # the size is not known before the first GET: the end of the object is
+            # fetched with it where the last object opened was large (a bucket of slides)
+            tail = tail_size(self.options.tail_request, nbytes) if self._large_objects else 0
+            got = first_read(self.fs, path, 1 if known else nbytes, 0 if known else tail)
+        except FileNotFoundError:  # an object store's "directory" is no object: say so
+            if lister(self.fs).isdir(path):
+                raise IsADirectoryError(errno.EISDIR, os.strerror(errno.EISDIR), path) from None
+            raise
+        info, first, end = (lister(self.fs).info(path), None, None) if got is None else got
+        if info.get("type") == "directory":  # the target would give a 0-byte file
+            raise IsADirectoryError(errno.EISDIR, os.strerror(errno.EISDIR), path)
+        return info, first, end
 
     def signed_reader(
         self, path: str, etag: str | None, fallback: Fallback
@@ -342,6 +384,19 @@ class DicomFileSystem(ChainedFileSystem):
             assert isinstance(f, DicomFile)
             return f.read_frames(frames)
 
+    def cat_ranges(
+        self,
+        paths: list[str],
+        starts: int | list[int],
+        ends: int | list[int],
+        max_gap: int | None = None,
+        on_error: str = "return",
+        **kwargs: Any,
+    ) -> list[Any]:
+        """The target's ``cat_ranges`` (one concurrent round on s3fs, gcsfs, adlfs, HTTP)."""
+        kwargs.update(max_gap=max_gap, on_error=on_error)
+        return list(self.fs.cat_ranges(self._target(list(paths)), starts, ends, **kwargs))
+
     # -- read-only ----------------------------------------------------------------------------
     def _read_only(self, *args: Any, **kwargs: Any) -> None:
         raise ReadOnlyError("the dicom filesystem is read-only")
@@ -364,7 +419,8 @@ def _delegated(name: str, **defaults: Any) -> Callable[..., Any]:
         arguments = signature.bind(self, *args, **kwargs).arguments
         named = {k: v for k, v in arguments.items() if k not in ("self", "path", "kwargs")}
         path = self._target(arguments["path"])
-        return getattr(self.fs, name)(path, **{**defaults, **named, **arguments.get("kwargs", {})})
+        fs = self.fs if name == "cat_file" else lister(self.fs)  # metadata: see ``lister``
+        return getattr(fs, name)(path, **{**defaults, **named, **arguments.get("kwargs", {})})
 
     method.__name__, method.__qualname__ = name, f"DicomFileSystem.{name}"
     method.__doc__ = f"The target filesystem's ``{name}``, on the path without ``dicom::``."
@@ -382,3 +438,7 @@ _DEFAULTS: dict[str, dict[str, Any]] = {
 for _name in TARGET_METHODS:
     setattr(DicomFileSystem, _name, _delegated(_name, **_DEFAULTS.get(_name, {})))
 del _name
+
+_PARAMETERS = set(inspect.signature(DicomFileSystem.__init__).parameters) - {"self", "kwargs"}
+DICOM_OPTIONS = frozenset(_PARAMETERS | {"skip_instance_cache"})
+"""The keys the ``dicom`` layer takes (its parameters, and fsspec's instance cache switch)."""

@@ -1,5 +1,5 @@
-"""What names a DICOM object (a URL, a path, an ``OpenFile``, an open file), opened under
-the ``dicom`` layer.
+"""What names a DICOM object (a URL, a path, a UPath, an ``OpenFile``, a file object),
+opened under the ``dicom`` layer.
 
 ``open_dicom`` returns the frame-aware :class:`~hdfsspec.file.DicomFile`; the highdicom
 readers build on it. No highdicom here.
@@ -9,19 +9,24 @@ from __future__ import annotations
 
 import io
 import os
+from collections.abc import Mapping
 from typing import Any, BinaryIO, Union
 
 import fsspec
-from fsspec.core import OpenFile
+from fsspec.core import OpenFile, split_protocol
 
+from hdfsspec._types import is_instance
+from hdfsspec.chain import aliases, chain_protocols, place
 from hdfsspec.file import DicomFile
-from hdfsspec.filesystem import DicomFileSystem
+from hdfsspec.fileobj import FileObjectFileSystem, check_file_object
+from hdfsspec.filesystem import DICOM_OPTIONS, DicomFileSystem
 
 __all__ = ["Source", "locate", "open_dicom", "whole"]
 
 Source = Union[str, bytes, "os.PathLike[str]", OpenFile, BinaryIO]
-"""What names an object: a URL or local path, an :class:`fsspec.core.OpenFile`, or a
-file opened by fsspec (or by :func:`open`, on a local path)."""
+"""What names an object: a URL or local path, a :class:`upath.UPath`, an
+:class:`fsspec.core.OpenFile`, a file opened by fsspec (or by :func:`open`, on a local
+path), or any readable, seekable binary file object."""
 
 
 def _dicom_url(url: str | bytes | os.PathLike[str]) -> str:
@@ -38,7 +43,8 @@ def _raw_bytes(path: str, mode: str, compression: str | None = None) -> None:
 
 
 def _opened(source: Any) -> tuple[fsspec.AbstractFileSystem, str]:
-    """The filesystem and path of an open file: fsspec's, or a local file of ``open``."""
+    """The filesystem and path of an open file: fsspec's, a local file of ``open``, or
+    any other binary file object (read through its ``seek`` and ``read``)."""
     fs, path = getattr(source, "fs", None), getattr(source, "path", None)
     if isinstance(fs, fsspec.AbstractFileSystem) and isinstance(path, str):
         _raw_bytes(path, str(getattr(source, "mode", "rb")))
@@ -49,32 +55,73 @@ def _opened(source: Any) -> tuple[fsspec.AbstractFileSystem, str]:
         path = os.path.abspath(os.fsdecode(name))
         _raw_bytes(path, raw.mode)
         return fsspec.filesystem("file"), path
-    raise TypeError(
-        "hdfsspec reads an object by URL or path, an fsspec OpenFile, a file opened by "
-        f"fsspec or a local file opened with open(path, 'rb'), not {type(source).__name__} "
-        "(bytes in memory: use highdicom.imread)"
-    )
+    check_file_object(source)
+    objects = FileObjectFileSystem(source)
+    return objects, objects.name
+
+
+def _routed(url: str, options: dict[str, Any]) -> tuple[fsspec.AbstractFileSystem, str]:
+    """``url_to_fs`` of a ``dicom::`` URL, each option given to the layer that takes it
+    (see :mod:`hdfsspec.chain`): a key no layer takes raises TypeError, before any request."""
+    if {"target_protocol", "fs"} & options.keys():  # a dicom layer's own target
+        return _on_target(url, options)
+    options = {k: v for k, v in options.items() if k != "fo"}  # fsspec's, not the user's
+    inner = options.pop("dicom", {})  # the dicom layer's options under its protocol
+    if not isinstance(inner, dict):
+        raise TypeError(f"storage_options['dicom'] must be a dict, not {type(inner).__name__}")
+    options = {**options, **inner}
+    layers = chain_protocols(url)[1:]  # the layers under dicom, as fsspec names them
+    given = options.pop("target_options", None)  # the options of the layer under dicom
+    mine, per_layer = place(layers, options, DICOM_OPTIONS, url)
+    if given is not None and layers:
+        per_layer[0] = {**per_layer[0], **given}
+    keyed = {p: o for p, o in zip(layers, per_layer, strict=True) if o}
+    return fsspec.core.url_to_fs(url, **mine, **keyed)
+
+
+def _on_target(url: str, options: dict[str, Any]) -> tuple[fsspec.AbstractFileSystem, str]:
+    """A path on the target that ``target_protocol`` or ``fs`` names (``UPath("dicom::...")``'s
+    ``path`` and ``storage_options``): no chain in the URL, and no other protocol."""
+    path = DicomFileSystem._strip_protocol(url)
+    protocol = split_protocol(path)[0]
+    target = options.get("target_protocol") or getattr(options.get("fs"), "protocol", None)
+    names = target if isinstance(target, tuple | list) else (target,)
+    known = {a for name in names if isinstance(name, str) for a in aliases(name)}
+    if "::" in path or (protocol is not None and protocol not in known):
+        raise TypeError(
+            f"{url!r} is not a path of the target that storage_options name "
+            f"(target_protocol={target!r}): give its path, or a URL without target_protocol"
+        )
+    fs = fsspec.filesystem("dicom", **{k: v for k, v in options.items() if k != "fo"})
+    return fs, path
 
 
 def locate(
-    source: Source, storage_options: dict[str, Any] | None
+    source: Source, storage_options: Mapping[str, Any] | None
 ) -> tuple[fsspec.AbstractFileSystem, str]:
     """The filesystem and path ``source`` names (an open file's, under the dicom layer)."""
-    if storage_options is not None and not isinstance(storage_options, dict):
+    if storage_options is not None and not isinstance(storage_options, Mapping):
         raise TypeError(
             f"storage_options must be a dict, not {type(storage_options).__name__} "
             "(lazy_frame_retrieval is a keyword argument)"
         )
-    if isinstance(source, (str, bytes, os.PathLike)):
-        return fsspec.core.url_to_fs(_dicom_url(source), **(storage_options or {}))
+    upath = is_instance(source, "upath.core", "UPath")
+    if not upath and isinstance(source, (str, bytes, os.PathLike)):
+        return _routed(_dicom_url(source), dict(storage_options or {}))
     if storage_options:
-        raise TypeError("storage_options apply to a URL; an open file has its filesystem")
-    if isinstance(source, OpenFile):
+        raise TypeError(
+            "storage_options apply to a URL; an open file has its filesystem (so has a UPath)"
+        )
+    if upath:  # its own filesystem (with its storage options) and path
+        fs, path = source.fs, source.path  # type: ignore[union-attr]
+    elif isinstance(source, OpenFile):
         _raw_bytes(source.path, source.mode, source.compression)
         fs, path = source.fs, source.path
     else:
         fs, path = _opened(source)
-    if not isinstance(fs, DicomFileSystem):  # e.g. fsspec.open("s3://...", anon=True)
+    if isinstance(fs, FileObjectFileSystem):  # nothing to persist an index by; not cached
+        fs = fsspec.filesystem("dicom", fs=fs, skip_instance_cache=True, index_cache=False)
+    elif not isinstance(fs, DicomFileSystem):  # e.g. fsspec.open("s3://...", anon=True)
         fs = fsspec.filesystem("dicom", fs=fs)
     return fs, path
 
@@ -86,17 +133,25 @@ def open_dicom(
 
     Parameters
     ----------
-    url : str, bytes, os.PathLike, fsspec.core.OpenFile or file
+    url : str, bytes, os.PathLike, upath.UPath, fsspec.core.OpenFile or file
         ``dicom::s3://bucket/key``, ``s3://bucket/key``, a local path... The
-        ``dicom::`` prefix is added when missing. An ``OpenFile``
+        ``dicom::`` prefix is added when missing. A ``UPath``, an ``OpenFile``
         (``fsspec.open("s3://...", anon=True)``, with or without ``dicom::``)
         or a file opened by fsspec (``s3.open(key)``) is read again through
         its own filesystem, under the ``dicom`` layer (the file itself is not
         read, moved or closed); so is a local file opened by :func:`open`.
+        Any other readable, seekable binary file object (a GCS ``BlobReader``,
+        a ``smart_open`` file, :class:`io.BytesIO`...) is read through its
+        ``seek`` and ``read``, a few large reads a batch of frames, one at a time
+        (see :mod:`hdfsspec.fileobj`); it is not closed.
     storage_options : dict, optional
         Options keyed by protocol, as :func:`fsspec.open` takes them, e.g.
-        ``{"s3": {"anon": True}}``; top-level keys go to the ``dicom`` layer
-        (e.g. ``max_cache_bytes``). Not with an ``OpenFile`` or a file.
+        ``{"s3": {"anon": True}}``, under any alias of the protocol (``"gs"`` or
+        ``"gcs"`` for ``gs://``); options of the storage may also be given flat
+        (``{"anon": True}``). Keys of the ``dicom`` layer (e.g.
+        ``max_cache_bytes``) are top-level. A key that no layer takes raises
+        :class:`TypeError` (see :mod:`hdfsspec.chain`). Not with a UPath, an
+        ``OpenFile`` or a file.
     **open_kwargs
         Passed to ``fs.open``.
     """

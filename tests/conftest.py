@@ -30,7 +30,7 @@ os.environ["HDFSSPEC_INDEX_CACHE"] = "off"
 # open is 64 KiB, as the suite's counts were written for (by default it is sized by the
 # link: 1 MiB here; test_first_request.py passes first_request=None for that)
 fsspec.config.conf.setdefault("dicom", {}).update(
-    rtt=0.02, bandwidth=100e6, first_request=64 * 1024
+    rtt=0.02, bandwidth=100e6, first_request=64 * 1024, tail_request=0
 )
 os.environ.setdefault("AWS_ACCESS_KEY_ID", "testing")
 os.environ.setdefault("AWS_SECRET_ACCESS_KEY", "testing")

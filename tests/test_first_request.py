@@ -67,3 +67,70 @@ def test_with_64_kib_the_same_region_needs_a_round_trip_for_the_table(store):
     with hdfsspec.imread(fs.open(path)) as im:
         im.get_total_pixel_matrix(**REGION)
         assert im.file.stats.rounds >= 3  # the table came in a round of its own
+
+
+# -- the end of the object in the first round (dual DICOM-TIFF) -------------------------------
+def _tiff_slide() -> bytes:
+    # 12,100 tiles: the IFD and its arrays (97 KB) in the trailing padding
+    return build_slide(1760, 1760, tile=16, tiles=TILES, offset_table="empty", dual_tiff=True)
+
+
+def test_a_cold_region_of_a_dual_tiff_slide_costs_two_round_trips(store):
+    blob = _tiff_slide()
+    path = store.put("large-tiff.dcm", blob)
+    fs, counting = store.counted(index_cache=False, first_request=None, tail_request=None)
+    with hdfsspec.imread(fs.open(path)) as im:
+        region = im.get_total_pixel_matrix(**REGION)
+        stats = im.file.stats
+        size = len(blob)
+        # head and tail together: the size is known (a HEAD), the tail is half the first
+        assert [r[1:] for r in counting.ranges[:2]] == [(0, MiB), (size - 512 * KiB, size)]
+        assert stats.rounds == 2 and stats.phases["index"].requests == 0
+        assert counting.requests <= 2 + 3
+        assert counting.bytes <= MiB + 512 * KiB + 3 * 110 * max(len(t) for t in TILES)
+    assert np.array_equal(region, hd.imread(io.BytesIO(blob)).get_total_pixel_matrix(**REGION))
+
+
+def test_a_small_object_gets_no_tail(store):
+    blob = build_slide(256, 256, tile=16, tiles=TILES, offset_table="empty", dual_tiff=True)
+    path = store.put("small-tiff.dcm", blob)
+    fs, counting = store.counted(index_cache=False, first_request=None, tail_request=None)
+    with hdfsspec.imread(fs.open(path)) as im:
+        im.get_total_pixel_matrix(row_start=1, row_end=17, column_start=1, column_end=17)
+        assert counting.ranges[0][1:] == (0, len(blob)) and counting.requests == 1
+
+
+def test_s3_fetches_the_tail_with_the_first_get_once_it_has_seen_large_objects(
+    s3_endpoint, request, tmp_path_factory
+):
+    # S3 opens with one GET that gives the size too (no HEAD): the size is not known before
+    # it, so the tail goes with it where the last object opened was large
+    s3 = make_backend("s3", request, tmp_path_factory)
+    blob = _tiff_slide()
+    paths = [s3.put(f"large-tiff-{k}.dcm", blob) for k in range(2)]
+    fs = hdfsspec.DicomFileSystem(
+        target_protocol="s3",
+        target_options=s3.storage_options["s3"],
+        index_cache=False,
+        first_request=None,
+        tail_request=None,
+    )
+    expected = hd.imread(io.BytesIO(blob)).get_total_pixel_matrix(**REGION)
+    rounds = []
+    for path in paths:
+        with hdfsspec.imread(fs.open(path)) as im:
+            assert np.array_equal(im.get_total_pixel_matrix(**REGION), expected)
+            stats = im.file.stats
+            rounds.append((stats.rounds, stats.phases["header"].requests))
+            if len(rounds) == 1:  # the IFD near the end is read with its arrays: one round
+                assert stats.phases["index"].requests == 1
+    assert rounds == [(3, 1), (2, 2)]
+
+
+def test_no_tail_when_turned_off(store):
+    path = store.put("large-tiff-off.dcm", _tiff_slide())
+    fs, counting = store.counted(index_cache=False, first_request=None, tail_request=0)
+    with hdfsspec.imread(fs.open(path)) as im:
+        im.get_total_pixel_matrix(**REGION)
+        assert im.file.stats.rounds == 3  # head; the IFD with its arrays; the tiles
+        assert counting.ranges[0][1:] == (0, MiB)

@@ -2,11 +2,11 @@
 
 highdicom/        the readers (the only place that imports highdicom; its private names
                   only in highdicom/_adapter.py)
-fsspec face       filesystem, file, sources (and the public API, cli)
+fsspec face       filesystem, file, sources, chain, fileobj (and the public API, cli)
 cache/            the frame-aware cache
 io/               how bytes come from a store
 dicom/            the object's layout, pure (no fsspec)
-errors, _types, _fork
+errors, _types, _fork, _log (the logger hierarchy)
 """
 
 from __future__ import annotations
@@ -21,8 +21,8 @@ import pytest
 import hdfsspec
 
 ROOT = pathlib.Path(hdfsspec.__file__).parent
-BASE = {"errors", "_types", "_fork"}
-FACE = {"filesystem", "file", "sources"}
+BASE = {"errors", "_types", "_fork", "_log"}
+FACE = {"filesystem", "file", "sources", "chain", "fileobj", "unchecked"}
 RANK = {"base": 0, "dicom": 1, "io": 2, "cache": 3, "face": 4, "highdicom": 5, "top": 6}
 
 

@@ -12,6 +12,7 @@ from oracle import reference_frames
 from hdfsspec.cache.persist import IndexStore, default_store, object_identity
 from hdfsspec.cache.whole_index import build_index
 from hdfsspec.dicom.parse import parse_header
+from hdfsspec.errors import ObjectChangedError
 from hdfsspec.testing import CountingFileSystem, build_encapsulated, fake_jpeg_frames
 
 FRAMES = fake_jpeg_frames(400, seed=9, min_size=800, max_size=1200)
@@ -185,7 +186,7 @@ def test_default_store_follows_xdg_cache_home(tmp_path, monkeypatch):
     assert not (tmp_path / "home").exists()
 
 
-def test_s3_reopen_with_a_persisted_index_costs_one_byte(s3_endpoint, tmp_path):
+def test_s3_reopen_with_a_persisted_index_costs_one_round_trip(s3_endpoint, tmp_path):
     from conftest import BUCKET, _s3_options
 
     from hdfsspec.testing import ShapingProxy
@@ -209,22 +210,76 @@ def test_s3_reopen_with_a_persisted_index_costs_one_byte(s3_endpoint, tmp_path):
             f.index  # noqa: B018  (walked to the end and saved)
         proxy.log.clear()
         with dicom().open(key) as f:
-            # one GET of one byte: the object's size and ETag match the saved entry
-            assert [(e[0], e[4]) for e in proxy.log.entries] == [("GET", 1)]
+            assert proxy.log.entries == []  # the entry has the header, the index, the size
             assert f.read_frames([3, 350]) == [FRAMES[3], FRAMES[350]]
-            assert f.stats.phases["index"].requests == 0
-            assert f.stats.phases["header"].bytes == 1
+            # the frames' GETs are conditional on the saved ETag: they check the version
+            assert f.stats.rounds == 1 and f.stats.phases["header"].requests == 0
+            assert all(e[0] == "GET" for e in proxy.log.entries)
             f.seek(0)
             assert f.read(1000) == BLOB[:1000]  # header bytes from the entry
-        assert len(proxy.log.entries) == 2  # the byte, then the two frames in one round
-        other = build_encapsulated(FRAMES[:20], offset_table="empty")
+        assert len(proxy.log.entries) == f.stats.requests <= 2  # one round, no more at close
+
+        backwards = FRAMES[::-1][:380]
+        other = build_encapsulated(backwards, offset_table="empty")
         target.pipe_file(key, other)  # replaced: a new ETag and size
         proxy.log.clear()
-        with dicom().open(key) as f:
-            assert f.read_frames([19]) == [FRAMES[19]]
-            assert f.index.number_of_frames == 20
-        assert proxy.log.entries[0][4] == 1  # the byte, then the new header: no stale entry
-        assert sum(e[4] for e in proxy.log.entries) <= 1 + len(other)
+        with dicom().open(key) as f:  # nothing served from the stale entry yet
+            # frame 350 lies beyond the entry's header bytes: its GET is the first request
+            assert f.read_frames([350]) == [backwards[350]]  # opened again from the object
+            assert f.index.number_of_frames == 380
+        assert f.stats.phases["header"].requests == 1  # the new open's, after the refusal
+        assert sum(e[4] for e in proxy.log.entries) <= len(other) + 4096
+
+
+def _saved_then_replaced(s3_endpoint, tmp_path, name):
+    """A dicom filesystem over S3 with a saved entry for ``name``, whose object was then
+    replaced by another of the same size (the entry's ETag no longer matches)."""
+    from conftest import BUCKET, _s3_options
+
+    target = fsspec.filesystem("s3", **_s3_options(s3_endpoint))
+    key = f"{BUCKET}/{name}"
+    target.pipe_file(key, BLOB)
+
+    def dicom():
+        return fsspec.filesystem(
+            "dicom",
+            target_protocol="s3",
+            target_options=_s3_options(s3_endpoint),
+            skip_instance_cache=True,
+            index_cache=str(tmp_path),
+        )
+
+    with dicom().open(key) as f:
+        f.index  # noqa: B018  (saved)
+    changed = bytearray(BLOB)
+    changed[-20] ^= 0xFF  # same size, other content: a new ETag
+    target.pipe_file(key, bytes(changed))
+    return dicom, key
+
+
+def test_a_file_that_served_a_stale_header_says_so_at_its_first_read(s3_endpoint, tmp_path):
+    dicom, key = _saved_then_replaced(s3_endpoint, tmp_path, "stale-header.dcm")
+    with dicom().open(key) as f:
+        assert f.header.dataset.NumberOfFrames == len(FRAMES)  # from the entry
+        with pytest.raises(ObjectChangedError, match="replaced since its frame index was saved"):
+            f.read_frames([350])  # beyond the entry's header bytes: a request, refused
+    with dicom().open(key) as f:  # the entry is gone: opened from the object
+        assert f.read_frames([350]) == [FRAMES[350]] and f.stats.phases["header"].requests == 1
+
+
+def test_a_file_that_only_served_its_header_checks_the_version_at_close(s3_endpoint, tmp_path):
+    dicom, key = _saved_then_replaced(s3_endpoint, tmp_path, "stale-close.dcm")
+    f = dicom().open(key)
+    assert f.header.dataset.NumberOfFrames == len(FRAMES)
+    with pytest.raises(ObjectChangedError, match="open it again"):
+        f.close()  # one byte, conditional on the saved version: refused
+    assert f.closed
+    with dicom().open(key) as f:  # the entry is gone: opened from the object, and saved
+        assert f.stats.phases["header"].requests == 1
+        f.index  # noqa: B018
+    with dicom().open(key) as f:  # unchanged since: the header from the entry, no request
+        assert f.header.dataset.NumberOfFrames == len(FRAMES) and f.stats.requests == 0
+    assert f.stats.requests == 1 and f.stats.bytes == 1  # the check at close
 
 
 def test_a_basic_offset_table_beyond_the_first_request_is_persisted_with_the_header(tmp_path):
@@ -300,3 +355,27 @@ def test_store_bound_from_the_filesystem(tmp_path):
     assert fs.index_store.max_bytes == 12345
     with pytest.raises(ValueError, match="positive"):
         IndexStore(tmp_path, max_bytes=0)
+
+
+def test_http_reopen_with_a_persisted_index_checks_the_etag_with_the_frames(http_server, tmp_path):
+    url = http_server.put("persisted/reopen.dcm", BLOB)
+
+    def dicom():
+        return fsspec.filesystem(
+            "dicom", target_protocol="http", skip_instance_cache=True, index_cache=str(tmp_path)
+        )
+
+    with dicom().open(url) as f:
+        f.index  # noqa: B018  (walked and saved)
+    before = http_server.conditional
+    with dicom().open(url) as f:
+        assert f.stats.requests == 0  # no HEAD, no GET: the entry has size and ETag
+        assert f.read_frames([350]) == [FRAMES[350]]
+        assert f.stats.requests == f.stats.rounds == 1
+    assert http_server.conditional - before == 1  # the frame's GET carried If-Match
+    backwards = FRAMES[::-1]
+    http_server.put("persisted/reopen.dcm", build_encapsulated(backwards, offset_table="empty"))
+    refused = http_server.refused
+    with dicom().open(url) as f:  # replaced: the frame's GET is refused, the file reopened
+        assert f.read_frames([350]) == [backwards[350]]
+    assert http_server.refused == refused + 1

@@ -12,6 +12,7 @@ import pytest
 
 from hdfsspec import TruncatedDicomError
 from hdfsspec.cache.whole_index import build_index, scan_items
+from hdfsspec.dicom import tiff
 from hdfsspec.dicom.fragments import group_fragments
 from hdfsspec.dicom.frame_locations import scanned_index
 from hdfsspec.dicom.parse import number_of_frames, parse_header
@@ -120,7 +121,8 @@ def test_header_recognition(prefix, expected):
 @pytest.mark.parametrize("order", ["<", ">"])
 @pytest.mark.parametrize("big", [False, True])
 @pytest.mark.parametrize("typ", [SHORT, LONG, LONG8])
-def test_out_of_line_arrays_one_ifd_request_one_fetch_ranges(order, big, typ):
+def test_out_of_line_arrays_one_ifd_request_one_fetch_ranges(order, big, typ, monkeypatch):
+    monkeypatch.setattr(tiff, "TRAILING", 0)  # an IFD far from the end of its object
     offsets, counts = list(range(1000, 1300, 3)), [1] * 100
     far = 2 * IFD_WINDOW  # out of the IFD window, adjacent: one merged range
     entries = [(256, LONG, [5]), *tiles(offsets, counts, typ), (0x8000, SHORT, [1])]
@@ -133,13 +135,26 @@ def test_out_of_line_arrays_one_ifd_request_one_fetch_ranges(order, big, typ):
     assert table.requests == store.requests == 2
 
 
-def test_far_apart_arrays_are_two_ranges_of_one_call():
+def test_far_apart_arrays_are_two_ranges_of_one_call(monkeypatch):
+    monkeypatch.setattr(tiff, "TRAILING", 0)
     n = 50
     at = {324: 2 * IFD_WINDOW, 325: 2 * IFD_WINDOW + 4 * n + MAX_GAP + 1}
     store = Store(craft(at[325] + 4 * n, tiles(list(range(100, 150)), [1] * n), at=at))
     table = store.table()
     assert store.range_calls == [[(at[324], at[324] + 4 * n), (at[325], at[325] + 4 * n)]]
     assert table.requests == store.requests == 3 and table.offsets[-1] == 149
+
+
+def test_an_ifd_near_the_end_is_fetched_with_its_arrays():
+    # the trailing padding of a dual DICOM-TIFF file: IFD, then the arrays, then the end
+    n = 3000
+    at = {324: 2 * IFD_WINDOW, 325: 2 * IFD_WINDOW + 4 * n}
+    offsets = list(range(100, 100 + n))
+    store = Store(craft(at[325] + 4 * n, tiles(offsets, [1] * n), at=at))
+    table = store.table()
+    assert table.offsets.tolist() == offsets and table.counts.tolist() == [1] * n
+    assert store.fetches == [(16, at[325] + 4 * n)] and store.range_calls == []
+    assert table.requests == store.requests == 1
 
 
 def test_arrays_inside_the_ifd_window_need_no_second_request():
@@ -174,7 +189,8 @@ def test_strips_when_no_tiles_and_tiles_preferred():
     assert Store(craft(400, both)).table().offsets.tolist() == [5, 6]
 
 
-def test_ifd_longer_than_the_window_costs_one_more_fetch():
+def test_ifd_longer_than_the_window_costs_one_more_fetch(monkeypatch):
+    monkeypatch.setattr(tiff, "TRAILING", 0)
     dummies = [(0x9000 + k, SHORT, [k]) for k in range(400)]  # 400 * 12 bytes > 4 KiB
     blob = craft(3 * IFD_WINDOW, dummies + tiles([10, 20], [3, 4]))
     store = Store(blob)
@@ -241,7 +257,8 @@ def test_huge_counts_give_none_without_allocating():
     assert peak < 1_000_000
 
 
-def test_short_read_raises_truncated():
+def test_short_read_raises_truncated(monkeypatch):
+    monkeypatch.setattr(tiff, "TRAILING", 0)  # the arrays in a read of their own
     blob = craft(3 * IFD_WINDOW, tiles([1, 2], [3, 4]), at={324: 9000, 325: 9008})
     store = Store(blob)
     store.fetch_ranges = lambda ranges: [blob[a : b - 1] for a, b in ranges]
@@ -356,14 +373,18 @@ def test_dual_file_frames_equal_the_scan(slides):
     assert dual[int(got[1][-1]) : int(got[1][-1]) + 4] == b"\xfe\xff\xdd\xe0"
 
 
-def test_dual_file_with_many_frames_costs_two_requests():
+@pytest.mark.parametrize("trailing", [True, False])
+def test_dual_file_with_many_frames_costs_one_or_two_requests(trailing, monkeypatch):
+    if not trailing:  # an IFD far from the end: its window, then the arrays
+        monkeypatch.setattr(tiff, "TRAILING", 0)
     frames = fake_jpeg_frames(600, min_size=8, max_size=24)
     dual = build_encapsulated(frames, offset_table="empty", dual_tiff=True)
     parsed, index = _frames_by_scan(dual)
     store = Store(dual)
     table = store.table(expected=600)
-    assert table is not None and table.requests == store.requests == 2
-    assert len(store.fetches) == 1 and len(store.range_calls) == 1
+    # the IFD and its arrays are the file's trailing padding: one read to the end
+    assert table is not None and table.requests == store.requests == (1 if trailing else 2)
+    assert len(store.fetches) == 1 and len(store.range_calls) == (0 if trailing else 1)
     got = tile_table_frames(table, header_end=parsed.header_end, size=len(dual))
     assert got is not None
     assert np.array_equal(got[0], index.starts) and np.array_equal(got[1], index.stops)

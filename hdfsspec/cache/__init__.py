@@ -8,7 +8,9 @@ make. The layout walks the items of an object without offset table
 (:mod:`~hdfsspec.cache.walk`, :mod:`~hdfsspec.cache.item_scan`), reads tables in the
 background (:mod:`~hdfsspec.cache.background`) and uses persisted indexes
 (:mod:`~hdfsspec.cache.persist`, :mod:`~hdfsspec.cache.persist_entry`,
-:mod:`~hdfsspec.cache.private`); :mod:`~hdfsspec.cache.progress` reports long walks."""
+:mod:`~hdfsspec.cache.private`); :mod:`~hdfsspec.cache.progress` reports long walks.
+The frame store follows the way reads walk the frames (:mod:`~hdfsspec.cache.readahead`)
+and plans a read without fetching it (:mod:`~hdfsspec.cache.dry_run`)."""
 
 from __future__ import annotations
 

@@ -61,6 +61,16 @@ class FrameBlocks:
                 self._items.move_to_end(frame)
             return block
 
+    def get_many(self, frames: list[int]) -> list[Block | None]:
+        """The blocks of ``frames`` (None where not held), under one lock (see :meth:`get`)."""
+        with self._lock:
+            items = self._items
+            out = [items.get(f) for f in frames]
+            for f, block in zip(frames, out, strict=True):
+                if block is not None:
+                    items.move_to_end(f)
+            return out
+
     def __contains__(self, frame: object) -> bool:
         return frame in self._items
 

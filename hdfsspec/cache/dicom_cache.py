@@ -86,6 +86,10 @@ class DicomFrameCache(BaseCache):
         new index); the caller discards the persisted entry.
     prefix : bytes, optional
         The first bytes of the object, already fetched (e.g. with its info).
+    tail : (int, bytes), optional
+        ``(offset, bytes)`` of the end of the object, fetched in the same round as
+        ``prefix``. Without either, a large object's end is fetched with the first
+        header request (see :attr:`~hdfsspec.ReadOptions.tail_request`).
     link : LinkModel, optional
         Cost model of the target (shared by the files of a filesystem); it learns
         from the requests this cache times, and plans the frame fetches.
@@ -119,6 +123,7 @@ class DicomFrameCache(BaseCache):
         link: LinkModel | None = None,
         progress: Progress = None,
         prefix: bytes = b"",
+        tail: tuple[int, bytes] | None = None,
         **overrides: Any,
     ) -> None:
         path = path or getattr(getattr(fetcher, "__self__", None), "path", None)
@@ -129,11 +134,20 @@ class DicomFrameCache(BaseCache):
             first = link_sized_first_request(self.requests.link.estimate)
             self.options = self.options.updated(first_request=first)
         self.path = path
-        if prefix:  # fetched for this file, with its info: one request
-            self.requests.fetched_before(len(prefix))
+        if prefix:  # fetched for this file, with its info: one request (and the end: two)
+            ends = [] if tail is None else [tail[1]]
+            self.requests.fetched_before(len(prefix) + sum(map(len, ends)), 1 + len(ends))
         blocks = FrameBlocks(self.options.max_cache_bytes)
         self.layout = Layout(
-            self.requests, self.options, blocks, known, on_index, on_bad_index, progress, prefix
+            self.requests,
+            self.options,
+            blocks,
+            known,
+            on_index,
+            on_bad_index,
+            progress,
+            prefix,
+            tail,
         )
         self.frames = FrameStore(self.layout, self.requests, blocks)
         self._tail: tuple[int, bytes] | None = None  # bytes after the Pixel Data

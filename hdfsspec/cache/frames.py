@@ -18,6 +18,7 @@ import numpy as np
 
 from hdfsspec._types import KiB, MiB
 from hdfsspec.cache.blocks import FrameBlocks, InFlight
+from hdfsspec.cache.dry_run import dry_run
 from hdfsspec.cache.layout import Layout
 from hdfsspec.cache.readahead import FramePattern, ReadAhead
 from hdfsspec.cache.requests import Requests
@@ -216,10 +217,15 @@ class FrameStore:
         starts, stops = block_ranges(index, wanted)
         out: dict[int, tuple[int, bytes]] = {}
         missing: list[int] = []
-        for f, start, stop in zip(wanted.tolist(), starts.tolist(), stops.tolist(), strict=True):
-            block = (0, prefix) if stop <= held else self._block(f, start, stop)
-            if block is None:
-                missing.append(f)
+        frames = wanted.tolist()
+        held_blocks = self.blocks.get_many(frames)  # one lock for all
+        for f, start, stop, block in zip(
+            frames, starts.tolist(), stops.tolist(), held_blocks, strict=True
+        ):
+            if stop <= held:
+                out[f] = (0, prefix)
+            elif block is None or block[0] != start or len(block[1]) < stop - start:
+                missing.append(f)  # not held, or held under a persisted index dropped since
             else:
                 out[f] = block
         self._requests.hit("frames", len(out))
@@ -385,40 +391,39 @@ class FrameStore:
         chosen = np.asarray(frames, dtype=np.int64)
         starts, stops = index.starts[chosen].tolist(), index.stops[chosen].tolist()
         path, single = self._layout.path, index.offset_table == "tiff"  # a tile is one item
-        odd = index.offset_table == "eot"
+        odd, size, last = (
+            index.offset_table == "eot",
+            self._layout.size,
+            index.number_of_frames - 1,
+        )
+        after = np.minimum(chosen + 1, last)  # a tile's next item, checked in its block too
+        nexts = zip(index.starts[after].tolist(), index.stops[after].tolist(), strict=True)
         out = []
-        for f, start, stop in zip(frames, starts, stops, strict=True):
+        for f, start, stop, (a, b) in zip(frames, starts, stops, nexts, strict=True):
             base, data = blocks[f]
-            out.append(
-                join_fragments(
-                    data,
-                    base,
-                    start,
-                    stop,
-                    frame=f,
-                    path=path,
-                    single=single,
-                    padded_odd=odd,
-                    size=self._layout.size,
-                )
+            join = join_fragments(
+                data,
+                base,
+                start,
+                stop,
+                frame=f,
+                path=path,
+                single=single,
+                padded_odd=odd,
+                size=size,
             )
-            if single and f + 1 < index.number_of_frames:  # the next tile's item, held too
-                a, b = int(index.starts[f + 1]), int(index.stops[f + 1])
-                if b != UNKNOWN:
-                    check_next_item(data, base, a, b - a - 8, frame=f, path=path)
+            out.append(join)
+            if single and f < last and b != UNKNOWN:  # the next tile's item, held too
+                check_next_item(data, base, a, b - a - 8, frame=f, path=path)
         return out
 
     def plan(self, frames: Iterable[int]) -> FetchPlan:
         """Dry run: the :class:`~hdfsspec.io.planning.FetchPlan` of reading ``frames`` now.
 
-        Its ``frames`` are all of them, its ranges fetch those not cached. Nothing is
-        fetched, except the item headers of the last frame when it is asked for and
-        only a Basic Offset Table gave its start.
+        No frame is fetched and the items are never walked: frames whose place only a
+        walk would tell are the plan's ``unknown`` (see
+        :func:`~hdfsspec.cache.dry_run.dry_run`, which says which tables it may read).
         """
-        frames = set(frame_numbers(frames))
-        self.check_range(np.fromiter(frames, dtype=np.int64))
-        index = self._layout.view(frames=max(frames) + 1 if frames else 0)
-        if index.number_of_frames - 1 in frames and int(index.stops[-1]) == UNKNOWN:
-            index = self._layout.resolve_last()
-        missing = [f for f in frames if f not in self.blocks]
-        return FetchPlan(tuple(sorted(frames)), self._plan(index, missing).ranges)
+        chosen = [int(f) for f in distinct_frames(frame_numbers(frames))]
+        self.check_range(np.asarray(chosen, dtype=np.int64))
+        return dry_run(self._layout, self.blocks, self._plan, chosen)

@@ -34,6 +34,7 @@ from hdfsspec.dicom.frame_locations import (
 from hdfsspec.dicom.index import UNKNOWN, FrameIndex
 from hdfsspec.dicom.parse import ParsedHeader, parse_header
 from hdfsspec.errors import NotDicomError, ObjectChangedError
+from hdfsspec.io.link import is_large, tail_size
 from hdfsspec.io.planning import block_range
 
 __all__ = ["Layout"]
@@ -78,6 +79,7 @@ class Layout:
         on_bad_index: Callable[[], None] | None = None,
         progress: Progress = None,
         prefix: bytes = b"",
+        tail: tuple[int, bytes] | None = None,
     ) -> None:
         self.requests, self.options, self.blocks = requests, options, blocks
         self.size, self.path = requests.size, requests.path
@@ -87,6 +89,11 @@ class Layout:
         renew_after_fork(self)
         self._forget_layout()
         self.known_prefix = known[1] if known is not None else prefix
+        # the end of the object, fetched in the first round (a dual DICOM-TIFF file's tile
+        # table is there): given with the prefix, or fetched with the first header request
+        self.tail = tail
+        cold = tail is None and not prefix and known is None
+        self._tail_wanted = cold and is_large(self.size, options, self.link.estimate)
         self.stored = known is not None  # the index is a persisted one, not yet contradicted
         self._vouched = False  # ... checked against the header saved with it
         self.generation = 0  # persisted indexes dropped (see ``drop_entry``)
@@ -195,7 +202,17 @@ class Layout:
         return data
 
     def _fetch_header_now(self, start: int, stop: int) -> bytes:
-        data = self.requests.get([(start, stop)], "header", keep_whole=True)[0]
+        ranges = [(start, stop)]
+        if start == 0 and self._tail_wanted:  # once: the end of a large object with it
+            self._tail_wanted = False
+            first = self.options.first_request or stop
+            end = tail_size(self.options.tail_request, first)
+            if 0 < end <= self.size - stop:
+                ranges.append((self.size - end, self.size))
+        got = self.requests.get(ranges, "header", keep_whole=True)
+        data = got[0]
+        if len(got) > 1:  # a server that ignores Range sends the whole object: offset 0
+            self.tail = (self.size - len(got[1]), got[1])
         if start == 0 and len(data) > len(self.known_prefix):  # kept should the parse fail
             self.known_prefix = data
         return data
@@ -333,25 +350,39 @@ class Layout:
         data = self._from_ahead(self.ahead, start, stop, "index")  # read since the header
         return data if data is not None else self._fetch_table_now(start, stop)
 
+    def _from_tail(self, start: int, stop: int) -> bytes | None:
+        """``[start, stop)`` from the end of the object fetched in the first round, if held."""
+        if self.tail is None:
+            return None
+        base, data = self.tail
+        held = base <= start and stop <= base + len(data)
+        return data[start - base : stop - base] if held else None
+
     def _fetch_table_now(self, start: int, stop: int) -> bytes:
         return self._fetch_tables([(start, stop)])[0]
 
     def _fetch_tables(self, ranges: Sequence[tuple[int, int]]) -> list[bytes]:
-        """Read ranges of offset tables, from the header bytes where they hold them."""
+        """Read ranges of offset tables, from the header bytes or the end of the object
+        (fetched in the first round) where they hold them."""
         prefix = self.parsed.prefix
         held = len(prefix)
-        wanted = [(max(a, held), b) for a, b in ranges if b > held]
+        beyond = [(max(a, held), b) for a, b in ranges if b > held]
+        ends = {r: self._from_tail(*r) for r in beyond}  # held by the end of the object
+        wanted = [r for r in beyond if ends[r] is None]
         fetched = iter(self.requests.get(wanted, "index") if wanted else [])
         out = []
         for a, b in ranges:
             data = prefix[a:b]
             if b > held:
-                rest = next(fetched)
-                self.tables.append((max(a, held), rest))
+                rest = ends[(max(a, held), b)]
+                if rest is None:
+                    rest = next(fetched)
+                    self.tables.append((max(a, held), rest))
                 data += rest
             out.append(data)
-        if not wanted:
-            self.requests.hit("index", len(ranges))
+        served = len(beyond) - len(wanted)  # by the end of the object
+        if not wanted or served:
+            self.requests.hit("index", len(ranges) if not wanted else served)
         return out
 
     def _built(self, index: FrameIndex) -> None:

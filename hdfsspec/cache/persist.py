@@ -39,6 +39,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 import warnings
 from collections.abc import Mapping
@@ -47,6 +48,7 @@ from typing import Any
 
 from platformdirs import user_cache_dir
 
+from hdfsspec._log import get_logger
 from hdfsspec.cache.persist_entry import MAX_ENTRY, DamagedEntry, check_index, decode, encode
 from hdfsspec.cache.private import (
     KEY_BYTES,
@@ -58,6 +60,7 @@ from hdfsspec.cache.private import (
     write_atomically,
 )
 from hdfsspec.dicom.index import FrameIndex
+from hdfsspec.io.redact import redact_url
 
 __all__ = ["MAX_BYTES", "IndexStore", "IndexStoreWarning", "default_store", "object_identity"]
 
@@ -79,6 +82,7 @@ _OFF = {"", "0", "off", "false", "no", "none"}
 _KEY = "key"  # the file of the store's MAC key, in its directory
 _POINTER_BYTES = 2**16
 _REFUSED: set[str] = set()
+_log = get_logger(__name__)
 """Directories refused in this process (each warned about once)."""
 
 
@@ -227,6 +231,8 @@ class IndexStore:
             _remove(path)  # damaged, forged or not ours: rebuild, never trust
             return None
         _touch(path)  # recently used: evicted last
+        if _log.isEnabledFor(logging.DEBUG):
+            _log.debug("%s: frame index loaded from the store", _name(identity))
         return out
 
     def discard(self, identity: Mapping[str, Any]) -> None:
@@ -250,6 +256,8 @@ class IndexStore:
         replaced = self.latest(protocol, path)
         if write_atomically(self._file(identity), entry):
             write_atomically(self._pointer(protocol, path), json.dumps(dict(identity)).encode())
+            if _log.isEnabledFor(logging.DEBUG):
+                _log.debug("%s: frame index saved in %s", _name(identity), self.directory)
             if replaced is not None and replaced != dict(identity):
                 self._file(replaced).unlink(missing_ok=True)  # a version no longer there
             self.evict()
@@ -331,3 +339,8 @@ def default_store(
             return None
         directory = env or Path(user_cache_dir("hdfsspec", appauthor=False), "index")
     return IndexStore(directory, max_bytes or MAX_BYTES)
+
+
+def _name(identity: Mapping[str, Any]) -> str:
+    """The object of ``identity`` for a log message (a signed URL's secrets redacted)."""
+    return redact_url(f"{identity.get('protocol')}: {identity.get('path')}")

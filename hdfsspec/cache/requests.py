@@ -10,16 +10,22 @@ share one.
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Sequence
 from typing import Any
 
+from hdfsspec._log import get_logger
 from hdfsspec._types import Fetch, FetchRanges
 from hdfsspec.errors import ObjectChangedError
 from hdfsspec.io.link import LinkModel
+from hdfsspec.io.planning import spans
+from hdfsspec.io.redact import redact_url
 from hdfsspec.io.stats import CacheStats
 
 __all__ = ["Requests"]
+
+_log = get_logger(__name__)
 
 
 class Requests:
@@ -103,6 +109,8 @@ class Requests:
                     offset=a + len(data),
                 )
         self.stats.record(phase, len(ranges), received, seconds)
+        if _log.isEnabledFor(logging.DEBUG):
+            _log.debug("%s: %s round: %s", redact_url(self.path or "-"), phase, spans(ranges))
         self.misses += len(ranges)
         self.requested += received
         return out
@@ -116,8 +124,9 @@ class Requests:
         self.hits += count
         self.stats.hit(phase, count)
 
-    def fetched_before(self, nbytes: int) -> None:
-        """Count bytes the file fetched for the cache before it existed (with its info)."""
-        self.stats.record("header", 1, nbytes, rounds=1)
-        self.misses += 1
+    def fetched_before(self, nbytes: int, requests: int = 1) -> None:
+        """Count bytes the file fetched for the cache before it existed (with its info), in
+        ``requests`` requests of one round."""
+        self.stats.record("header", requests, nbytes, rounds=1)
+        self.misses += requests
         self.requested += nbytes

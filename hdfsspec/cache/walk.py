@@ -12,12 +12,14 @@ grouping of the fragments.
 
 from __future__ import annotations
 
+import logging
 import struct
 import time
 from collections import deque
 
 import numpy as np
 
+from hdfsspec._log import get_logger
 from hdfsspec._types import FetchRanges, ReadOptions
 from hdfsspec.cache.blocks import Block, FrameBlocks
 from hdfsspec.cache.item_scan import ItemScanner
@@ -30,9 +32,12 @@ from hdfsspec.dicom.parse import ParsedHeader, number_of_frames
 from hdfsspec.errors import FrameIndexError
 from hdfsspec.io.link import LinkModel
 from hdfsspec.io.planning import block_ranges
+from hdfsspec.io.redact import redact_url
 from hdfsspec.io.stats import CacheStats
 
 __all__ = ["PartialScan"]
+
+_log = get_logger(__name__)
 
 _PIXEL_TAG = 0x7FE00010
 _DELIMITER = struct.pack("<HHL", 0xFFFE, 0xE0DD, 0)
@@ -114,6 +119,7 @@ class PartialScan:
         self._kept = 0  # frames the walk completed and put in the blocks while walking
         self._run_reserved = 0  # bytes of the run reserved in the blocks
         self._synced = 0  # item heads of the scanner already in ``heads``
+        self._began: float | None = None  # when the first walk began (for the log)
 
     def view(
         self, frames: int | None = None, offset: int | None = None, ahead: int = 0
@@ -127,6 +133,14 @@ class PartialScan:
             parsed.header_end, parsed.size, f"indexing {parsed.path}", self._progress_option
         )
         began, fetched = time.perf_counter(), scanner.fetched
+        if self._began is None and frames != 0:  # a plan's view(frames=0) walks nothing
+            self._began = began
+            _log.info(
+                "%s: no offset table: walking the items of the Pixel Data (%d bytes, %d frames)",
+                redact_url(str(parsed.path)),
+                parsed.size - parsed.header_end,
+                number_of_frames(parsed),
+            )
         try:
             if whole:
                 scanner.advance()
@@ -146,7 +160,13 @@ class PartialScan:
         self._served = max(self._served, count)
         self.partial = scanned_index(parsed, *scanner.frame_ranges(count))
         self._keep_frames(self.partial)
+        if _log.isEnabledFor(logging.DEBUG):
+            _log.debug("%s: walked %d frame(s) so far", self._name, count)
         return self.partial, False
+
+    @property
+    def _name(self) -> str:
+        return redact_url(str(self.parsed.path))
 
     def close(self) -> None:
         """Stop fetching ahead; what the walk held no longer counts against the bound."""
@@ -216,6 +236,14 @@ class PartialScan:
         if result.delimited:
             self._heads[result.end - 8] = _DELIMITER
         index = scanned_index(parsed, starts, stops, delimited=result.delimited)
+        _log.info(
+            "%s: walked the items: %d frames located, %d requests, %d bytes in %.2f s",
+            self._name,
+            index.number_of_frames,
+            scanner.requests,
+            scanner.fetched,
+            time.perf_counter() - (self._began or time.perf_counter()),
+        )
         self._keep_frames(index)
         self.close()  # the walk is over: its run and share of the bound go
         return index

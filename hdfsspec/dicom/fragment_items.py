@@ -98,6 +98,11 @@ def join_fragments(
             offset=start,
             tag=_PIXEL_TAG,
         )
+    rel = start - base
+    group, elem, length = struct.unpack_from("<HHL", data, rel)
+    if (group << 16 | elem) == ITEM and start + 8 + length == stop:  # one item: most frames
+        _check_frame_end(data, base, stop, size, frame=frame, path=path)
+        return data[rel + 8 : rel + 8 + length]
     parts, pos = [], start
     while pos < stop:
         rel = pos - base

@@ -20,6 +20,7 @@ import struct
 import numpy as np
 from pydicom.uid import UID
 
+from hdfsspec._log import get_logger
 from hdfsspec._types import Fetch, FetchRanges
 from hdfsspec.dicom.header import EXTENDED_OFFSET_TABLE, native_samples
 from hdfsspec.dicom.index import UNKNOWN, FrameIndex
@@ -40,6 +41,7 @@ __all__ = [
     "tiff_index",
 ]
 
+_log = get_logger(__name__)  # no object names here: the callers' records name them
 _PIXEL_TAG = 0x7FE00010
 _TRANSFER_SYNTAX_UID = 0x00020010
 _NEWER_SYNTAXES = {  # in the standard, unknown to pydicom 3.0
@@ -238,6 +240,8 @@ def index_from_tables(parsed: ParsedHeader, fetch: Fetch | None = None) -> Frame
         )
         starts = parsed.header_end + offsets
         return _index(parsed, "bot", starts, np.append(starts[1:], UNKNOWN))
+    if bot:
+        _log.debug("Basic Offset Table of %d entries for %d frames: not used", len(bot), n)
     return None
 
 
@@ -340,6 +344,7 @@ def tiff_index(parsed: ParsedHeader, fetch: Fetch, fetch_ranges: FetchRanges) ->
     n = number_of_frames(parsed)
     table = read_tile_table(fetch, fetch_ranges, parsed.size, header, path=parsed.path, expected=n)
     if table is None or n == 0:
+        _log.debug("a TIFF header in the preamble, but no tile table of %d tiles: not used", n)
         return None
     first = int(table.offsets[0]) - 8 if table.offsets.size else -1
     first_item = parsed.prefix[first : first + 8] if 0 <= first <= len(parsed.prefix) - 8 else None
@@ -347,6 +352,7 @@ def tiff_index(parsed: ParsedHeader, fetch: Fetch, fetch_ranges: FetchRanges) ->
         table, header_end=parsed.header_end, size=parsed.size, first_item=first_item
     )
     if frames is None or int(frames[0][0]) != parsed.header_end:
+        _log.debug("the TIFF tile table does not match the Pixel Data items: not used")
         return None  # the first frame must be the first item after the Basic Offset Table
     return _index(parsed, "tiff", frames[0], frames[1])
 

@@ -27,6 +27,9 @@ from hdfsspec.errors import TruncatedDicomError
 __all__ = ["TiffHeader", "TileTable", "read_tile_table", "tiff_ifd_offset", "tile_table_frames"]
 
 IFD_WINDOW = 4 * KiB  # fetched at the IFD offset: any ordinary IFD fits
+TRAILING = 1024 * KiB
+"""An IFD this close to the end of the object is fetched with everything after it: the
+tile arrays of a dual DICOM-TIFF file follow its IFD in the trailing padding."""
 MAX_GAP = 64 * KiB  # the offset and count arrays are one range when at most this far apart
 MAX_ENTRIES = 0xFFFF  # largest IFD accepted (the classic TIFF limit, for BigTIFF too)
 _ORDERS: dict[bytes, Literal["<", ">"]] = {b"II": "<", b"MM": ">"}
@@ -122,7 +125,8 @@ def read_tile_table(
 ) -> TileTable | None:
     """Read the tile (or strip) offsets and byte counts of the first IFD.
 
-    Cost: one ``fetch`` of up to :data:`IFD_WINDOW` bytes at the IFD (a second one only
+    Cost: one ``fetch`` of up to :data:`IFD_WINDOW` bytes at the IFD (to the end of the
+    object when that is at most :data:`TRAILING` bytes away; a second one only
     for an IFD longer than that), then at most one ``fetch_ranges`` call for the arrays
     that are neither inline in their entry nor inside the window: one range, or two
     when they are more than :data:`MAX_GAP` apart. Nothing beyond ``size`` is requested.
@@ -160,7 +164,7 @@ def read_tile_table(
     start = header.ifd_offset
     if start + head > size:
         return None
-    stop = min(size, start + IFD_WINDOW)
+    stop = size if size - start <= TRAILING else min(size, start + IFD_WINDOW)
     data = _checked(fetch(start, stop), start, stop, path)
     requests = 1
     n = int(np.frombuffer(data, order + ("u8" if big else "u2"), 1)[0])

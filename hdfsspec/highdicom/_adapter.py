@@ -20,10 +20,13 @@ from functools import cached_property
 from pathlib import Path
 from typing import Any, TypeVar
 
+import highdicom.image as hd_image
 from highdicom.color import ColorManager
 from highdicom.enum import PixelDataKeywords
 from highdicom.io import ImageFileReader
 from pydicom.dataset import Dataset, FileDataset, FileMetaDataset
+
+from hdfsspec.highdicom import _sop_classes as sop_classes
 
 __all__ = [
     "NOT_GIVEN",
@@ -35,6 +38,7 @@ __all__ = [
     "file_reader",
     "frame_index",
     "pickled_tables",
+    "quick_sop_class_checks",
 ]
 
 T = TypeVar("T")
@@ -45,6 +49,38 @@ _log = logging.getLogger("highdicom.io")
 NOT_GIVEN = frozenset({"_pixel_data_offset", "_first_frame_offset", "_offset_table"})
 """State of highdicom's reader that a :class:`GivenImageFileReader` has not: where the
 frames lie in the file, read only by highdicom's ``read_frame_raw`` (a subclass serves it)."""
+
+
+def quick_sop_class_checks() -> None:
+    """Answer highdicom's two SOP-class checks of ``highdicom.image`` from precomputed sets.
+
+    ``Image.from_dataset`` asks ``does_iod_have_pixel_data`` and ``is_multiframe_image``,
+    which load a 22 MB JSON table on their first call (0.37 s of a new process's first
+    ``imread``). The functions ``highdicom.image`` calls are replaced, once, by ones that
+    answer from :mod:`hdfsspec.highdicom._sop_classes` (highdicom's own answers,
+    generated from its tables) and call highdicom's for any other SOP class: the answers
+    are the same, for every caller of ``highdicom.image`` in the process.
+    """
+    if getattr(hd_image.does_iod_have_pixel_data, "_hdfsspec", False):
+        return  # replaced already
+    has_pixels, multiframe = hd_image.does_iod_have_pixel_data, hd_image.is_multiframe_image
+
+    def does_iod_have_pixel_data(sop_class_uid: str) -> bool:
+        if sop_class_uid in sop_classes.KNOWN:
+            return sop_class_uid in sop_classes.PIXEL
+        return bool(has_pixels(sop_class_uid))
+
+    def is_multiframe_image(dataset: Dataset) -> bool:
+        uid = getattr(dataset, "SOPClassUID", None)
+        if uid in sop_classes.KNOWN:
+            return uid in sop_classes.MULTIFRAME
+        return bool(multiframe(dataset))
+
+    for quick, slow in ((does_iod_have_pixel_data, has_pixels), (is_multiframe_image, multiframe)):
+        quick.__doc__ = slow.__doc__
+        setattr(quick, "_hdfsspec", True)  # noqa: B010  (marks it replaced)
+    hd_image.does_iod_have_pixel_data = does_iod_have_pixel_data
+    hd_image.is_multiframe_image = is_multiframe_image
 
 
 def color_manager(metadata: Dataset) -> ColorManager | None:

@@ -17,6 +17,7 @@ from __future__ import annotations
 import io
 import sqlite3
 import threading
+import uuid
 import weakref
 from collections.abc import Callable, Iterable, Iterator
 from contextvars import ContextVar
@@ -34,6 +35,7 @@ from hdfsspec.highdicom._adapter import (
     file_reader,
     frame_index,
     pickled_tables,
+    quick_sop_class_checks,
 )
 from hdfsspec.highdicom.frame_reader import DicomFrameReader
 from hdfsspec.io.planning import FetchPlan, distinct_frames
@@ -42,6 +44,8 @@ from hdfsspec.sources import Source, open_dicom, whole
 __all__ = ["DicomFrameReader", "annread", "imread", "open_dicom", "segread", "srread"]
 
 T = TypeVar("T")
+
+quick_sop_class_checks()  # highdicom's answers without its 22 MB table (0.37 s a process)
 
 
 class _Planned(Exception):
@@ -148,6 +152,16 @@ class _BatchedFrames(ImageSeams):
         super().__setstate__(state)  # type: ignore[misc]  # builds them again, here
         self._tables_built()
 
+    def __dask_tokenize__(self) -> tuple[Any, ...]:
+        """dask's token: the class and its file's (the object's version), no pixel data
+        or tables hashed (``dask.delayed`` tokenizes every argument of every call); an
+        object read whole (its frames in memory) gets a token of its own."""
+        file = self.file
+        if file is not None:
+            return (type(self).__qualname__, file.__dask_tokenize__())
+        token = self.__dict__.setdefault("_hdfsspec_token", uuid.uuid4().hex)
+        return (type(self).__qualname__, token)
+
     def _batched(self, items: Iterable[T], frame_of: Callable[[T], int]) -> Iterable[T]:
         if isinstance(items, _Prefetching):  # an outer call has planned them already
             return items
@@ -161,7 +175,11 @@ class _BatchedFrames(ImageSeams):
     def plan(self, method: str | Callable[..., Any], *args: Any, **kwargs: Any) -> FetchPlan:
         """Dry run of a pixel call: the frames it needs and the requests they would cost.
 
-        Nothing is fetched or decoded. Frames already cached cost nothing.
+        Nothing is decoded, no frame is fetched and the items of the Pixel Data are
+        never walked; frames already cached cost nothing. On an object without offset
+        table, the frames a walk of the items has not reached yet are the plan's
+        ``unknown``, not counted in ``requests`` and ``nbytes`` (see
+        :meth:`hdfsspec.DicomFile.plan`, which also says when an offset table is read).
 
         Parameters
         ----------
@@ -175,7 +193,8 @@ class _BatchedFrames(ImageSeams):
         FetchPlan
             ``frames``: every frame the call needs (0-based, sorted, cached ones
             included); ``ranges``, ``requests`` and ``nbytes``: what fetching those
-            not cached costs.
+            not cached costs; ``unknown``: those whose place is not known before a
+            walk of the items (objects without offset table).
 
         Examples
         --------

@@ -19,6 +19,7 @@ a body cut short or reset, or shorter than its Content-Range says, is read again
 
 from __future__ import annotations
 
+import asyncio
 import errno
 import re
 from typing import Any
@@ -34,13 +35,21 @@ __all__ = ["first_read"]
 _CONTENT_RANGE = re.compile(r"bytes (\d+)-(\d+)/(\d+)$")
 
 
-def first_read(
-    fs: fsspec.AbstractFileSystem, path: str, nbytes: int
-) -> tuple[dict[str, Any], bytes] | None:
-    """Return ``(info, first bytes)`` of ``path`` in one request, or None if not possible.
+Tail = tuple[int, bytes] | None
+"""``(offset, bytes)`` of the end of an object, fetched with its first bytes, or None."""
 
-    ``info`` has the ``size``, ``name``, ``type`` and version keys (``ETag``...) of
-    the target's ``info()``. Missing objects and denied access raise the target's
+
+def first_read(
+    fs: fsspec.AbstractFileSystem, path: str, nbytes: int, tail: int = 0
+) -> tuple[dict[str, Any], bytes, Tail] | None:
+    """Return ``(info, first bytes, tail)`` of ``path`` in one round, or None if not possible.
+
+    With ``tail``, the last ``tail`` bytes are asked for in the same round, by a suffix
+    range (``bytes=-N``, S3 only): ``tail`` is then their ``(offset, bytes)``, or None
+    when they are not needed (the first bytes hold them), failed, or came from another
+    version of the object (best effort: the first bytes decide). ``info`` has the
+    ``size``, ``name``, ``type`` and version keys (``ETag``...) of the target's
+    ``info()``. Missing objects and denied access raise the target's
     own errors (``FileNotFoundError``, ``PermissionError``); a transport failure that
     outlasts the retries raises :class:`~hdfsspec.errors.TransportError`.
     """
@@ -48,7 +57,7 @@ def first_read(
     if reader is None or nbytes < 1:
         return None
     try:
-        return sync(fs.loop, reader, fs, path, nbytes)
+        return sync(fs.loop, reader, fs, path, nbytes, tail)
     except (FileNotFoundError, PermissionError):
         raise
     except Exception as exc:
@@ -86,7 +95,19 @@ def _size_from(content_range: Any, data: bytes, nbytes: int) -> int | None:
     return size
 
 
-async def _s3_first(fs: Any, path: str, nbytes: int) -> tuple[dict[str, Any], bytes] | None:
+async def _s3_first(
+    fs: Any, path: str, nbytes: int, tail: int = 0
+) -> tuple[dict[str, Any], bytes, Tail] | None:
+    if tail > 0:  # the end of the object, in the same round
+        first, end = await asyncio.gather(
+            _s3_first(fs, path, nbytes), _s3_tail(fs, path, tail), return_exceptions=True
+        )
+        if isinstance(first, BaseException):
+            raise first
+        if first is None:
+            return None
+        info, data, _ = first
+        return info, data, _checked_tail(end, info, len(data))
     bucket, key, version = fs.split_path(path)
     if not key:
         return None  # a bucket: info() says what it is
@@ -120,10 +141,37 @@ async def _s3_first(fs: Any, path: str, nbytes: int) -> tuple[dict[str, Any], by
     }
     if resp.get("VersionId"):
         info["VersionId"] = resp["VersionId"]
-    return info, data
+    return info, data, None
 
 
-async def _az_first(fs: Any, path: str, nbytes: int) -> tuple[dict[str, Any], bytes] | None:
+async def _s3_tail(fs: Any, path: str, nbytes: int) -> tuple[Any, bytes] | None:
+    """The last ``nbytes`` of ``path`` (a suffix range): ``(response, body)``, or None."""
+    bucket, key, version = fs.split_path(path)
+    if not key:
+        return None
+    extra = {"VersionId": version} if version else {}
+    got = await retry_async(lambda: s3_get(fs, bucket, key, -nbytes, 0, **extra))
+    return None if isinstance(got, BaseException) else got
+
+
+def _checked_tail(got: Any, info: dict[str, Any], held: int) -> Tail:
+    """``(offset, bytes)`` of a suffix read, if it is of the object ``info`` describes and
+    reaches beyond the ``held`` first bytes; else None."""
+    if got is None or isinstance(got, BaseException):
+        return None
+    resp, data = got
+    match = _CONTENT_RANGE.match(str(resp.get("ContentRange") or ""))
+    if match is None or resp.get("ETag") != info.get("ETag"):
+        return None  # no range, or another version of the object than the first bytes'
+    start, stop, size = (int(g) for g in match.groups())
+    if size != info["size"] or stop + 1 != size or len(data) != size - start or size <= held:
+        return None
+    return start, data
+
+
+async def _az_first(
+    fs: Any, path: str, nbytes: int, tail: int = 0
+) -> tuple[dict[str, Any], bytes, Tail] | None:
     from azure.core.exceptions import (
         ClientAuthenticationError,
         HttpResponseError,
@@ -161,4 +209,4 @@ async def _az_first(fs: Any, path: str, nbytes: int) -> tuple[dict[str, Any], by
         "etag": props.etag,
         "last_modified": props.last_modified,
     }
-    return info, data
+    return info, data, None  # no suffix ranges in Azure's API: no tail

@@ -19,6 +19,7 @@ import math
 import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -29,8 +30,10 @@ __all__ = [
     "LinkEstimate",
     "LinkModel",
     "cheapest_ranges",
+    "is_large",
     "link_sized_first_request",
     "ramped_size",
+    "tail_size",
 ]
 
 DEFAULT_RTT = 0.030
@@ -55,6 +58,12 @@ _ALPHA = 0.3  # weight of a new sample
 
 FIRST_REQUEST_MIN = 64 * 1024
 FIRST_REQUEST_MAX = 1024 * 1024
+TAIL_REQUEST_MAX = 512 * 1024
+"""Largest default suffix range of a cold open (see :func:`tail_size`)."""
+LARGE_OBJECT = 8
+"""An object at least this many times the tail gets one in its first round."""
+LARGE_OBJECT_MIN = 4 * 1024 * 1024
+"""... and at least this large (a slide, not a CT slice)."""
 
 
 def link_sized_first_request(estimate: LinkEstimate) -> int:
@@ -67,6 +76,25 @@ def link_sized_first_request(estimate: LinkEstimate) -> int:
     """
     bdp = int(estimate.rtt * estimate.bandwidth)
     return max(FIRST_REQUEST_MIN, min(FIRST_REQUEST_MAX, bdp))
+
+
+def tail_size(option: int | None, first: int) -> int:
+    """Bytes of the suffix range fetched with a cold open's first request of ``first`` bytes.
+
+    ``option`` is :attr:`~hdfsspec.ReadOptions.tail_request`: None gives half the first
+    request, at most :data:`TAIL_REQUEST_MAX` (the tile table of a 24,649-tile BigTIFF
+    is 394 KB); 0 none.
+    """
+    return min(TAIL_REQUEST_MAX, first // 2) if option is None else option
+
+
+def is_large(size: int, options: Any, estimate: LinkEstimate) -> bool:
+    """Whether an object of ``size`` bytes is large enough for a tail in its first round:
+    at least :data:`LARGE_OBJECT` times the tail and :data:`LARGE_OBJECT_MIN` (a few
+    hundred KB more is then a small share of what a reader of it fetches)."""
+    first = options.first_request or link_sized_first_request(estimate)
+    tail = tail_size(options.tail_request, first)
+    return tail > 0 and size >= max(LARGE_OBJECT * tail, first + tail, LARGE_OBJECT_MIN)
 
 
 def ramped_size(size: int, count: int, k: int) -> int:

@@ -8,14 +8,16 @@ which gaps to bridge and whether to read the whole Pixel Data. No I/O.
 
 from __future__ import annotations
 
+import logging
 import operator
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 from fsspec.utils import merge_offset_ranges
 
+from hdfsspec._log import get_logger
 from hdfsspec.dicom.index import UNKNOWN, FrameIndex
 from hdfsspec.io.link import LinkEstimate, cheapest_ranges
 
@@ -28,8 +30,11 @@ __all__ = [
     "frame_numbers",
     "pixel_span",
     "plan_frames",
+    "spans",
     "touching",
 ]
+
+_log = get_logger(__name__)
 
 NEXT_ITEM_HEADER = 8
 """highdicom reads the tag of the item after a frame: frame blocks include it."""
@@ -112,19 +117,26 @@ class FetchPlan:
         read needs, those already cached included (they cost no request).
     ranges : tuple of (int, int)
         The coalesced byte ranges, one request each, fetched in one round.
+    unknown : tuple of int
+        From a dry run of an object without offset table: the frames (sorted) whose
+        place is not known until the items of the Pixel Data are walked up to them.
+        They are not in ``ranges``: reading them costs that walk first (windows of
+        ``scan_window`` bytes, counted in the ``index`` phase of ``stats``), then
+        their bytes. Empty when every frame's place is known.
     """
 
     frames: tuple[int, ...]
     ranges: tuple[tuple[int, int], ...]
+    unknown: tuple[int, ...] = ()
 
     @property
     def requests(self) -> int:
-        """Number of requests."""
+        """Number of requests (of ``ranges``: the frames whose place is known)."""
         return len(self.ranges)
 
     @property
     def nbytes(self) -> int:
-        """Bytes fetched, gaps included."""
+        """Bytes fetched, gaps included (of ``ranges``: the frames whose place is known)."""
         return sum(b - a for a, b in self.ranges)
 
 
@@ -164,7 +176,7 @@ def plan_frames(
     chosen = tuple(int(f) for f in distinct)
     if max_gap is not None or link is None:
         pairs = zip(wanted[0].tolist(), wanted[1].tolist(), strict=True)
-        return FetchPlan(chosen, tuple(coalesce(pairs, max_gap or 0, max_block)))
+        return _logged(FetchPlan(chosen, tuple(coalesce(pairs, max_gap or 0, max_block))))
     exact = touching(*wanted)
     span = pixel_span(index)
     if span is not None:
@@ -172,7 +184,22 @@ def plan_frames(
         if span[1] - span[0] > whole_below:
             span = None
     ranges = cheapest_ranges(exact, link, max_block=max_block, span=span)
-    return FetchPlan(chosen, tuple(ranges))
+    return _logged(FetchPlan(chosen, tuple(ranges)))
+
+
+def _logged(plan: FetchPlan) -> FetchPlan:
+    """``plan``, logged at DEBUG (its frames, ranges and bytes)."""
+    if _log.isEnabledFor(logging.DEBUG):
+        _log.debug("plan of %d frame(s): %s", len(plan.frames), spans(plan.ranges))
+    return plan
+
+
+def spans(ranges: Sequence[tuple[int, int]], shown: int = 3) -> str:
+    """``ranges`` for a log message: how many, their bytes and the first few."""
+    first = ", ".join(f"{a}-{b}" for a, b in ranges[:shown])
+    more = f", ... ({len(ranges) - shown} more)" if len(ranges) > shown else ""
+    total = sum(b - a for a, b in ranges)
+    return f"{len(ranges)} range(s), {total} bytes [{first}{more}]"
 
 
 def block_ranges(index: FrameIndex, frames: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -28,14 +28,17 @@ naming the object and the range (:func:`transport_error`, called by the file's
 from __future__ import annotations
 
 import asyncio
+import logging
 import random
 import re
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, TypeVar
 
+from hdfsspec._log import get_logger
 from hdfsspec._types import http_status, is_instance
 from hdfsspec.errors import DicomFormatError, TransportError
+from hdfsspec.io.redact import redact_url
 
 __all__ = [
     "ATTEMPTS",
@@ -54,6 +57,7 @@ __all__ = [
 ]
 
 T = TypeVar("T")
+_log = get_logger(__name__)
 
 ATTEMPTS = 5
 """Attempts of one read, the first included (s3fs's ``retries`` default)."""
@@ -184,10 +188,11 @@ async def s3_get(fs: Any, bucket: str, key: str, start: int, stop: int, **extra:
 
     The request is s3fs's call (its retries, its errors, its extra arguments): its error
     is returned, final. The body's errors are raised: :func:`retry_async` reads again.
-    Returns ``(response, body)``.
+    Returns ``(response, body)``. A negative ``start`` with ``stop`` 0 asks for the last
+    ``-start`` bytes (a suffix range).
     """
     try:
-        span = f"bytes={start}-{stop - 1}"
+        span = f"bytes={start}" if start < 0 and stop == 0 else f"bytes={start}-{stop - 1}"
         resp = await fs._call_s3("get_object", Bucket=bucket, Key=key, Range=span, **extra)
     except Exception as exc:
         return exc
@@ -217,6 +222,8 @@ async def retry_async(
         except Exception as exc:
             if k >= attempts or not transient(exc):
                 raise
+            if _log.isEnabledFor(logging.DEBUG):
+                _log.debug("attempt %d of %d failed (%s): again", k, attempts, reason(exc))
         await asyncio.sleep(backoff(k))
     raise AssertionError("unreachable")  # the last attempt returned or raised
 
@@ -254,6 +261,9 @@ def retry_ranges(
         again = [i for i in failed if transient(results[i])]
         if not again or (together and len(again) < len(failed)):
             break
+        if _log.isEnabledFor(logging.DEBUG):
+            why = reason(results[again[0]])
+            _log.debug("%d of %d range(s) failed (%s): read again", len(again), len(ranges), why)
         sleep(backoff(k))
         retried += len(again)
         more = read([ranges[i] for i in again])
@@ -284,3 +294,12 @@ def transport_error(
     made.__cause__ = error
     made.__suppress_context__ = True
     return made
+
+
+def reason(error: BaseException) -> str:
+    """What went wrong, for a log message: the HTTP status, or the type and the
+    message of the error with any URL secret redacted."""
+    status = http_status(error)
+    if status is not None:
+        return f"HTTP {status}"
+    return redact_url(f"{type(error).__name__}: {error}")[:300]

@@ -43,10 +43,11 @@ from urllib.parse import urlsplit
 import fsspec
 
 from hdfsspec._fork import renew_after_fork
+from hdfsspec._log import get_logger
 from hdfsspec._types import http_status, is_instance
 from hdfsspec.errors import ObjectChangedError
 from hdfsspec.io.redact import install as install_redaction
-from hdfsspec.io.retry import is_transient, retry_ranges
+from hdfsspec.io.retry import is_transient, reason, retry_ranges
 
 __all__ = ["POOL", "SignedRanges", "http_client", "signable", "signed_ranges", "timeouts"]
 
@@ -56,6 +57,7 @@ POOL = 256
 """Connections of the HTTP session of signed reads (aiohttp's default is 100): a batch
 of 200 scattered frames goes out as one wave of requests, not two."""
 TRANSIENT_LIMIT = 3
+_log = get_logger(__name__)
 """Batches with a transient failure (5xx, dropped connection) that outlasted the retries
 on the URL, after which s3fs reads."""
 _UNSAFE_CONFIG = ("proxies", "proxies_config", "client_cert")
@@ -208,15 +210,18 @@ class SignedRanges:
             return self._fallback(ranges)
         try:
             url = self.url()
-        except Exception:  # signing failed (credentials...): the target says it its way
+        except Exception as exc:  # signing failed (credentials...): the target says it its way
             self.active = False
+            _log.debug("%s: not signed (%s): reading through the target", self.path, reason(exc))
             return self._fallback(ranges)
         if _proxied(url):  # botocore would go through the proxy: so must we, by s3fs
             self.active = False
+            _log.debug("%s: a proxy is configured: reading through the target", self.path)
             return self._fallback(ranges)
         out = self._get(ranges, url)
         failed = [k for k, data in enumerate(out) if not _complete(data, ranges[k])]
         if failed and all(http_status(out[k]) == 403 for k in failed):  # expired: sign again
+            _log.debug("%s: signed URL refused (HTTP 403): signing it again", self.path)
             url = self.url(again=True)
             again = self._get([ranges[k] for k in failed], url)
             for k, data in zip(failed, again, strict=True):
@@ -239,6 +244,13 @@ class SignedRanges:
             self.transient_failures += transient  # the URL is fine: only these go to s3fs
             if not transient or self.transient_failures >= TRANSIENT_LIMIT:
                 self.active = False  # the target's own client from now on
+            _log.debug(
+                "%s: %d range(s) failed on the signed URL (%s): read through the target%s",
+                self.path,
+                len(failed),
+                reason(out[failed[0]]),
+                "" if self.active else ", from now on",
+            )
             for k, data in zip(failed, self._fallback([ranges[k] for k in failed]), strict=True):
                 out[k] = data  # its retries apply, and it raises its own errors
         return out

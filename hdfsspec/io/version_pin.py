@@ -54,7 +54,7 @@ from hdfsspec._types import http_status, is_instance
 from hdfsspec.errors import ObjectChangedError
 from hdfsspec.io.retry import check_length, object_end, retry_async, retry_ranges, s3_get
 
-__all__ = ["VersionPin"]
+__all__ = ["VersionPin", "pinned_info"]
 
 _PRECONDITION_FAILED = 412
 _AZURE_CONCURRENCY = 64
@@ -264,6 +264,31 @@ class VersionPin:
             path=self.fs.unstrip_protocol(self.path),
             offset=offset,
         )
+
+
+def pinned_info(
+    fs: fsspec.AbstractFileSystem, path: str, identity: dict[str, Any]
+) -> dict[str, Any] | None:
+    """The ``info`` of the version ``identity`` names, if every read of ``path`` can be
+    made conditional on it; else None.
+
+    A file opened with it reads nothing at the open: its first request, conditional on
+    that version (``If-Match``), checks it. S3 (without a version in the path), HTTP
+    (a strong ETag) and Azure only: GCS reads are not pinned, and the local and memory
+    filesystems' ``info()`` costs no request.
+    """
+    key, _, value = str(identity.get("version", "")).partition("=")
+    if ";" in value or not value or not isinstance(identity.get("size"), int):
+        return None
+    if is_instance(fs, "s3fs", "S3FileSystem"):
+        pinned = key == "ETag" and not fs.split_path(path)[2]
+    elif is_instance(fs, "fsspec.implementations.http", "HTTPFileSystem"):
+        pinned = key == "ETag" and value.startswith('"')
+    else:
+        pinned = key == "etag" and is_instance(fs, "adlfs", "AzureBlobFileSystem")
+    if not pinned:
+        return None
+    return {"name": path, "size": identity["size"], "type": "file", key: value}
 
 
 def _s3_pin(fs: Any, path: str, info: dict[str, Any]) -> dict[str, str] | None:

@@ -15,6 +15,7 @@ from hdfsspec.testing.counting import CountingFileSystem
 from hdfsspec.testing.faults import Fault, FaultPlan
 from hdfsspec.testing.objects import build_annotations, build_ct_series, build_seg, build_sr
 from hdfsspec.testing.proxy import ShapingProxy
+from hdfsspec.testing.pyramid import build_pyramid
 from hdfsspec.testing.servers import RangeHTTPServer, RequestLog, moto_s3
 
 __all__ = [
@@ -28,6 +29,7 @@ __all__ = [
     "build_ct_series",
     "build_encapsulated",
     "build_native",
+    "build_pyramid",
     "build_seg",
     "build_slide",
     "build_sr",

@@ -54,6 +54,7 @@ _HOP = {
     "expect",
 }
 _RANGE = re.compile(r"bytes=(\d+)-(\d*)$")
+_SUFFIX = re.compile(r"bytes=-(\d+)$")  # the last N bytes
 _CHUNK = 256 * 1024
 _BURST = 0.004
 """Seconds of link time a response may send at once to catch up with the schedule."""
@@ -338,10 +339,13 @@ class ShapingProxy:
         """Serve a GET of a local object, reading only the range asked for."""
         size = os.path.getsize(filename)
         match = _RANGE.match(request.get("Range"))
+        suffix = _SUFFIX.match(request.get("Range"))
         start, stop = 0, size
         if match:
             start = int(match.group(1))
             stop = min(size, int(match.group(2)) + 1) if match.group(2) else size
+        elif suffix:  # S3 answers a suffix range with the object's last N bytes
+            start = max(0, size - int(suffix.group(1)))
         length = max(0, stop - start)
         if length > _BIG_READ:
             assert self._loop is not None
@@ -354,9 +358,10 @@ class ShapingProxy:
             ("Accept-Ranges", "bytes"),
             ("ETag", f'"{int(os.path.getmtime(filename))}-{size}"'),
         ]
-        if match:
+        ranged = bool(match or suffix)
+        if ranged:
             fields.insert(0, ("Content-Range", f"bytes {start}-{stop - 1}/{size}"))
-        writer.write(_head(206 if match else 200, "Partial Content" if match else "OK", fields))
+        writer.write(_head(206 if ranged else 200, "Partial Content" if ranged else "OK", fields))
         self.log.add("GET", request.target, start, stop, len(body))  # before the client has it
         await self._send(writer, body)
 
