@@ -29,7 +29,7 @@ from usage import (
 )
 
 from hdfsspec import DEFAULT_OPTIONS
-from hdfsspec.io.link import LinkEstimate, link_sized_first_request
+from hdfsspec.io.link import LinkEstimate, link_sized_first_request, tail_size
 
 HDFSSPEC = "hdfsspec"
 PERSISTED = "hdfsspec, persisted index (new process)"
@@ -38,8 +38,10 @@ WHOLE_GET = "one whole-object GET (s3fs cat_file)"
 OPEN, REGION, RANDOM = "open + metadata", "512x512 region", "200 random frames"
 EVERY, SEG = "every frame in order", "3 of 50 segments (get_volume)"
 FIRST_REQUEST = DEFAULT_OPTIONS.first_request or link_sized_first_request(LinkEstimate())
-"""Issue 19's allowance for the open's first request on top of 1.2 x the bound: by default
-sized by the link (a new filesystem's estimate: 1 MiB)."""
+FIRST_REQUEST += tail_size(DEFAULT_OPTIONS.tail_request, FIRST_REQUEST)
+"""Issue 19's allowance for the open's first round on top of 1.2 x the bound: by default
+sized by the link (a new filesystem's estimate: 1 MiB), with the end of a large object
+fetched in the same round (half of it: the tile table of a dual DICOM-TIFF slide)."""
 SLIDE_KINDS = ("slide_bot", "slide_eot", "slide_tiff")
 """Issue 19's three slide kinds: BOT, EOT, dual DICOM-TIFF."""
 

@@ -58,9 +58,11 @@ class ReadOptions:
         on a cloud link); it grows when the header and offset tables are larger.
     tail_request : int or None
         Size of a suffix range (``bytes=-N``) fetched in the same round as the first
-        request of a cold open of a large object (at least 4 MiB and 8 times the tail): the end of
-        the object, where a dual DICOM-TIFF file (as Imaging Data Commons slides are)
-        keeps its tile table, so that its first frames come in the next round trip.
+        request of a cold open, where a dual DICOM-TIFF file (as Imaging Data Commons
+        slides are) keeps its tile table, so that its first frames come in the next
+        round trip. Asked for when the last object the filesystem opened was a dual
+        DICOM-TIFF file (a bucket of slides; the first one reads its table in a round
+        of its own) and, where the size is known before, the object is 4 MiB or more.
         ``None`` (the default): half the first request, at most 512 KiB; 0: never.
     scan_window : int
         Size of each window fetched while scanning Pixel Data that has no offset

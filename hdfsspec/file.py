@@ -140,7 +140,9 @@ class DicomFile(AbstractBufferedFile):
         """Close the file: stop the cache's read-ahead and release its frame blocks.
 
         fsspec calls the cache's ``close`` itself from 2026.7 on; earlier versions only
-        drop the cache, which would leave a scan's windows in flight.
+        drop the cache, which would leave a scan's windows in flight. A file reopened
+        from a saved index that served its header and made no request checks the
+        object's version first (one byte: see :mod:`hdfsspec.unchecked`).
         """
         cache = getattr(self, "_frame_cache", None)
         try:
@@ -150,6 +152,11 @@ class DicomFile(AbstractBufferedFile):
             if not self.closed and cache is not None:
                 cache.close()  # idempotent: fsspec's own call, where it makes one, is harmless
             super().close()
+
+    def __del__(self) -> None:
+        """Closed by the garbage collector: no request then (not the version check)."""
+        self._served = False
+        super().__del__()
 
     # -- backend -----------------------------------------------------------------------
     def _fetch_range(self, start: int, end: int) -> bytes:

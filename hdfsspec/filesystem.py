@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import errno
 import functools
 import inspect
-import os
 import pickle
 import threading
 from collections.abc import Callable
@@ -16,19 +14,16 @@ from fsspec.implementations.chained import ChainedFileSystem
 
 from hdfsspec._fork import renew_after_fork
 from hdfsspec._types import DEFAULT_OPTIONS, ReadOptions
-from hdfsspec.cache.persist import default_store, object_identity
+from hdfsspec.cache.persist import default_store
 from hdfsspec.cache.progress import Progress
 from hdfsspec.chain import GENERIC, claim, lister
+from hdfsspec.dicom.tiff import tiff_ifd_offset
 from hdfsspec.errors import ReadOnlyError
 from hdfsspec.file import DicomFile
-from hdfsspec.io.first_read import first_read
 from hdfsspec.io.link import (
     DEFAULT_BANDWIDTH,
     DEFAULT_RTT,
     LinkModel,
-    is_large,
-    link_sized_first_request,
-    tail_size,
 )
 from hdfsspec.io.redact import install as install_redaction
 from hdfsspec.io.signed import (
@@ -40,7 +35,7 @@ from hdfsspec.io.signed import (
     signed_ranges,
     timeouts,
 )
-from hdfsspec.io.version_pin import pinned_info
+from hdfsspec.opening import opening
 
 __all__ = ["DicomFileSystem"]
 
@@ -221,7 +216,9 @@ class DicomFileSystem(ChainedFileSystem):
             max_block=max_block,
             readahead=readahead,
         )
-        self._large_objects = False  # the last object opened was large (see ``_open``)
+        # the last object opened was a dual DICOM-TIFF file: so may the next be (a bucket of
+        # slides), whose tile table is at its end (see ``tail_request``)
+        self._dual_tiff = False
         renew_after_fork(self)
 
     # -- the target ---------------------------------------------------------------------------
@@ -300,61 +297,14 @@ class DicomFileSystem(ChainedFileSystem):
         kwargs: dict[str, Any] | None = None,
         cache_options: dict[str, Any] | None = None,
     ) -> dict[str, Any]:
-        """What :class:`~hdfsspec.file.DicomFile` is opened with (size, version, first bytes).
+        """What :class:`~hdfsspec.file.DicomFile` is opened with: see
+        :func:`hdfsspec.opening.opening`."""
+        return opening(self, path, kwargs, cache_options)
 
-        ``kwargs`` of the open: ``size``, ``identity`` and ``info`` (a pickled file opened
-        again, pinned to the version it was opened at) and ``verified`` are taken out.
-        With a persisted index for ``path`` on a target whose reads can be conditional
-        (:func:`~hdfsspec.io.version_pin.pinned_info`), nothing is fetched: the file's
-        first request checks the saved version.
-        """
-        kwargs = {} if kwargs is None else kwargs
-        size = kwargs.pop("size", None)
-        identity, info = kwargs.pop("identity", None), kwargs.pop("info", None)
-        verified = kwargs.pop("verified", True)  # False: check the saved version, not now
-        store = self.index_store
-        latest = None
-        if size is None and store is not None:
-            latest = store.latest(self.target_protocol, path)
-        unchecked = None if latest is None or not verified else pinned_info(self.fs, path, latest)
-        if unchecked is not None:  # its reads are conditional on the saved version: none now
-            info, identity, size, verified = unchecked, latest, unchecked["size"], False
-        if size is None:  # the size, and the version that keys the index store
-            # with an entry for this path, the object's identity is all the open needs: a
-            # byte (the entry has the header); it is used only if the identity still matches
-            info, first, end = self._first_read(path, known=latest is not None)
-            if first is not None:  # one GET gave the info and the first bytes (and the end)
-                cache_options = {"prefix": first, "tail": end, **(cache_options or {})}
-            size = info["size"]
-            identity = object_identity(self.target_protocol, path, info)
-            self._large_objects = is_large(size, self.options, self.link.estimate)
-        return {
-            "cache_options": cache_options,
-            "size": size,
-            "identity": identity,
-            "etag": None if info is None else info.get("ETag"),
-            "verified": verified,
-            "info": info,
-        }
-
-    def _first_read(self, path: str, known: bool) -> tuple[dict[str, Any], Any, Any]:
-        """``(info, first bytes, end)`` of ``path``: one GET where the target allows (its
-        first bytes, and its end where the last object opened was large; one byte
-        with a persisted entry), else ``(info(), None, None)``."""
-        try:
-            nbytes = self.options.first_request or link_sized_first_request(self.link.estimate)
-            # the size is not known before the first GET: the end of the object is
-            # fetched with it where the last object opened was large (a bucket of slides)
-            tail = tail_size(self.options.tail_request, nbytes) if self._large_objects else 0
-            got = first_read(self.fs, path, 1 if known else nbytes, 0 if known else tail)
-        except FileNotFoundError:  # an object store's "directory" is no object: say so
-            if lister(self.fs).isdir(path):
-                raise IsADirectoryError(errno.EISDIR, os.strerror(errno.EISDIR), path) from None
-            raise
-        info, first, end = (lister(self.fs).info(path), None, None) if got is None else got
-        if info.get("type") == "directory":  # the target would give a 0-byte file
-            raise IsADirectoryError(errno.EISDIR, os.strerror(errno.EISDIR), path)
-        return info, first, end
+    def saw_prefix(self, prefix: bytes) -> None:
+        """The first bytes of an object this filesystem opened: whether it was a dual
+        DICOM-TIFF file (a TIFF header in its preamble) decides the next open's tail."""
+        self._dual_tiff = tiff_ifd_offset(prefix[:16]) is not None
 
     def signed_reader(
         self, path: str, etag: str | None, fallback: Fallback

@@ -14,7 +14,8 @@ opened again from the object, and the read goes on there: the caller sees the ne
 object. When it has (a highdicom image built its data set from that header), the error
 is raised, saying so: open it again. A file that served something from the entry and
 made no request before :meth:`~hdfsspec.file.DicomFile.close` checks the version there,
-in one request of one byte, and raises the same error if it changed.
+in one request of one byte, and raises the same error if it changed (not when the
+garbage collector closes it: no request is made from there).
 """
 
 from __future__ import annotations

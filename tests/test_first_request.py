@@ -77,27 +77,41 @@ def _tiff_slide() -> bytes:
 
 def test_a_cold_region_of_a_dual_tiff_slide_costs_two_round_trips(store):
     blob = _tiff_slide()
-    path = store.put("large-tiff.dcm", blob)
+    paths = [store.put(f"large-tiff-{k}.dcm", blob) for k in range(2)]
     fs, counting = store.counted(index_cache=False, first_request=None, tail_request=None)
-    with hdfsspec.imread(fs.open(path)) as im:
-        region = im.get_total_pixel_matrix(**REGION)
+    expected = hd.imread(io.BytesIO(blob)).get_total_pixel_matrix(**REGION)
+    size, most = len(blob), 3 * 110 * max(len(t) for t in TILES)
+    with hdfsspec.imread(fs.open(paths[0])) as im:  # the filesystem's first object
+        assert np.array_equal(im.get_total_pixel_matrix(**REGION), expected)
+        # the header; the IFD with its arrays, to the end of the object; the tiles
+        assert im.file.stats.rounds == 3 and im.file.stats.phases["index"].requests == 1
+    counting.reset()
+    with hdfsspec.imread(fs.open(paths[1])) as im:  # a dual file was opened: the end too
+        assert np.array_equal(im.get_total_pixel_matrix(**REGION), expected)
         stats = im.file.stats
-        size = len(blob)
         # head and tail together: the size is known (a HEAD), the tail is half the first
         assert [r[1:] for r in counting.ranges[:2]] == [(0, MiB), (size - 512 * KiB, size)]
         assert stats.rounds == 2 and stats.phases["index"].requests == 0
         assert counting.requests <= 2 + 3
-        assert counting.bytes <= MiB + 512 * KiB + 3 * 110 * max(len(t) for t in TILES)
-    assert np.array_equal(region, hd.imread(io.BytesIO(blob)).get_total_pixel_matrix(**REGION))
+        assert counting.bytes <= MiB + 512 * KiB + most
 
 
-def test_a_small_object_gets_no_tail(store):
-    blob = build_slide(256, 256, tile=16, tiles=TILES, offset_table="empty", dual_tiff=True)
-    path = store.put("small-tiff.dcm", blob)
+def test_no_tail_for_other_objects(store):
+    tiff = store.put("tiff-first.dcm", _tiff_slide())
+    small = build_slide(256, 256, tile=16, tiles=TILES, offset_table="empty", dual_tiff=True)
+    bot = build_slide(1760, 1760, tile=16, tiles=TILES, offset_table="bot")
     fs, counting = store.counted(index_cache=False, first_request=None, tail_request=None)
-    with hdfsspec.imread(fs.open(path)) as im:
-        im.get_total_pixel_matrix(row_start=1, row_end=17, column_start=1, column_end=17)
-        assert counting.ranges[0][1:] == (0, len(blob)) and counting.requests == 1
+    with fs.open(tiff) as f:
+        f.index  # noqa: B018  (a dual file: the next large object's end comes with its head)
+    counting.reset()
+    with fs.open(store.put("small-tiff.dcm", small)) as f:  # too small for a tail
+        f.read_frames([0])
+        assert counting.ranges[0][1:] == (0, len(small)) and counting.requests == 1
+    for k in range(2):  # after a dual file, a tail; after a BOT file, none
+        counting.reset()
+        with fs.open(store.put(f"large-bot-{k}.dcm", bot)) as f:
+            f.read_frames([0])  # held by the first request
+            assert counting.ranges[0][1:] == (0, MiB) and counting.requests == 2 - k
 
 
 def test_s3_fetches_the_tail_with_the_first_get_once_it_has_seen_large_objects(

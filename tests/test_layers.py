@@ -22,7 +22,7 @@ import hdfsspec
 
 ROOT = pathlib.Path(hdfsspec.__file__).parent
 BASE = {"errors", "_types", "_fork", "_log"}
-FACE = {"filesystem", "file", "sources", "chain", "fileobj", "unchecked"}
+FACE = {"filesystem", "file", "sources", "chain", "fileobj", "unchecked", "opening"}
 RANK = {"base": 0, "dicom": 1, "io": 2, "cache": 3, "face": 4, "highdicom": 5, "top": 6}
 
 

@@ -379,3 +379,15 @@ def test_http_reopen_with_a_persisted_index_checks_the_etag_with_the_frames(http
     with dicom().open(url) as f:  # replaced: the frame's GET is refused, the file reopened
         assert f.read_frames([350]) == [backwards[350]]
     assert http_server.refused == refused + 1
+
+
+def test_the_garbage_collector_closes_without_a_request(s3_endpoint, tmp_path):
+    import gc
+
+    dicom, key = _saved_then_replaced(s3_endpoint, tmp_path, "stale-gc.dcm")
+    f = dicom().open(key)
+    assert f.header.dataset.NumberOfFrames == len(FRAMES)  # served from the entry
+    stats = f.stats
+    del f
+    gc.collect()  # closed by __del__: no version check from the collector
+    assert stats.requests == 0

@@ -88,8 +88,14 @@ class DicomFrameCache(BaseCache):
         The first bytes of the object, already fetched (e.g. with its info).
     tail : (int, bytes), optional
         ``(offset, bytes)`` of the end of the object, fetched in the same round as
-        ``prefix``. Without either, a large object's end is fetched with the first
-        header request (see :attr:`~hdfsspec.ReadOptions.tail_request`).
+        ``prefix``.
+    tail_wanted : bool, optional
+        Fetch the end of the object with the first header request (see
+        :attr:`~hdfsspec.ReadOptions.tail_request`); the filesystem asks for it where
+        the object is large and the last one it opened was a dual DICOM-TIFF file.
+    on_prefix : callable, optional
+        Called with the first bytes of the object once fetched (the filesystem learns
+        from them whether to ask for the next object's end).
     link : LinkModel, optional
         Cost model of the target (shared by the files of a filesystem); it learns
         from the requests this cache times, and plans the frame fetches.
@@ -124,6 +130,8 @@ class DicomFrameCache(BaseCache):
         progress: Progress = None,
         prefix: bytes = b"",
         tail: tuple[int, bytes] | None = None,
+        tail_wanted: bool = False,
+        on_prefix: Callable[[bytes], None] | None = None,
         **overrides: Any,
     ) -> None:
         path = path or getattr(getattr(fetcher, "__self__", None), "path", None)
@@ -148,6 +156,8 @@ class DicomFrameCache(BaseCache):
             progress,
             prefix,
             tail,
+            tail_wanted,
+            on_prefix,
         )
         self.frames = FrameStore(self.layout, self.requests, blocks)
         self._tail: tuple[int, bytes] | None = None  # bytes after the Pixel Data

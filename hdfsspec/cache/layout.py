@@ -34,7 +34,7 @@ from hdfsspec.dicom.frame_locations import (
 from hdfsspec.dicom.index import UNKNOWN, FrameIndex
 from hdfsspec.dicom.parse import ParsedHeader, parse_header
 from hdfsspec.errors import NotDicomError, ObjectChangedError
-from hdfsspec.io.link import is_large, tail_size
+from hdfsspec.io.link import tail_size
 from hdfsspec.io.planning import block_range
 
 __all__ = ["Layout"]
@@ -48,6 +48,7 @@ _TRANSIENT = (
     "_header_ahead",
     "_on_index",
     "_on_bad_index",
+    "_on_prefix",
     "progress",
 )
 
@@ -80,6 +81,8 @@ class Layout:
         progress: Progress = None,
         prefix: bytes = b"",
         tail: tuple[int, bytes] | None = None,
+        tail_wanted: bool = False,
+        on_prefix: Callable[[bytes], None] | None = None,
     ) -> None:
         self.requests, self.options, self.blocks = requests, options, blocks
         self.size, self.path = requests.size, requests.path
@@ -89,11 +92,8 @@ class Layout:
         renew_after_fork(self)
         self._forget_layout()
         self.known_prefix = known[1] if known is not None else prefix
-        # the end of the object, fetched in the first round (a dual DICOM-TIFF file's tile
-        # table is there): given with the prefix, or fetched with the first header request
-        self.tail = tail
-        cold = tail is None and not prefix and known is None
-        self._tail_wanted = cold and is_large(self.size, options, self.link.estimate)
+        self.tail, self._on_prefix = tail, on_prefix  # the object's end, in the first round
+        self._tail_wanted = tail_wanted and tail is None and not prefix and known is None
         self.stored = known is not None  # the index is a persisted one, not yet contradicted
         self._vouched = False  # ... checked against the header saved with it
         self.generation = 0  # persisted indexes dropped (see ``drop_entry``)
@@ -133,7 +133,7 @@ class Layout:
         self.lock = threading.RLock()
         renew_after_fork(self)
         self.scan, self.ahead, self._header_ahead = None, None, None
-        self._on_index = self._on_bad_index = None
+        self._on_index = self._on_bad_index = self._on_prefix = None
         self.progress = None
 
     def drop_entry(self, generation: int | None = None) -> bool:
@@ -211,8 +211,10 @@ class Layout:
                 ranges.append((self.size - end, self.size))
         got = self.requests.get(ranges, "header", keep_whole=True)
         data = got[0]
-        if len(got) > 1:  # a server that ignores Range sends the whole object: offset 0
-            self.tail = (self.size - len(got[1]), got[1])
+        if start == 0 and self._on_prefix is not None:  # the filesystem learns from it
+            self._on_prefix(data)
+        if len(got) > 1:  # (a server that ignores Range sends the whole object: offset 0)
+            self.tail = (self.size - len(got[1]), got[1])  # a dual DICOM-TIFF's tile table
         if start == 0 and len(data) > len(self.known_prefix):  # kept should the parse fail
             self.known_prefix = data
         return data
