@@ -13,18 +13,19 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Iterable, Sequence
+from functools import partial
 
 import numpy as np
 
-from hdfsspec._types import KiB, MiB
+from hdfsspec._types import MiB
 from hdfsspec.cache.blocks import FrameBlocks, InFlight
 from hdfsspec.cache.dry_run import dry_run
 from hdfsspec.cache.layout import Layout
-from hdfsspec.cache.readahead import FramePattern, ReadAhead
+from hdfsspec.cache.readahead import FramePattern, ReadAhead, frame_bytes
 from hdfsspec.cache.requests import Requests
 from hdfsspec.dicom.fragment_items import check_next_item, join_fragments
 from hdfsspec.dicom.index import UNKNOWN, FrameIndex
-from hdfsspec.dicom.parse import number_of_frames
+from hdfsspec.dicom.parse import ParsedHeader, number_of_frames
 from hdfsspec.errors import FrameIndexError
 from hdfsspec.io.planning import (
     FetchPlan,
@@ -60,16 +61,17 @@ class FrameStore:
         self._pattern: FramePattern | None = None  # made once the number of frames is known
         self.readahead = ReadAhead(self.pattern, self._load_ahead, self._holds)
         self._local = threading.local()  # per thread: frames prefetched for a known job
+        self._count: tuple[ParsedHeader, bool, int] | None = None  # see ``_frames_said``
 
     def __getstate__(self) -> dict[str, object]:
         """Pickled without its blocks: the owner gives the unpickled store new ones."""
-        skip = ("blocks", "_in_flight", "_pattern", "_local")
+        skip = ("blocks", "_in_flight", "_pattern", "_local", "_count")
         return {k: v for k, v in self.__dict__.items() if k not in skip}
 
     def __setstate__(self, state: dict[str, object]) -> None:
         self.__dict__.update(state)
         self._in_flight = InFlight()
-        self._pattern, self._local = None, threading.local()
+        self._pattern, self._local, self._count = None, threading.local(), None
 
     # -- readahead ----------------------------------------------------------------------
     def pattern(self) -> FramePattern:
@@ -77,7 +79,8 @@ class FrameStore:
         if self._pattern is None:
             parsed = self._layout.parsed
             total = number_of_frames(parsed) if parsed.header.pixel_data_offset else 0
-            self._pattern = FramePattern(total, self._frame_bytes, self._ahead_cap())
+            sizes = partial(frame_bytes, self._layout.known)
+            self._pattern = FramePattern(total, sizes, self._ahead_cap())
         return self._pattern
 
     def _ahead_cap(self) -> int:
@@ -86,20 +89,6 @@ class FrameStore:
         link = self._requests.link.estimate
         carried = int(2 * link.rtt * link.bandwidth)
         return max(1, min(self.options.max_cache_bytes // 8, max(2 * MiB, min(16 * MiB, carried))))
-
-    def _frame_bytes(self, first: int, last: int) -> int:
-        """Bytes of frames ``first..last``: from the index as known now, else estimated."""
-        index = self._layout.known()
-        count = last - first + 1
-        if index is None or index.number_of_frames == 0:
-            return count * 64 * KiB
-        n = index.number_of_frames
-        if last < n and int(index.stops[last]) != UNKNOWN:
-            return int(index.stops[last]) - int(index.starts[first])
-        if n > 1:
-            return count * max(1, (int(index.starts[-1]) - int(index.starts[0])) // (n - 1))
-        stop = int(index.stops[0])
-        return count * (stop - int(index.starts[0]) if stop != UNKNOWN else 64 * KiB)
 
     def load_with(self, frames: list[int], ahead: list[int]) -> dict[int, tuple[int, bytes]]:
         """The blocks of ``frames``, fetched in one round with the frames ``ahead``.
@@ -158,11 +147,10 @@ class FrameStore:
         """
         if not wanted.size:
             return
-        parsed = self._layout.parsed
-        pixels = parsed.header.pixel_data_offset is not None
-        said = pixels or "NumberOfFrames" in parsed.dataset  # 1 when absent, with pixels
-        total = number_of_frames(parsed) if said else 0
-        lo, hi = int(wanted.min()), int(wanted.max())
+        pixels, total = self._frames_said()
+        lo, hi = (
+            (int(wanted[0]),) * 2 if wanted.size == 1 else (int(wanted.min()), int(wanted.max()))
+        )
         if lo < 0 or hi >= total:
             raise IndexError(f"frame {lo if lo < 0 else hi} out of range (0..{total - 1})")
         if not pixels:
@@ -174,6 +162,16 @@ class FrameStore:
                 tag=_PIXEL_TAG,
             )
 
+    def _frames_said(self) -> tuple[bool, int]:
+        """Whether the object has Pixel Data, and its number of frames (once a header)."""
+        parsed = self._layout.parsed
+        count = self._count
+        if count is None or count[0] is not parsed:  # a header parsed again: asked again
+            pixels = parsed.header.pixel_data_offset is not None
+            said = pixels or "NumberOfFrames" in parsed.dataset  # 1 when absent, with pixels
+            count = self._count = (parsed, pixels, number_of_frames(parsed) if said else 0)
+        return count[1], count[2]
+
     def load(self, frames: Iterable[int]) -> dict[int, tuple[int, bytes]]:
         """Return the blocks of ``frames``, fetching the missing ones in one round."""
         wanted = distinct_frames(frames)
@@ -181,6 +179,10 @@ class FrameStore:
         if not wanted.size:
             return {}
         last = int(wanted[-1])
+        alone = self._held_alone(last) if wanted.size == 1 else None
+        if alone is not None:  # one frame, held: a loop's read (nothing to plan)
+            self._requests.hit("frames")
+            return {last: alone}
         index = self._layout.view(frames=last + 1)
         if last == index.number_of_frames - 1 and int(index.stops[-1]) == UNKNOWN:
             out: dict[int, tuple[int, bytes]] = {}
@@ -251,6 +253,15 @@ class FrameStore:
             if late:  # their fetch failed, or the blocks were evicted since: fetch them
                 out.update(self._load_blocks(index, np.asarray(late, dtype=np.int64))[0])
         return out, pieces
+
+    def _held_alone(self, frame: int) -> tuple[int, bytes] | None:
+        """The block of ``frame`` if held and its place is known, without planning."""
+        index = self._layout.known()
+        if index is None or frame >= index.number_of_frames:
+            return None
+        if int(index.stops[frame]) == UNKNOWN:
+            return None
+        return self._block(frame, *block_range(index, frame))
 
     def _block(self, frame: int, start: int, stop: int) -> tuple[int, bytes] | None:
         """The block held of ``frame``, if it spans ``[start, stop)``: one kept under a

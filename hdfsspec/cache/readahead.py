@@ -28,8 +28,9 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 
 from hdfsspec._fork import renew_after_fork
+from hdfsspec.dicom.index import UNKNOWN, FrameIndex
 
-__all__ = ["FramePattern", "ReadAhead"]
+__all__ = ["FramePattern", "ReadAhead", "frame_bytes"]
 
 GROWTH = 4
 """Each window ahead is this many times the one before, up to the cap."""
@@ -170,6 +171,22 @@ class FramePattern:
             self._handed(starts[0])
             self.scheduled = starts[-1]
         return out
+
+
+def frame_bytes(known: Callable[[], FrameIndex | None], first: int, last: int) -> int:
+    """Bytes of frames ``first..last``: from the index as ``known()`` now, else estimated
+    (the mean frame of the frames known, or 64 KiB)."""
+    index = known()
+    count = last - first + 1
+    if index is None or index.number_of_frames == 0:
+        return count * 64 * 1024
+    n = index.number_of_frames
+    if last < n and int(index.stops[last]) != UNKNOWN:
+        return int(index.stops[last]) - int(index.starts[first])
+    if n > 1:
+        return count * max(1, (int(index.starts[-1]) - int(index.starts[0])) // (n - 1))
+    stop = int(index.stops[0])
+    return count * (stop - int(index.starts[0]) if stop != UNKNOWN else 64 * 1024)
 
 
 def _split(frames: list[int], count: int) -> list[list[int]]:

@@ -94,8 +94,14 @@ class DicomFrameReader(GivenImageFileReader):
 
     @property
     def number_of_frames(self) -> int:
-        # from the data set: the frame index may still be partial (scan under way)
-        return int(self._dataset.get("NumberOfFrames", 1) or 1)
+        # from the data set: the frame index may still be partial (scan under way); read
+        # once (a pydicom lookup costs more than the rest of a cached frame's read)
+        count = self.__dict__.get("_number_of_frames")
+        if count is None:
+            count = self.__dict__["_number_of_frames"] = int(
+                self._dataset.get("NumberOfFrames", 1) or 1
+            )
+        return int(count)
 
     def read_frame_raw(self, index: int) -> bytes:
         """Return the encoded bytes of frame ``index`` (0-based) from the cache.
