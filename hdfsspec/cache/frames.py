@@ -104,7 +104,13 @@ class FrameStore:
             return self.load(frames)
 
     def _holds(self, frame: int) -> bool:
-        return frame in self.blocks
+        """Whether ``frame`` is held: its block, or the header's bytes (the first request)."""
+        if frame in self.blocks:
+            return True
+        index = self._layout.known()
+        if index is None or frame >= index.number_of_frames or index.stops[frame] == UNKNOWN:
+            return False
+        return block_range(index, frame)[1] <= len(self._layout.parsed.prefix)
 
     def _load_ahead(self, frames: list[int]) -> object:
         return self._layout.from_object(lambda: self.load(frames))
