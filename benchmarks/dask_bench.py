@@ -36,7 +36,7 @@ os.environ.setdefault("AWS_DEFAULT_REGION", "us-east-1")
 import numpy as np  # noqa: E402
 from cells import Cell, Target, frozen_heap, load_targets, lower_bound, median_run  # noqa: E402
 from data import FULL, SMALL_SLIDE, make_data  # noqa: E402
-from servers import ServerProcess  # noqa: E402
+from servers import ServerProcess, settle  # noqa: E402
 from usage import storage_options  # noqa: E402
 
 import hdfsspec  # noqa: E402
@@ -47,22 +47,6 @@ BUCKET = "bench"
 GROUPED = (4, 4)
 """Tiles a chunk of the grouped rows (rows, columns)."""
 WORKERS = 2
-QUIET, SETTLE = 0.1, 2.0
-"""Seconds without a new request after which a run's requests are all in; the longest wait."""
-
-
-def _settled(proxy: ServerProcess) -> list[Any]:
-    """The proxy's log once quiet for ``QUIET`` s (at most ``SETTLE`` s)."""
-    entries = list(proxy.log.entries)
-    end, since = time.monotonic() + SETTLE, time.monotonic()
-    while time.monotonic() < end:
-        time.sleep(QUIET / 4)
-        now = list(proxy.log.entries)
-        if len(now) != len(entries):
-            entries, since = now, time.monotonic()
-        elif time.monotonic() - since >= QUIET:
-            break
-    return entries
 
 
 def _drop_images() -> int:
@@ -129,7 +113,7 @@ def measure(
         except Exception as exc:  # reported in the row
             value, note = float("nan"), f"error: {type(exc).__name__}: {exc}"[:120]
         seconds = time.perf_counter() - t0
-    entries = _settled(proxy)
+    entries = settle(proxy)
     if not note and not np.isclose(value, ref, rtol=1e-9):
         note = f"DIFFERENT VALUES ({value} != {ref})"
     nbytes = sum(e[4] for e in entries)

@@ -59,7 +59,7 @@ from fresh import (  # noqa: E402
     memory_section,
     persisted_cell,
 )
-from servers import ServerProcess  # noqa: E402
+from servers import ServerProcess, settle  # noqa: E402
 from targets import check_targets, targets_section  # noqa: E402
 from usage import (  # noqa: E402
     GROUPS,
@@ -132,32 +132,6 @@ def run_cell(
         cell.rounds = stats.rounds
         cell.scan_rate = scan_rate(stats.as_dict())
     return cell, result
-
-
-QUIET = 0.1
-"""Seconds without a new request after which a closed method's requests are all in."""
-SETTLE = 2.0
-"""The longest wait for them."""
-
-
-def settle(proxy: ServerProcess) -> list[Any]:
-    """The proxy's log once it has been quiet for ``QUIET`` s (at most ``SETTLE`` s).
-
-    Requests a method still makes after its work (reads ahead in flight when the image
-    is closed) belong to its cell: without this wait they were counted in the next one
-    (a local copy "making" 2 requests after hdfsspec's region). They count in the
-    requests and bytes, not in the seconds, and ``Cell.after`` says how many there were.
-    """
-    entries = list(proxy.log.entries)
-    end, since = time.monotonic() + SETTLE, time.monotonic()
-    while time.monotonic() < end:
-        time.sleep(QUIET / 4)
-        now = list(proxy.log.entries)
-        if len(now) != len(entries):
-            entries, since = now, time.monotonic()
-        elif time.monotonic() - since >= QUIET:
-            break
-    return entries
 
 
 def scan_rate(stats: dict[str, Any]) -> float | None:

@@ -14,10 +14,11 @@ The child stops when the parent closes the pipe or exits, and by itself after it
 from __future__ import annotations
 
 import multiprocessing as mp
+import time
 from multiprocessing.connection import Connection
 from typing import Any
 
-__all__ = ["ServerProcess"]
+__all__ = ["ServerProcess", "settle"]
 
 LIFETIME = 3600.0
 """Seconds after which the servers stop by themselves."""
@@ -139,3 +140,29 @@ class ServerProcess:
                 self._process.terminate()
                 self._process.join(5)
             self._process = None
+
+
+QUIET = 0.1
+"""Seconds without a new request after which a closed method's requests are all in."""
+SETTLE = 2.0
+"""The longest wait for them."""
+
+
+def settle(proxy: ServerProcess) -> list[Any]:
+    """The proxy's log once it has been quiet for ``QUIET`` s (at most ``SETTLE`` s).
+
+    Requests a method still makes after its work (reads ahead in flight when the image
+    is closed) belong to its cell: without this wait they were counted in the next one
+    (a local copy "making" 2 requests after hdfsspec's region). They count in the
+    requests and bytes, not in the seconds, and ``Cell.after`` says how many there were.
+    """
+    entries = list(proxy.log.entries)
+    end, since = time.monotonic() + SETTLE, time.monotonic()
+    while time.monotonic() < end:
+        time.sleep(QUIET / 4)
+        now = list(proxy.log.entries)
+        if len(now) != len(entries):
+            entries, since = now, time.monotonic()
+        elif time.monotonic() - since >= QUIET:
+            break
+    return entries

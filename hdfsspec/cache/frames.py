@@ -14,6 +14,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Iterable, Sequence
 from functools import partial
+from itertools import repeat
 
 import numpy as np
 
@@ -107,10 +108,8 @@ class FrameStore:
         """Whether ``frame`` is held: its block, or the header's bytes (the first request)."""
         if frame in self.blocks:
             return True
-        index = self._layout.known()
-        if index is None or frame >= index.number_of_frames or index.stops[frame] == UNKNOWN:
-            return False
-        return block_range(index, frame)[1] <= len(self._layout.parsed.prefix)
+        span = self._known_block_range(frame)
+        return span is not None and span[1] <= len(self._layout.parsed.prefix)
 
     def _load_ahead(self, frames: list[int]) -> object:
         return self._layout.from_object(lambda: self.load(frames))
@@ -260,14 +259,18 @@ class FrameStore:
                 out.update(self._load_blocks(index, np.asarray(late, dtype=np.int64))[0])
         return out, pieces
 
-    def _held_alone(self, frame: int) -> tuple[int, bytes] | None:
-        """The block of ``frame`` if held and its place is known, without planning."""
+    def _known_block_range(self, frame: int) -> tuple[int, int] | None:
+        """:func:`~hdfsspec.io.planning.block_range` of ``frame`` in the index as known now
+        (no request, no walk), or None where its place or its end is not known yet."""
         index = self._layout.known()
         if index is None or frame >= index.number_of_frames:
             return None
-        if int(index.stops[frame]) == UNKNOWN:
-            return None
-        return self._block(frame, *block_range(index, frame))
+        return None if int(index.stops[frame]) == UNKNOWN else block_range(index, frame)
+
+    def _held_alone(self, frame: int) -> tuple[int, bytes] | None:
+        """The block of ``frame`` if held and its place is known, without planning."""
+        span = self._known_block_range(frame)
+        return None if span is None else self._block(frame, *span)
 
     def _block(self, frame: int, start: int, stop: int) -> tuple[int, bytes] | None:
         """The block held of ``frame``, if it spans ``[start, stop)``: one kept under a
@@ -408,13 +411,12 @@ class FrameStore:
         chosen = np.asarray(frames, dtype=np.int64)
         starts, stops = index.starts[chosen].tolist(), index.stops[chosen].tolist()
         path, single = self._layout.path, index.offset_table == "tiff"  # a tile is one item
-        odd, size, last = (
-            index.offset_table == "eot",
-            self._layout.size,
-            index.number_of_frames - 1,
-        )
-        after = np.minimum(chosen + 1, last)  # a tile's next item, checked in its block too
-        nexts = zip(index.starts[after].tolist(), index.stops[after].tolist(), strict=True)
+        odd, size = index.offset_table == "eot", self._layout.size
+        last = index.number_of_frames - 1
+        nexts: Iterable[tuple[int, int]] = repeat((0, UNKNOWN), len(frames))
+        if single:  # a tile's next item, checked in its block too
+            after = np.minimum(chosen + 1, last)
+            nexts = zip(index.starts[after].tolist(), index.stops[after].tolist(), strict=True)
         out = []
         for f, start, stop, (a, b) in zip(frames, starts, stops, nexts, strict=True):
             base, data = blocks[f]
@@ -430,7 +432,7 @@ class FrameStore:
                 size=size,
             )
             out.append(join)
-            if single and f < last and b != UNKNOWN:  # the next tile's item, held too
+            if f < last and b != UNKNOWN:  # the next tile's item, held too
                 check_next_item(data, base, a, b - a - 8, frame=f, path=path)
         return out
 

@@ -382,9 +382,8 @@ class Layout:
                     self.tables.append((max(a, held), rest))
                 data += rest
             out.append(data)
-        served = len(beyond) - len(wanted)  # by the end of the object
-        if not wanted or served:
-            self.requests.hit("index", len(ranges) if not wanted else served)
+        # all from the header bytes, else those the end of the object held
+        self.requests.hit("index", len(beyond) - len(wanted) if wanted else len(ranges))
         return out
 
     def _built(self, index: FrameIndex) -> None:

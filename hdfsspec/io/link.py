@@ -19,11 +19,11 @@ import math
 import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
 
 import numpy as np
 
 from hdfsspec._fork import renew_after_fork
+from hdfsspec._types import ReadOptions
 
 __all__ = [
     "DEFAULT_CONCURRENCY",
@@ -88,7 +88,7 @@ def tail_size(option: int | None, first: int) -> int:
     return min(TAIL_REQUEST_MAX, first // 2) if option is None else option
 
 
-def is_large(size: int, options: Any, estimate: LinkEstimate) -> bool:
+def is_large(size: int, options: ReadOptions, estimate: LinkEstimate) -> bool:
     """Whether an object of ``size`` bytes is large enough for a tail in its first round:
     at least :data:`LARGE_OBJECT` times the tail and :data:`LARGE_OBJECT_MIN` (a few
     hundred KB more is then a small share of what a reader of it fetches)."""
