@@ -35,6 +35,7 @@ from hdfsspec.io.signed import (
     signed_ranges,
     timeouts,
 )
+from hdfsspec.io.warm import warm_up
 from hdfsspec.opening import opening
 
 __all__ = ["DicomFileSystem"]
@@ -139,6 +140,13 @@ class DicomFileSystem(ChainedFileSystem):
         Progress of the scan of files without offset table: by default a bar on
         stderr once a scan has run for two seconds; ``True`` always, ``False`` never,
         or a :class:`fsspec.callbacks.Callback` (see :mod:`hdfsspec.cache.progress`).
+    signed_urls : bool, optional
+        S3: read ranges through a URL signed once by the target's client (default
+        True; see the README's options).
+    warm : bool, optional
+        S3: set up the target's client and HTTP sessions in a background thread now,
+        not in the first request (default True; :mod:`hdfsspec.io.warm`). Nothing is
+        sent.
     """
 
     protocol: ClassVar[str] = "dicom"
@@ -167,6 +175,7 @@ class DicomFileSystem(ChainedFileSystem):
         concurrency: int | None = None,
         progress: Progress = None,
         signed_urls: bool = True,
+        warm: bool = True,
         **kwargs: Any,
     ) -> None:
         if fs is not None and target_protocol is not None:
@@ -194,8 +203,8 @@ class DicomFileSystem(ChainedFileSystem):
         self.signed_urls = signed_urls
         self._http: fsspec.AbstractFileSystem | None = None
         self._http_lock = threading.Lock()
+        signs = signed_urls and signable(fs)
         if concurrency is None:  # signed reads have a pool of their own
-            signs = signed_urls and signable(fs)
             concurrency = self._signed_pool if signs else target_concurrency(fs)
         self.link = LinkModel(
             concurrency,
@@ -220,6 +229,8 @@ class DicomFileSystem(ChainedFileSystem):
         # slides), whose tile table is at its end (see ``tail_request``)
         self._dual_tiff = False
         renew_after_fork(self)
+        if warm:  # the client and sessions of the first read, made while the caller goes on
+            warm_up(fs, *([self._http_fs] if signs else []))
 
     # -- the target ---------------------------------------------------------------------------
     @property

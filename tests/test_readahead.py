@@ -198,3 +198,78 @@ def test_windows_ahead_stay_within_the_cache_bound(store):
         assert max(sizes) <= bound // 8 + 2 * 1200  # a window, with the frame read
         assert counting.requests >= len(blob) // (bound // 8)
         assert counting.bytes <= 1.05 * len(blob)
+
+
+def test_a_window_starts_after_the_frames_held():
+    held = 50  # the first request's bytes hold frames 0..49
+    p = FramePattern(1000, lambda a, b: (b - a + 1) * SIZE, 64 * SIZE, lambda f: f < held)
+    assert [p.observe(f, f) for f in range(MIN_RUN)] == [[]] * MIN_RUN
+    assert p.observe(MIN_RUN, MIN_RUN) == list(range(held, held + 8))  # not frames held
+    for f in range(MIN_RUN + 1, held):
+        assert p.observe(f, f) == []  # the reader is in the frames held: nothing new yet
+    assert p.observe(held, held) == list(range(held + 8, held + 8 + 8 * GROWTH))
+
+
+def test_no_window_of_a_few_last_frames_on_its_own():
+    # windows 8, 32, 64, 64 frames from frame MIN_RUN + 1 reach frame 172; 10 are left
+    p = pattern(total=183)
+    windows = [ahead for f in range(183) if (ahead := p.observe(f, f))]
+    assert [len(w) for w in windows] == [8, 32, 64, 74]  # the last ten with the window
+    assert windows[-1][-1] == 182
+
+
+def test_a_read_loop_is_followed_from_the_first_request(store):
+    blob = build_encapsulated(FRAMES, offset_table="bot")
+    path = store.put("ra-prefix.dcm", blob)
+    fs, counting = store.counted(index_cache=False, first_request=32768)
+    with fs.open(path) as f:
+        held = len(f.header.prefix)  # about 30 frames
+        counting.reset()
+        out = io.BytesIO()
+        while chunk := f.read(700):
+            out.write(chunk)
+        assert out.getvalue() == blob
+        # the reads in the first request's frames made the pattern: the first request
+        # after it is a window ahead, not the few frames of one read
+        first = counting.ranges[0]
+        assert first[1] == held - 8 or first[1] <= held  # from the end of what is held
+        assert first[2] - first[1] >= 8 * 1000
+        assert counting.requests <= 8
+        assert counting.bytes <= 1.05 * len(blob)
+
+
+def test_pydicom_reads_the_sequence_delimiter_from_the_last_frame(store):
+    blob = build_encapsulated(FRAMES, offset_table="bot")
+    f, counting = _open(store, blob)
+    with f:
+        counting.reset()
+        ds = pydicom.dcmread(f)
+        assert ds.PixelData == pydicom.dcmread(io.BytesIO(blob)).PixelData
+        # the delimiter's 8 bytes came with the last frame's block (its next item head)
+        assert all(stop - start > 8 for _, start, stop in counting.ranges)
+        assert counting.bytes <= 1.05 * len(blob)
+
+
+def test_threads_reading_the_last_frame_walk_to_its_end_once(store):
+    import threading
+
+    blob = build_encapsulated(FRAMES, offset_table="bot")  # the last frame's end: unknown
+    f, counting = _open(store, blob, readahead=False)
+    last = len(FRAMES) - 1
+    with f:
+        f.index  # noqa: B018
+        counting.reset()
+        start = threading.Barrier(4)
+        got: list[bytes] = []
+
+        def read() -> None:
+            start.wait()
+            got.extend(f.read_frames([last]))
+
+        threads = [threading.Thread(target=read) for _ in range(4)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert got == [FRAMES[last]] * 4
+        assert counting.requests == 1  # one thread walks; the others wait for its walk

@@ -29,7 +29,7 @@ from hdfsspec.cache.frames import FrameStore
 from hdfsspec.cache.layout import Layout
 from hdfsspec.cache.progress import Progress
 from hdfsspec.cache.requests import Requests
-from hdfsspec.dicom.index import FrameIndex
+from hdfsspec.dicom.index import UNKNOWN, FrameIndex
 from hdfsspec.dicom.parse import ParsedHeader
 from hdfsspec.errors import (
     FrameIndexError,
@@ -162,6 +162,7 @@ class DicomFrameCache(BaseCache):
         self.frames = FrameStore(self.layout, self.requests, blocks)
         self._tail: tuple[int, bytes] | None = None  # bytes after the Pixel Data
         self._spare: tuple[int, bytes] = (0, b"")  # the last block a plain read fetched
+        self._last: tuple[int, int, bytes] = (0, 0, b"")  # the last frame a byte read ended in
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         """Unpickled with new frame blocks (the layout and the frame store pickle what
@@ -261,7 +262,7 @@ class DicomFrameCache(BaseCache):
         with layout.lock:
             layout.blocks.clear()
             layout.heads.clear()
-            self._tail, self._spare = None, (0, b"")
+            self._tail, self._spare, self._last = None, (0, b""), (0, 0, b"")
 
     # -- byte reads -----------------------------------------------------------------------
     def _fetch(self, start: int | None, stop: int | None) -> bytes:
@@ -311,7 +312,13 @@ class DicomFrameCache(BaseCache):
             prefix = self.layout.known_prefix
         if stop <= len(prefix):
             self.requests.hit("header")
+            pixels = self.parsed.header.pixel_data_offset
+            if pixels is not None and stop > pixels:  # frames a reader walks already
+                self.frames.readahead.later(self._follow(start, stop))
             return prefix[start:stop]
+        base, end, block = self._last
+        if base <= start and stop <= end:  # within the frame the last read ended in (an
+            return block[start - base : stop - base]  # item's head, then its value): no step
         out = bytearray()
         pos = start
         if pos < len(prefix):
@@ -371,13 +378,26 @@ class DicomFrameCache(BaseCache):
                 block = local.get(f) or (self.frames.blocks.get(f) if f >= 0 else None)
                 if block is not None and block[0] <= pos < block[0] + len(block[1]):
                     local[f] = block
+                    self._remember(index, f, block)
                     return block[1][pos - block[0] : stop - block[0]]
             last = _last_frame(index, stop)
             local.update(self.frames.load_with(list(range(frame, last + 1)), ahead[:]))
             ahead.clear()
             block = local[frame]
+            self._remember(index, frame, block)
             return block[1][pos - block[0] : stop - block[0]]
+        n = index.number_of_frames
+        block = (local.get(n - 1) or self.frames.blocks.get(n - 1)) if n else None
+        if block is not None and block[0] <= pos and stop <= block[0] + len(block[1]):
+            return block[1][pos - block[0] : stop - block[0]]  # the delimiter after the last
         return self._tail_piece(pos, stop)
+
+    def _remember(self, index: FrameIndex, frame: int, block: tuple[int, bytes]) -> None:
+        """The frame a byte read ended in: the next reads within its own items (not the
+        next item's head its block ends with) are served without a step of the pattern."""
+        start, data = block
+        end = int(index.stops[frame]) if frame < index.number_of_frames else UNKNOWN
+        self._last = (start, min(start + len(data), end if end != UNKNOWN else 0), data)
 
     def _tail_piece(self, pos: int, stop: int) -> bytes:
         """Bytes after the Pixel Data (trailing elements, padding)."""

@@ -21,13 +21,13 @@ import numpy as np
 from hdfsspec._types import MiB
 from hdfsspec.cache.blocks import FrameBlocks, InFlight
 from hdfsspec.cache.dry_run import dry_run
+from hdfsspec.cache.frame_count import FrameCount
 from hdfsspec.cache.layout import Layout
 from hdfsspec.cache.readahead import FramePattern, ReadAhead, frame_bytes
 from hdfsspec.cache.requests import Requests
 from hdfsspec.dicom.fragment_items import check_next_item, join_fragments
 from hdfsspec.dicom.index import UNKNOWN, FrameIndex
-from hdfsspec.dicom.parse import ParsedHeader, number_of_frames
-from hdfsspec.errors import FrameIndexError
+from hdfsspec.dicom.parse import number_of_frames
 from hdfsspec.io.planning import (
     FetchPlan,
     block_range,
@@ -62,17 +62,18 @@ class FrameStore:
         self._pattern: FramePattern | None = None  # made once the number of frames is known
         self.readahead = ReadAhead(self.pattern, self._load_ahead, self._holds)
         self._local = threading.local()  # per thread: frames prefetched for a known job
-        self._count: tuple[ParsedHeader, bool, int] | None = None  # see ``_frames_said``
+        self._said = FrameCount(layout)  # the frames the header says it has
 
     def __getstate__(self) -> dict[str, object]:
         """Pickled without its blocks: the owner gives the unpickled store new ones."""
-        skip = ("blocks", "_in_flight", "_pattern", "_local", "_count")
+        skip = ("blocks", "_in_flight", "_pattern", "_local", "_said")
         return {k: v for k, v in self.__dict__.items() if k not in skip}
 
     def __setstate__(self, state: dict[str, object]) -> None:
         self.__dict__.update(state)
         self._in_flight = InFlight()
-        self._pattern, self._local, self._count = None, threading.local(), None
+        self._pattern, self._local = None, threading.local()
+        self._said = FrameCount(self._layout)
 
     # -- readahead ----------------------------------------------------------------------
     def pattern(self) -> FramePattern:
@@ -81,7 +82,7 @@ class FrameStore:
             parsed = self._layout.parsed
             total = number_of_frames(parsed) if parsed.header.pixel_data_offset else 0
             sizes = partial(frame_bytes, self._layout.known)
-            self._pattern = FramePattern(total, sizes, self._ahead_cap())
+            self._pattern = FramePattern(total, sizes, self._ahead_cap(), self._holds)
         return self._pattern
 
     def _ahead_cap(self) -> int:
@@ -141,41 +142,9 @@ class FrameStore:
 
     # -- frame blocks -------------------------------------------------------------------
     def check_range(self, wanted: np.ndarray) -> None:
-        """Raise IndexError unless every frame of ``wanted`` is one of the object's.
-
-        A data set that says it has frames (Number of Frames) but holds no Pixel Data
-        raises :class:`~hdfsspec.errors.FrameIndexError` for them instead.
-
-        The number of frames comes from the header, not from the index: without an
-        offset table the index may hold only the frames found so far, and numpy would
-        read a negative number as one of those.
-        """
-        if not wanted.size:
-            return
-        pixels, total = self._frames_said()
-        lo, hi = (
-            (int(wanted[0]),) * 2 if wanted.size == 1 else (int(wanted.min()), int(wanted.max()))
-        )
-        if lo < 0 or hi >= total:
-            raise IndexError(f"frame {lo if lo < 0 else hi} out of range (0..{total - 1})")
-        if not pixels:
-            raise FrameIndexError(
-                f"frame {lo}: the data set says Number of Frames is {total} but has no "
-                "Pixel Data element (the object may be cut short before its pixels)",
-                path=self._layout.path,
-                offset=self._layout.size,
-                tag=_PIXEL_TAG,
-            )
-
-    def _frames_said(self) -> tuple[bool, int]:
-        """Whether the object has Pixel Data, and its number of frames (once a header)."""
-        parsed = self._layout.parsed
-        count = self._count
-        if count is None or count[0] is not parsed:  # a header parsed again: asked again
-            pixels = parsed.header.pixel_data_offset is not None
-            said = pixels or "NumberOfFrames" in parsed.dataset  # 1 when absent, with pixels
-            count = self._count = (parsed, pixels, number_of_frames(parsed) if said else 0)
-        return count[1], count[2]
+        """Raise IndexError unless every frame of ``wanted`` is one of the object's (see
+        :meth:`~hdfsspec.cache.frame_count.FrameCount.check`)."""
+        self._said.check(wanted)
 
     def load(self, frames: Iterable[int]) -> dict[int, tuple[int, bytes]]:
         """Return the blocks of ``frames``, fetching the missing ones in one round."""
@@ -190,24 +159,40 @@ class FrameStore:
             return {last: alone}
         index = self._layout.view(frames=last + 1)
         if last == index.number_of_frames - 1 and int(index.stops[-1]) == UNKNOWN:
-            out: dict[int, tuple[int, bytes]] = {}
-            held = b""
-            if wanted.size > 1:  # look for the last frame's end in the same round as the rest
-                start = int(index.starts[-1])
-                guess = (start, min(self._layout.size, start + self._layout.last_guess(index)))
-                out, pieces = self._load_blocks(index, wanted[:-1], also=guess)
-                held = max(
-                    (d[start - a :] for a, d in pieces if a <= start < a + len(d)),
-                    key=len,
-                    default=b"",
-                )
-            index, block = self._layout.walk_last(held)
-            if block is not None:  # the walk read all of it (kept even past the bound)
-                out[last] = block
-                return out
-            out.update(self._load_blocks(index, wanted[-1:])[0])
-            return out
+            mine, others = self._in_flight.claim([last])
+            if not mine:  # another thread walks to the last frame's end now: its walk serves
+                for event in others:
+                    event.wait()
+                return self.load(wanted)
+            try:
+                return self._load_with_last(wanted, index)
+            finally:
+                self._in_flight.release(mine)
         return self._load_blocks(index, wanted)[0]
+
+    def _load_with_last(
+        self, wanted: np.ndarray, index: FrameIndex
+    ) -> dict[int, tuple[int, bytes]]:
+        """:meth:`load` of frames up to the last, whose end is not known yet (the walk to it
+        is claimed: one thread walks, others wait for it)."""
+        last = int(wanted[-1])
+        out: dict[int, tuple[int, bytes]] = {}
+        held = b""
+        if wanted.size > 1:  # look for the last frame's end in the same round as the rest
+            start = int(index.starts[-1])
+            guess = (start, min(self._layout.size, start + self._layout.last_guess(index)))
+            out, pieces = self._load_blocks(index, wanted[:-1], also=guess)
+            held = max(
+                (d[start - a :] for a, d in pieces if a <= start < a + len(d)),
+                key=len,
+                default=b"",
+            )
+        index, block = self._layout.walk_last(held)
+        if block is not None:  # the walk read all of it (kept even past the bound)
+            out[last] = block
+            return out
+        out.update(self._load_blocks(index, wanted[-1:])[0])
+        return out
 
     def _load_blocks(
         self, index: FrameIndex, wanted: np.ndarray, also: tuple[int, int] | None = None

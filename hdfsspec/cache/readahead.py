@@ -63,10 +63,20 @@ class FramePattern:
         estimate where their sizes are not known yet).
     cap : int
         Largest window ahead, in bytes.
+    held : callable, optional
+        ``held(frame)``: whether the cache holds ``frame`` already (the first request's
+        bytes): a window ahead starts after the frames held (none by default).
     """
 
-    def __init__(self, total: int, frame_bytes: Callable[[int, int], int], cap: int) -> None:
+    def __init__(
+        self,
+        total: int,
+        frame_bytes: Callable[[int, int], int],
+        cap: int,
+        held: Callable[[int], bool] | None = None,
+    ) -> None:
         self.total, self._frame_bytes, self.cap = total, frame_bytes, max(1, cap)
+        self._held = held or (lambda frame: False)
         self._lock = threading.Lock()
         self._prev: tuple[int, int] | None = None
         self._run_start = 0  # first frame of the current run
@@ -138,12 +148,16 @@ class FramePattern:
         if last < self.trigger:
             return []  # the window handed out last is not reached yet
         start = max(last + 1, self.scheduled + 1)
+        while start < self.total and self._held(start):  # e.g. in the first request's bytes
+            start += 1
         if start >= self.total:
             return []
         budget = self._grow(self._frame_bytes(first, last))
         stop = start + 1  # frames start..stop-1 fit the window (at least one)
         while stop < self.total and self._frame_bytes(start, stop) <= budget:
             stop += 1
+        if stop < self.total and self._frame_bytes(stop, self.total - 1) <= budget // 4:
+            stop = self.total  # no window of a few last frames on its own: a round for little
         self._handed(start)
         self.scheduled = stop - 1
         return list(range(start, stop))

@@ -37,6 +37,7 @@ from hdfsspec.highdicom._adapter import (
     pickled_tables,
     quick_sop_class_checks,
 )
+from hdfsspec.highdicom._tiled import quick_tiled_full_frame_data
 from hdfsspec.highdicom.frame_reader import DicomFrameReader
 from hdfsspec.io.planning import FetchPlan, distinct_frames
 from hdfsspec.sources import Source, open_dicom, whole
@@ -46,6 +47,7 @@ __all__ = ["DicomFrameReader", "annread", "imread", "open_dicom", "segread", "sr
 T = TypeVar("T")
 
 quick_sop_class_checks()  # highdicom's answers without its 22 MB table (0.37 s a process)
+quick_tiled_full_frame_data()  # highdicom's TILED_FULL frame data, made in bulk
 
 
 class _Planned(Exception):
