@@ -120,71 +120,6 @@ def test_an_index_pickles_without_its_lists():
     assert again.frame_at(310) == 1 and again.frame_at(295) == -1
 
 
-# -- TILED_FULL frame data in bulk: the same tuples as highdicom's generator -----------------
-def _slide_dataset(**changes: object):
-    import pydicom
-    from pydicom.dataset import Dataset
-
-    ds = pydicom.dcmread(io.BytesIO(build_slide(1000, 700, tile=128)), stop_before_pixels=True)
-    for name, value in changes.items():
-        if name == "segments":
-            ds.SOPClassUID = "1.2.840.10008.5.1.4.1.1.66.4"
-            ds.SegmentSequence = [Dataset() for _ in range(int(value))]  # type: ignore[call-overload]
-        else:
-            setattr(ds, name, value)
-    return ds
-
-
-@pytest.mark.parametrize(
-    "changes",
-    [
-        {},
-        {"NumberOfOpticalPaths": 2, "TotalPixelMatrixFocalPlanes": 3},
-        {"ImageOrientationSlide": [0.0, -1.0, 0.0, 1.0, 0.0, 0.0]},
-        {"segments": 3},
-        {"SOPClassUID": "1.2.840.10008.5.1.4.1.1.30"},  # parametric map: no channel
-        {"SOPClassUID": "1.2.840.10008.5.1.4.1.1.66.7"},  # label map
-    ],
-    ids=["wsi", "paths-planes", "rotated", "seg", "pmap", "labelmap"],
-)
-def test_tiled_full_frame_data_is_highdicom_s(changes):
-    from highdicom.spatial import iter_tiled_full_frame_data
-
-    from hdfsspec.highdicom._tiled import tiled_full_frame_data
-
-    ds = _slide_dataset(**changes)
-    ds.SharedFunctionalGroupsSequence[0].PixelMeasuresSequence[0].SpacingBetweenSlices = 0.002
-    theirs = list(iter_tiled_full_frame_data(ds))
-    ours = list(tiled_full_frame_data(ds))
-    assert ours == theirs and len(ours) > 40
-    assert [tuple(map(type, t)) for t in ours] == [tuple(map(type, t)) for t in theirs]
-
-
-def test_other_objects_get_highdicom_s_answer():
-    from highdicom.spatial import iter_tiled_full_frame_data
-
-    from hdfsspec.highdicom._tiled import tiled_full_frame_data
-
-    for changes in (
-        {"SOPClassUID": "1.2.840.10008.5.1.4.1.1.2"},
-        {"DimensionOrganizationType": "3D"},
-    ):
-        ds = _slide_dataset(**changes)
-        with pytest.raises(ValueError) as theirs:
-            list(iter_tiled_full_frame_data(ds))
-        with pytest.raises(ValueError) as ours:
-            list(tiled_full_frame_data(ds))
-        assert str(ours.value) == str(theirs.value)
-
-
-def test_highdicom_builds_its_tables_from_the_bulk_frame_data():
-    import highdicom.image
-
-    from hdfsspec.highdicom._tiled import tiled_full_frame_data
-
-    assert highdicom.image.iter_tiled_full_frame_data is tiled_full_frame_data
-
-
 @pytest.mark.parametrize("count", [0, 1, 63, 64, 65, 1000])
 def test_rows_inserted_many_a_statement_are_the_rows_in_order(count):
     from hdfsspec.highdicom._adapter import insert_rows
@@ -201,3 +136,28 @@ def test_rows_inserted_many_a_statement_are_the_rows_in_order(count):
     insert_rows(many, "t", columns)
     assert list(many.iterdump()) == list(one.iterdump())
     assert many.execute("SELECT count(*) FROM t").fetchone()[0] == count
+
+
+@pytest.mark.parametrize("enabled", [True, False])
+def test_the_collector_is_paused_while_highdicom_builds_its_tables(tmp_path, monkeypatch, enabled):
+    import gc
+
+    seen: list[bool] = []
+    build = hd.Image._build_luts
+
+    def watched(self: hd.Image) -> None:
+        seen.append(gc.isenabled())
+        build(self)
+
+    monkeypatch.setattr(hd.Image, "_build_luts", watched)
+    path = tmp_path / "slide.dcm"
+    path.write_bytes(build_slide(600, 500, tile=128))
+    fs = hdfsspec.DicomFileSystem(index_cache=False)
+    was = gc.isenabled()
+    try:
+        gc.enable() if enabled else gc.disable()
+        with hdfsspec.imread(fs.open(str(path))):
+            assert seen == [False]
+            assert gc.isenabled() is enabled  # as it was
+    finally:
+        gc.enable() if was else gc.disable()
