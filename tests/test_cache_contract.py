@@ -149,3 +149,16 @@ def test_bytes_of_an_object_without_layout_are_read_ahead_as_fsspec_does(kind):
     blocks = -(-len(blob) // 16384)
     assert counting.bytes <= 2 * len(blob) + 6 * 16384
     assert counting.requests <= blocks + 6
+
+
+def test_pickled_without_the_bytes_kept_for_byte_reads():
+    blob = build_encapsulated(
+        fake_jpeg_frames(40, min_size=4000, max_size=5000), offset_table="bot"
+    )
+    cache = DicomFrameCache(0, _Slicer(blob), len(blob), first_request=4096)
+    start = cache.index.frame_range(30)[0]
+    held = cache._fetch(start, start + 16)  # within frame 30: kept at hand for the next read
+    assert cache._last[2]
+    again = pickle.loads(pickle.dumps(cache))
+    assert again._last == (0, 0, b"") and again._tail is None
+    assert again._fetch(start, start + 16) == held == blob[start : start + 16]

@@ -164,6 +164,12 @@ class DicomFrameCache(BaseCache):
         self._spare: tuple[int, bytes] = (0, b"")  # the last block a plain read fetched
         self._last: tuple[int, int, bytes] = (0, 0, b"")  # the last frame a byte read ended in
 
+    def __getstate__(self) -> dict[str, Any]:
+        """Pickled without the bytes it keeps at hand for byte reads (read again on use)."""
+        state = dict(self.__dict__)
+        state.update(_tail=None, _spare=(0, b""), _last=(0, 0, b""))
+        return state
+
     def __setstate__(self, state: dict[str, Any]) -> None:
         """Unpickled with new frame blocks (the layout and the frame store pickle what
         was learnt, header and index, without their blocks, locks or walk)."""
