@@ -337,28 +337,23 @@ def select_series(files: list[DicomFile], series_uid: str | None, name: str) -> 
 
 
 def read_whole(files: Sequence[DicomFile]) -> list[bytes]:
-    """The bytes of each file: those its open fetched, the rest in one round per target.
+    """The bytes of each file: those its open fetched, the rest read by each file itself.
 
-    Each object's length is checked against the size it was opened with.
+    The rest of a file is read through the file (at once for all of them), so that it
+    comes from the version opened: a signed S3 read's ``If-Match``, an HTTP or Azure
+    ETag, a local file's inode (:mod:`hdfsspec.io.version_pin`); an object replaced since
+    its first bytes raises :class:`~hdfsspec.errors.ObjectChangedError` instead of
+    mixing two versions. Each object's length is checked against its size.
     """
-    out: list[bytes | None] = []
-    rest: dict[int, list[int]] = {}  # target -> the files with bytes left to read
-    for k, f in enumerate(files):
-        prefix = f.metadata.prefix
-        if len(prefix) >= f.size:
-            out.append(bytes(prefix[: f.size]))
-        else:
-            out.append(None)
-            rest.setdefault(id(f.fs.fs), []).append(k)
-    for ks in rest.values():
-        fs = files[ks[0]].fs
-        got = read_ranges(
-            fs.fs,
-            [files[k].path for k in ks],
-            [len(files[k].metadata.prefix) for k in ks],
-            [files[k].size for k in ks],
-            [file_name(files[k]) for k in ks],
-        )
-        for k, data in zip(ks, got, strict=True):
-            out[k] = bytes(files[k].metadata.prefix) + data
-    return [b for b in out if b is not None]
+
+    def rest(f: DicomFile) -> bytes:
+        held = f.metadata.prefix
+        if len(held) >= f.size:
+            return bytes(held[: f.size])
+        return bytes(held) + f._fetch_ranges([(len(held), f.size)])[0]
+
+    out = pooled(rest, files)
+    for got in out:
+        if isinstance(got, BaseException):
+            raise got
+    return out

@@ -19,6 +19,7 @@ from conftest import make_backend
 
 import hdfsspec
 from hdfsspec.highdicom.readers import DicomImage
+from hdfsspec.instances import open_instances, read_whole
 from hdfsspec.testing import CountingFileSystem, build_ct_series, build_native, build_pyramid
 
 PYRAMID = build_pyramid(500, 380, levels=3, tile=64, seed=1)
@@ -316,8 +317,10 @@ def test_series_volume_equals_highdicom(store):
     prefix = ct_prefix(store, "ct", CT)
     fs, counting = counted(store, first_request=FIRST)
     volume = hdfsspec.read_series_volume(prefix, filesystem=fs)
-    # the first bytes of every slice, then the rest of each: two rounds, every byte once
-    assert (counting.rounds, counting.requests) == (2, 2 * len(CT))
+    # the first bytes of every slice in one round, then the rest of each, read by each
+    # file at once (its own version): every byte once
+    assert counting.requests == 2 * len(CT)
+    assert counting.rounds == 1 + len(CT)  # the files' reads: one round each, concurrent
     assert counting.bytes == sum(len(b) for b in CT)
     expected = local_volume(CT)
     assert isinstance(volume, hd.Volume)
@@ -328,6 +331,26 @@ def test_series_volume_equals_highdicom(store):
     stored = hdfsspec.read_series_volume(prefix, filesystem=fs, **options)
     assert (counting.rounds, counting.requests) == (1, len(CT))
     assert np.array_equal(stored.array, local_volume(CT, **options).array)
+
+
+def test_a_slice_replaced_before_the_rest_of_it_is_read_raises(store):
+    if store.name == "gcs":
+        pytest.skip("GCS reads are not pinned to a generation (the emulator ignores it)")
+    prefix = ct_prefix(store, "ct-replaced", CT)
+    fs = fsspec.filesystem(
+        "dicom", fs=store.target, first_request=FIRST, index_cache=False, skip_instance_cache=True
+    )
+    _, files = open_instances(prefix, None, filesystem=fs)
+    try:
+        victim = files[0]
+        blob = bytearray(store.target.cat_file(victim.path))
+        blob[-100:] = bytes(255 - b for b in blob[-100:])  # the same size, other pixels
+        store.target.pipe_file(victim.path, bytes(blob))
+        with pytest.raises(hdfsspec.ObjectChangedError):
+            read_whole(files)  # never the first bytes of one version and the rest of another
+    finally:
+        for f in files:
+            f.close()
 
 
 def test_series_volume_of_a_list_and_of_one_series_among_two(store):
