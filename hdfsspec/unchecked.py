@@ -16,14 +16,21 @@ is raised, saying so: open it again. A file that served something from the entry
 made no request before :meth:`~hdfsspec.file.DicomFile.close` checks the version there,
 in one request of one byte, and raises the same error if it changed (not when the
 garbage collector closes it: no request is made from there).
+
+Until the version is checked, the file's reads run one at a time (a lock of the file):
+threads that start reading a replaced object at once would otherwise meet the refusal
+each, and one would reopen the file under the others' reads. Once checked, they run
+at once again.
 """
 
 from __future__ import annotations
 
 import functools
+import threading
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, TypeVar
 
+from hdfsspec._fork import renew_after_fork
 from hdfsspec.errors import ObjectChangedError
 
 if TYPE_CHECKING:
@@ -47,22 +54,54 @@ def checked_by_first_read(method: F) -> F:
     def call(self: DicomFile, *args: Any, **kwargs: Any) -> Any:
         if self._checked:
             return method(self, *args, **kwargs)
-        try:
-            out = method(self, *args, **kwargs)
-        except ObjectChangedError as error:
-            if self._checked:  # replaced after its first request: while being read
-                raise
-            served = self._served
-            _discard(self)
-            if served:
-                raise replaced_error(self, error) from None
-            _reopen(self)
-            return method(self, *args, **kwargs)
-        if not self._checked:
-            self._served = True
-        return out
+        with _first_reads(self).lock:  # one at a time: a reopen in place under no other read
+            return _first_read(self, method, args, kwargs)
 
     return call  # type: ignore[return-value]
+
+
+def _first_read(file: DicomFile, method: Callable[..., Any], args: Any, kwargs: Any) -> Any:
+    """:func:`checked_by_first_read`'s call of ``method``, under the file's lock."""
+    if file._checked:  # another thread's read checked it meanwhile
+        return method(file, *args, **kwargs)
+    try:
+        out = method(file, *args, **kwargs)
+    except ObjectChangedError as error:
+        if file._checked:  # replaced after its first request: while being read
+            raise
+        served = file._served
+        _discard(file)
+        if served:
+            raise replaced_error(file, error) from None
+        _reopen(file)
+        return method(file, *args, **kwargs)
+    if not file._checked:
+        file._served = True
+    return out
+
+
+class _FirstReads:
+    """The lock of a file's reads while its saved version is unchecked (renewed in a
+    forked child: a thread of the parent may have held it at the fork)."""
+
+    def __init__(self) -> None:
+        self.lock = threading.RLock()
+        renew_after_fork(self)
+
+    def _after_fork(self) -> None:
+        self.lock = threading.RLock()
+
+
+_MAKING = threading.Lock()
+
+
+def _first_reads(file: DicomFile) -> _FirstReads:
+    """The file's :class:`_FirstReads` (made once; kept when the file reopens in place)."""
+    held: _FirstReads | None = file.__dict__.get("_first_reads")
+    if held is None:
+        with _MAKING:
+            held = file.__dict__.setdefault("_first_reads", _FirstReads())
+    return held
 
 
 def check_before_close(file: DicomFile) -> None:

@@ -267,6 +267,33 @@ def test_a_file_that_served_a_stale_header_says_so_at_its_first_read(s3_endpoint
         assert f.read_frames([350]) == [FRAMES[350]] and f.stats.phases["header"].requests == 1
 
 
+def test_threads_first_reading_a_replaced_object_all_read_the_new_one(s3_endpoint, tmp_path):
+    import threading
+
+    dicom, key = _saved_then_replaced(s3_endpoint, tmp_path, "stale-threads.dcm")
+    wanted = [100, 200, 300, 350]  # the replacement changed only the last frame
+    with dicom().open(key) as f:  # nothing served from the stale entry yet
+        start = threading.Barrier(len(wanted))
+        got: dict[int, object] = {}
+
+        def read(k: int) -> None:
+            start.wait()
+            try:
+                got[k] = f.read_frames([k])
+            except Exception as error:  # what a thread met, for the assertion below
+                got[k] = error
+
+        threads = [threading.Thread(target=read, args=(k,)) for k in wanted]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        # one thread met the refusal and opened the file again from the object; the
+        # others waited for it, none failed with the file reopened under it
+        assert got == {k: [FRAMES[k]] for k in wanted}
+        assert f.stats.phases["header"].requests == 1  # the one reopen
+
+
 def test_a_file_that_only_served_its_header_checks_the_version_at_close(s3_endpoint, tmp_path):
     dicom, key = _saved_then_replaced(s3_endpoint, tmp_path, "stale-close.dcm")
     f = dicom().open(key)
