@@ -229,12 +229,14 @@ def test_a_read_loop_is_followed_from_the_first_request(store):
         while chunk := f.read(700):
             out.write(chunk)
         assert out.getvalue() == blob
-        # the reads in the first request's frames made the pattern: the first request
-        # after it is a window ahead, not the few frames of one read
-        first = counting.ranges[0]
-        assert first[1] == held - 8 or first[1] <= held  # from the end of what is held
-        assert first[2] - first[1] >= 8 * 1000
-        assert counting.requests <= 8
+        # the reads in the first request's frames made the pattern: what follows them
+        # comes in windows ahead (in whatever order their threads sent them), not in the
+        # few frames of one read
+        ranges = sorted((start, stop) for _, start, stop in counting.ranges)
+        assert ranges[0][0] <= held  # from the end of what is held
+        small = [(a, b) for a, b in ranges[:-1] if b - a < 8 * 1000]
+        assert len(small) <= 1  # at most the rest of the frame the first request cuts
+        assert counting.requests <= 4  # (before: 6, two of them a frame each)
         assert counting.bytes <= 1.05 * len(blob)
 
 
