@@ -77,21 +77,13 @@ def test_a_failing_step_is_left_to_the_first_request(listener):
 def test_the_dicom_filesystem_warms_its_s3_target(listener):
     options = {"endpoint_url": f"http://127.0.0.1:{listener.getsockname()[1]}", "key": "k"}
     options.update(secret="s", skip_instance_cache=True)
-    fs = fsspec.filesystem(
-        "dicom",
-        target_protocol="s3",
-        target_options=options,
-        index_cache=False,
-        skip_instance_cache=True,
-    )
-    assert getattr(fs.fs, "_hdfsspec_warmed", False)
-    cold = fsspec.filesystem(
-        "dicom",
-        target_protocol="s3",
-        target_options=options,
-        index_cache=False,
-        skip_instance_cache=True,
-        warm=False,
-    )
-    assert not getattr(cold.fs, "_hdfsspec_warmed", False)
+
+    def dicom(**more: object) -> fsspec.AbstractFileSystem:
+        return fsspec.filesystem(
+            "dicom", target_protocol="s3", target_options=options, index_cache=False,
+            skip_instance_cache=True, **more,
+        )  # fmt: skip
+
+    assert getattr(dicom().fs, "_hdfsspec_warmed", False)
+    assert not getattr(dicom(warm=False).fs, "_hdfsspec_warmed", False)
     assert _no_connection(listener)
