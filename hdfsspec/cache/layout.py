@@ -20,22 +20,21 @@ from hdfsspec._fork import held_elsewhere, renew_after_fork
 from hdfsspec._types import ReadOptions
 from hdfsspec.cache.background import Ahead
 from hdfsspec.cache.blocks import FrameBlocks
+from hdfsspec.cache.last_frame import last_guess, walk_to_last_end
 from hdfsspec.cache.persist_entry import CONTRADICTED, DamagedEntry, vouch
 from hdfsspec.cache.progress import Progress
 from hdfsspec.cache.requests import Requests
 from hdfsspec.cache.walk import PartialScan
-from hdfsspec.dicom.fragment_items import find_items_end
 from hdfsspec.dicom.frame_locations import (
     bot_beyond,
     held_bot_index,
     index_from_tables,
     tiff_index,
 )
-from hdfsspec.dicom.index import UNKNOWN, FrameIndex
+from hdfsspec.dicom.index import FrameIndex
 from hdfsspec.dicom.parse import ParsedHeader, parse_header
 from hdfsspec.errors import NotDicomError, ObjectChangedError
 from hdfsspec.io.link import tail_size
-from hdfsspec.io.planning import block_range
 
 __all__ = ["Layout"]
 
@@ -414,11 +413,7 @@ class Layout:
         with self.lock:
             self._index = index
 
-    @staticmethod
-    def last_guess(index: FrameIndex) -> int:
-        """Bytes to read from the last frame's start to find its end: twice the largest frame."""
-        known = index.starts[1:] - index.starts[:-1]
-        return max(64 * 1024, 2 * int(known.max(initial=0)) + 16)
+    last_guess = staticmethod(last_guess)  # bytes to read from the last frame's start
 
     def resolve_last(self, held: bytes = b"") -> FrameIndex:
         """Find the end of the last frame by walking its items from its start.
@@ -428,22 +423,16 @@ class Layout:
         return self.walk_last(held)[0]
 
     def walk_last(self, held: bytes = b"") -> tuple[FrameIndex, tuple[int, bytes] | None]:
-        """:meth:`_resolve_last`, and the last frame's block if the walk read all of it."""
+        """:meth:`resolve_last`, and the last frame's block if the walk read all of it
+        (see :func:`~hdfsspec.cache.last_frame.walk_to_last_end`)."""
         index = self.index
-        if index.number_of_frames == 0 or int(index.stops[-1]) != UNKNOWN:
-            return index, None
-        start = int(index.starts[-1])
-        guess = self.last_guess(index)
-        if len(held) < len(self.parsed.prefix) - start:
-            held = self.parsed.prefix[start:]  # the first request may already hold it
         fetch = partial(self.requests.one, phase="frames")
-        pos, data = find_items_end(fetch, start, self.size, held, guess, path=self.path)
-        resolved = index.with_last_stop(pos)
-        block = None
+        found = walk_to_last_end(index, self.parsed.prefix, held, fetch, self.size, self.path)
+        if found is None:
+            return index, None
+        resolved, block = found
         with self.lock:
             self._built(resolved)  # saved again, now with the last stop
-            _, bstop = block_range(resolved, index.number_of_frames - 1)
-            if bstop <= start + len(data):
-                block = (start, data[: bstop - start])
+            if block is not None:
                 self.blocks.put([(index.number_of_frames - 1, block)])
         return resolved, block
