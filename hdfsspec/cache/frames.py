@@ -39,8 +39,6 @@ from hdfsspec.io.planning import (
 
 __all__ = ["FrameStore"]
 
-_PIXEL_TAG = 0x7FE00010
-
 
 class FrameStore:
     """The frames of one object: planned, fetched in one round, kept in the frame blocks.

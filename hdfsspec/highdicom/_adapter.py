@@ -212,11 +212,11 @@ _PLAIN = frozenset((int, float, str, bytes, type(None)))
 """The types Python's sqlite3 binds without looking for an adapter."""
 
 
-_BASES: tuple[tuple[type, Callable[[Any], Any]], ...] = (
-    (int, int.__int__),
-    (float, float.__float__),
-    (str, str.__str__),
-)
+_HELD: dict[type, Callable[[Any], Any]] = {
+    int: int.__int__,
+    float: float.__float__,
+    str: str.__str__,
+}
 """What sqlite3 binds a subclass of each as: the value it holds, not what ``int()``,
 ``float()`` or ``str()`` of it (which a subclass may redefine) gives."""
 
@@ -226,11 +226,13 @@ def _plain(value: Any) -> Any:
     with no adapter of its own (``sqlite3.register_adapter``, ``__conform__``) is bound
     as the number or text it holds; anything else is returned unchanged."""
     kind = type(value)
-    if kind in _PLAIN or (kind, sqlite3.PrepareProtocol) in sqlite3.adapters:
+    if (
+        kind in _PLAIN
+        or (kind, sqlite3.PrepareProtocol) in sqlite3.adapters
+        or hasattr(kind, "__conform__")
+    ):
         return value
-    if hasattr(kind, "__conform__"):
-        return value
-    for base, held in _BASES:
+    for base, held in _HELD.items():
         if isinstance(value, base):
             return held(value)
     return value
@@ -264,12 +266,9 @@ def plain_columns(columns: list[list[Any]]) -> list[list[Any]]:
 
 def _plains(column: list[Any]) -> list[Any]:
     """One column's values as :func:`_plain` gives them."""
-    kinds = set(map(type, column))
-    if len(kinds) == 1:  # one type (a column repeats one attribute): converted at C speed
-        first = column[0]
-        for base, held in _BASES:
-            if type(_plain(first)) is base and type(first) is not base:
-                return list(map(held, column))
+    held = _HELD.get(type(_plain(column[0])))  # its base, when it is bound as one
+    if held is not None and len(set(map(type, column))) == 1:  # one attribute repeated
+        return list(map(held, column))  # converted at C speed
     return [_plain(v) for v in column]
 
 
