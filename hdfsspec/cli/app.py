@@ -20,7 +20,7 @@ from typing import IO, NoReturn
 from hdfsspec import __version__
 from hdfsspec._log import ROOT, to_stream
 from hdfsspec.cli import demo, frames, index, info, region
-from hdfsspec.cli.options import CommandError, UsageError, key_value
+from hdfsspec.cli.options import CommandError, UsageError, add_storage_options
 from hdfsspec.io.redact import RedactingFilter, redact_url
 
 __all__ = ["build_parser", "main"]
@@ -84,15 +84,9 @@ def _source() -> argparse.ArgumentParser:
     parent.add_argument(
         "url", help="the object: s3://bucket/key, gs://..., az://..., https://..., a local path"
     )
-    parent.add_argument(
-        "-s",
-        "--storage-option",
-        dest="options",
-        metavar="KEY=VALUE",
-        type=key_value,
-        action="append",
-        default=[],
-        help="an option of the URL's filesystem (s3fs, gcsfs, adlfs...), repeatable: "
+    add_storage_options(
+        parent,
+        "an option of the URL's filesystem (s3fs, gcsfs, adlfs...), repeatable: "
         "anon=true, profile=NAME, endpoint_url=URL, token=anon, "
         "config_kwargs.max_pool_connections=50; VALUE is read as JSON where it parses",
     )

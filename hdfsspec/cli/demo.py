@@ -22,8 +22,8 @@ import numpy as np
 
 from hdfsspec.cli.options import (
     UsageError,
+    add_storage_options,
     int_between,
-    key_value,
     storage_options,
     target_protocol,
 )
@@ -51,15 +51,8 @@ def add_parser(sub: Any, parents: list[argparse.ArgumentParser], **kwargs: Any) 
         "--tile", type=int_between(16, 2048), default=256, help="sample slide tile side, pixels"
     )
     parser.add_argument("--url", help="read one's own tiled image instead of the sample slide")
-    parser.add_argument(
-        "-s",
-        "--storage-option",
-        dest="options",
-        metavar="KEY=VALUE",
-        type=key_value,
-        action="append",
-        default=[],
-        help="an option of the --url's filesystem, repeatable (see 'hdfsspec info --help')",
+    add_storage_options(
+        parser, "an option of the --url's filesystem, repeatable (see 'hdfsspec info --help')"
     )
     parser.set_defaults(run=run)
 

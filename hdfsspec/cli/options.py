@@ -87,6 +87,20 @@ def key_value(text: str) -> tuple[str, Any]:
     return key, value
 
 
+def add_storage_options(parser: argparse.ArgumentParser, help: str) -> None:
+    """``-s/--storage-option KEY=VALUE`` (repeatable, into ``options``) on ``parser``."""
+    parser.add_argument(
+        "-s",
+        "--storage-option",
+        dest="options",
+        metavar="KEY=VALUE",
+        type=key_value,
+        action="append",
+        default=[],
+        help=help,
+    )
+
+
 def frame_list(text: str) -> list[int]:
     """A frame number (from 1, as DICOM counts them) or a range ``A-B`` (argparse type)."""
     first, sep, last = text.partition("-")
