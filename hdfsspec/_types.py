@@ -18,6 +18,14 @@ Fetch = Callable[[int, int], bytes]
 FetchRanges = Callable[[Sequence[tuple[int, int]]], list[bytes]]
 """Return the bytes of many ``(start, stop)`` ranges, fetched concurrently if possible."""
 
+StreamRanges = Callable[
+    [Sequence[tuple[int, int]], Callable[[int, "bytes | BaseException | None"], None]],
+    Any,
+]
+"""Start GETs of ``(start, stop)`` ranges whose bodies go to a sink as they arrive
+(:func:`hdfsspec.io.stream.stream_ranges`); return their future, or None where the
+target reads only whole ranges."""
+
 KiB = 1024
 MiB = 1024 * KiB
 

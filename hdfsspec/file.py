@@ -23,6 +23,7 @@ from hdfsspec.io.planning import FetchPlan, frame_numbers
 from hdfsspec.io.redact import redact_url, scrub
 from hdfsspec.io.retry import transport_error
 from hdfsspec.io.stats import CacheStats
+from hdfsspec.io.stream import Sink
 from hdfsspec.io.version_pin import VersionPin
 from hdfsspec.unchecked import check_before_close, checked_by_first_read
 
@@ -89,6 +90,7 @@ class DicomFile(AbstractBufferedFile):
         self._signed = fs.signed_reader(path, etag, self._target_ranges)
         options = dict(cache_options or {})
         options.setdefault("fetch_ranges", self._fetch_ranges)
+        options.setdefault("stream_ranges", self._stream_ranges)
         # the name of the object in errors and progress: a presigned HTTPS URL's query redacted
         options.setdefault("path", redact_url(fs.fs.unstrip_protocol(path)))
         options.setdefault("options", fs.options)
@@ -187,6 +189,18 @@ class DicomFile(AbstractBufferedFile):
             error, span = out[failed[0]], ranges[failed[0]]
         name = getattr(self.cache, "path", None) or self.path
         raise scrub(transport_error(error, name, *span))
+
+    def _stream_ranges(self, ranges: Sequence[tuple[int, int]], sink: Sink) -> Future[None] | None:
+        """Start GETs of ``ranges`` whose bodies go to ``sink`` as they arrive (signed S3
+        reads, HTTP(S) targets; see :mod:`hdfsspec.io.stream`), or None where the target
+        reads only whole ranges. Nothing is raised here: a range that fails is read
+        again by :meth:`_fetch_ranges`, which says why if it fails there too."""
+        try:
+            if self._signed is not None:
+                return self._signed.stream(ranges, sink)
+            return self._pin.stream(ranges, sink)
+        except Exception:
+            return None
 
     def _target_ranges(self, ranges: Sequence[tuple[int, int]]) -> list[bytes]:
         """Ranges through the target filesystem, pinned to the opened version."""

@@ -144,8 +144,15 @@ class InFlight:
         self._events = {}
         self._lock = threading.Lock()
 
-    def claim(self, frames: Iterable[int]) -> tuple[list[int], list[threading.Event]]:
-        """Claim those of ``frames`` nobody fetches; return them, and what to wait for."""
+    def claim(
+        self, frames: Iterable[int], each: bool = False
+    ) -> tuple[list[int], list[threading.Event]]:
+        """Claim those of ``frames`` nobody fetches; return them, and what to wait for.
+
+        The frames claimed share one event (set when any of them is released: a fetch
+        that ends whole), or with ``each`` have one each (a streamed fetch releases
+        each frame as its bytes come in).
+        """
         mine: list[int] = []
         theirs: dict[int, threading.Event] = {}
         ours: threading.Event | None = None  # one for the whole claim, set on release
@@ -154,7 +161,7 @@ class InFlight:
             for frame in frames:
                 event = events.get(frame)
                 if event is None:
-                    if ours is None:  # not made when every frame was cached
+                    if ours is None or each:  # not made when every frame was cached
                         ours = threading.Event()
                     events[frame] = ours
                     mine.append(frame)

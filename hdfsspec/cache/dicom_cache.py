@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 from fsspec.caching import BaseCache, register_cache
 
-from hdfsspec._types import DEFAULT_OPTIONS, Fetch, FetchRanges, ReadOptions
+from hdfsspec._types import DEFAULT_OPTIONS, Fetch, FetchRanges, ReadOptions, StreamRanges
 from hdfsspec.cache.blocks import FrameBlocks
 from hdfsspec.cache.frames import FrameStore
 from hdfsspec.cache.layout import Layout
@@ -99,6 +99,10 @@ class DicomFrameCache(BaseCache):
     link : LinkModel, optional
         Cost model of the target (shared by the files of a filesystem); it learns
         from the requests this cache times, and plans the frame fetches.
+    stream_ranges : callable, optional
+        ``stream_ranges(ranges, sink) -> Future | None``: GETs whose bodies are handed
+        over as they arrive (the ``dicom`` filesystem's signed S3 and HTTP(S) reads);
+        windows of frames read ahead then serve each frame once its bytes are in.
     progress : bool, fsspec Callback or None
         Progress of scans of files without offset table (see :mod:`hdfsspec.cache.progress`):
         by default a bar on stderr once a scan has run for two seconds.
@@ -132,10 +136,11 @@ class DicomFrameCache(BaseCache):
         tail: tuple[int, bytes] | None = None,
         tail_wanted: bool = False,
         on_prefix: Callable[[bytes], None] | None = None,
+        stream_ranges: StreamRanges | None = None,
         **overrides: Any,
     ) -> None:
         path = path or getattr(getattr(fetcher, "__self__", None), "path", None)
-        self.requests = Requests(fetcher, size, fetch_ranges, path, link)
+        self.requests = Requests(fetcher, size, fetch_ranges, path, link, stream_ranges)
         super().__init__(blocksize, fetcher, size)
         self.options = (options or DEFAULT_OPTIONS).updated(**overrides)
         if self.options.first_request is None:  # sized by the link
@@ -263,6 +268,7 @@ class DicomFrameCache(BaseCache):
         """Release the frame blocks (fsspec calls this when the file closes)."""
         layout = self.layout
         self.frames.readahead.close()  # no more frames fetched ahead of a reader
+        self.requests.close()  # nor streamed
         if layout.scan is not None:
             layout.scan.close()  # no more windows of the walk fetched ahead
         with layout.lock:

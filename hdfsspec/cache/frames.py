@@ -14,7 +14,6 @@ from __future__ import annotations
 import threading
 from collections.abc import Iterable, Sequence
 from functools import partial
-from itertools import repeat
 
 import numpy as np
 
@@ -23,9 +22,10 @@ from hdfsspec.cache.blocks import FrameBlocks, InFlight
 from hdfsspec.cache.dry_run import dry_run
 from hdfsspec.cache.frame_count import FrameCount
 from hdfsspec.cache.layout import Layout
+from hdfsspec.cache.payload import frame_payload, frames_payloads
 from hdfsspec.cache.readahead import FramePattern, ReadAhead, frame_bytes
 from hdfsspec.cache.requests import Requests
-from hdfsspec.dicom.fragment_items import check_next_item, join_fragments
+from hdfsspec.cache.streamed import StreamedBlocks
 from hdfsspec.dicom.index import UNKNOWN, FrameIndex
 from hdfsspec.dicom.parse import number_of_frames
 from hdfsspec.io.planning import (
@@ -58,7 +58,7 @@ class FrameStore:
         self.options = layout.options
         self._in_flight = InFlight()  # frame blocks some thread is fetching now
         self._pattern: FramePattern | None = None  # made once the number of frames is known
-        self.readahead = ReadAhead(self.pattern, self._load_ahead, self._holds)
+        self.readahead = ReadAhead(self.pattern, self._load_ahead, self._holds, self._stream)
         self._local = threading.local()  # per thread: frames prefetched for a known job
         self._said = FrameCount(layout)  # the frames the header says it has
 
@@ -98,6 +98,11 @@ class FrameStore:
         """
         if not ahead:
             return self.load(frames)
+        left = self._stream([*frames, *ahead])  # each frame served once its bytes are in
+        if left is not None:
+            if left and left[0] > max(frames):  # the last frame, whose end a walk finds
+                self.readahead.later(left)
+            return self.load(frames)
         try:
             return self.load([*frames, *ahead])
         except Exception:
@@ -112,6 +117,39 @@ class FrameStore:
 
     def _load_ahead(self, frames: list[int]) -> object:
         return self._layout.from_object(lambda: self.load(frames))
+
+    def _stream(self, frames: list[int]) -> list[int] | None:
+        """Fetch the blocks of ``frames`` not held in one streamed round: a frame is
+        served, and whoever waits for it woken, once its own bytes are in
+        (:mod:`~hdfsspec.cache.streamed`). The frames are claimed now, in the caller's
+        thread. Returns the frames left to load the usual way (the last frame, while its
+        end is not known: a walk finds it), or None (nothing claimed) where the file
+        cannot stream or the frames are not all known yet."""
+        index = self._layout.known()
+        if not self._requests.can_stream or index is None or not frames:
+            return None
+        wanted = distinct_frames(frames)
+        left: list[int] = []
+        top = int(wanted[-1])
+        if top >= index.number_of_frames:
+            return None
+        if int(index.stops[top]) == UNKNOWN:
+            if top != index.number_of_frames - 1:
+                return None
+            wanted, left = wanted[:-1], [top]
+        prefix = self._layout.parsed.prefix
+        starts, stops = block_ranges(index, wanted)
+        spans = zip(wanted.tolist(), starts.tolist(), stops.tolist(), strict=True)
+        missing = [f for f, a, b in spans if b > len(prefix) and self._block(f, a, b) is None]
+        mine, _ = self._in_flight.claim(missing, each=True)
+        if not mine:  # held, or some thread fetches them: the caller waits for it
+            return left
+        ranges = list(self._plan(index, mine).ranges)
+        cut = StreamedBlocks(index, ranges, mine, prefix, self.blocks, self._in_flight)
+        if self._requests.stream(ranges, "frames", cut.feed, cut.done):
+            return left
+        self._in_flight.release(mine)
+        return None
 
     def follow(self, first: int, last: int) -> list[int]:
         """A read needs frames ``first..last``: the frames to fetch with them (see
@@ -356,21 +394,8 @@ class FrameStore:
     def frame_payload(self, frame: int, block: tuple[int, bytes]) -> bytes:
         """Return the encoded frame: its fragment values joined, or its native bytes."""
         index = self._layout.view(frames=frame + 1)
-        start, stop = index.frame_range(frame)
-        base, data = block
-        if not index.encapsulated:
-            return data[start - base : stop - base]
-        padded_odd = index.offset_table == "eot"
-        return join_fragments(
-            data,
-            base,
-            start,
-            stop,
-            frame=frame,
-            path=self._layout.path,
-            padded_odd=padded_odd,
-            size=self._layout.size,
-        )
+        layout = self._layout
+        return frame_payload(index, frame, block, path=layout.path, size=layout.size, tiles=False)
 
     def read_frames(self, frames: Sequence[int], follow: bool = True) -> list[bytes]:
         """Return the encoded bytes of ``frames`` (0-based), fetched in one round.
@@ -382,6 +407,8 @@ class FrameStore:
         return self._layout.from_object(lambda: self._read_frames(wanted, follow))
 
     def _read_frames(self, frames: list[int], follow: bool = True) -> list[bytes]:
+        if len(frames) == 1:
+            return [self._read_one(frames[0], follow)]
         self.check_range(np.asarray(frames, dtype=np.int64))
         if not frames:
             return []
@@ -389,35 +416,23 @@ class FrameStore:
         ahead = self.follow(min(frames), max(frames)) if follow else []
         blocks = self.load_with(frames, ahead)
         index = self._layout.view(frames=max(frames) + 1)
-        if not index.encapsulated:
-            return [self.frame_payload(f, blocks[f]) for f in frames]
-        chosen = np.asarray(frames, dtype=np.int64)
-        starts, stops = index.starts[chosen].tolist(), index.stops[chosen].tolist()
-        path, single = self._layout.path, index.offset_table == "tiff"  # a tile is one item
-        odd, size = index.offset_table == "eot", self._layout.size
-        last = index.number_of_frames - 1
-        nexts: Iterable[tuple[int, int]] = repeat((0, UNKNOWN), len(frames))
-        if single:  # a tile's next item, checked in its block too
-            after = np.minimum(chosen + 1, last)
-            nexts = zip(index.starts[after].tolist(), index.stops[after].tolist(), strict=True)
-        out = []
-        for f, start, stop, (a, b) in zip(frames, starts, stops, nexts, strict=True):
-            base, data = blocks[f]
-            join = join_fragments(
-                data,
-                base,
-                start,
-                stop,
-                frame=f,
-                path=path,
-                single=single,
-                padded_odd=odd,
-                size=size,
-            )
-            out.append(join)
-            if f < last and b != UNKNOWN:  # the next tile's item, held too
-                check_next_item(data, base, a, b - a - 8, frame=f, path=path)
-        return out
+        layout = self._layout
+        return frames_payloads(index, frames, blocks, path=layout.path, size=layout.size)
+
+    def _read_one(self, frame: int, follow: bool) -> bytes:
+        """:meth:`_read_frames` of one frame (a loop's call): the same steps, no arrays."""
+        pixels, total = self._said.said()
+        if not pixels or not 0 <= frame < total:
+            self.check_range(np.asarray([frame], dtype=np.int64))  # raises
+        ahead = self.follow(frame, frame) if follow and self._unplanned([frame]) else []
+        block = None if ahead else self._held_alone(frame)
+        if block is None:
+            block = self.load_with([frame], ahead)[frame]
+        else:
+            self._requests.hit("frames")
+        index = self._layout.view(frames=frame + 1)
+        layout = self._layout
+        return frame_payload(index, frame, block, path=layout.path, size=layout.size)
 
     def plan(self, frames: Iterable[int]) -> FetchPlan:
         """Dry run: the :class:`~hdfsspec.io.planning.FetchPlan` of reading ``frames`` now.

@@ -150,6 +150,7 @@ class FramePattern:
         start = max(last + 1, self.scheduled + 1)
         while start < self.total and self._held(start):  # e.g. in the first request's bytes
             start += 1
+        self.scheduled = start - 1  # the frames held are not looked at again by the next reads
         if start >= self.total:
             return []
         budget = self._grow(self._frame_bytes(first, last))
@@ -221,6 +222,10 @@ class ReadAhead:
         ``load(frames)`` fetches the blocks of ``frames`` into the cache (one round).
     held : callable
         ``held(frame)``: whether the cache holds the block of ``frame``.
+    start : callable, optional
+        ``start(frames)`` starts a fetch of ``frames`` that needs no thread (a stream,
+        its frames claimed at once: a reader that gets there first waits for them) and
+        returns the frames it left to :func:`load`, or None where it cannot.
     """
 
     def __init__(
@@ -228,8 +233,10 @@ class ReadAhead:
         pattern: Callable[[], FramePattern],
         load: Callable[[list[int]], object],
         held: Callable[[int], bool],
+        start: Callable[[list[int]], list[int] | None] | None = None,
     ) -> None:
         self._pattern, self._load, self._held = pattern, load, held
+        self._start = start or (lambda frames: None)
         self._pool: ThreadPoolExecutor | None = None
         self._lock = threading.Lock()
         renew_after_fork(self)
@@ -274,6 +281,7 @@ class ReadAhead:
             self._submit([frames])
 
     def _submit(self, parts: list[list[int]]) -> None:
+        parts = [left for frames in parts if (left := self._started(frames))]
         if not parts:
             return
         with self._lock:
@@ -281,6 +289,14 @@ class ReadAhead:
                 self._pool = ThreadPoolExecutor(PARTS, thread_name_prefix="hdfsspec-readahead")
             for frames in parts:
                 self._pool.submit(self._quietly, frames)
+
+    def _started(self, frames: list[int]) -> list[int]:
+        """Start ``frames`` without a thread where possible; return what is left to load."""
+        try:
+            left = self._start(frames)
+        except Exception:  # the load in a thread meets it again, and leaves it to the reader
+            return frames
+        return frames if left is None else left
 
     def _quietly(self, frames: list[int]) -> None:
         """Fetch ``frames`` into the cache (nothing held here: the blocks are the cache's);

@@ -37,6 +37,7 @@ import threading
 import time
 import urllib.request
 from collections.abc import Callable, Sequence
+from concurrent.futures import Future
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -48,6 +49,7 @@ from hdfsspec._types import http_status, is_instance
 from hdfsspec.errors import ObjectChangedError
 from hdfsspec.io.redact import install as install_redaction
 from hdfsspec.io.retry import is_transient, reason, retry_ranges
+from hdfsspec.io.stream import Sink, stream_ranges
 
 __all__ = ["POOL", "SignedRanges", "http_client", "signable", "signed_ranges", "timeouts"]
 
@@ -254,6 +256,22 @@ class SignedRanges:
             for k, data in zip(failed, self._fallback([ranges[k] for k in failed]), strict=True):
                 out[k] = data  # its retries apply, and it raises its own errors
         return out
+
+    def stream(self, ranges: Sequence[tuple[int, int]], sink: Sink) -> Future[None] | None:
+        """Start GETs of ``ranges`` on the URL whose bodies go to ``sink`` as they arrive
+        (:func:`~hdfsspec.io.stream.stream_ranges`, with ``If-Match``), or None where
+        the reads go elsewhere (to the target, or through a proxy): the caller reads
+        them the usual way then, as it reads what a failed stream left."""
+        if not self.active or not ranges:
+            return None
+        try:
+            url = self.url()
+        except Exception:  # signing failed: __call__ says how, on the caller's usual read
+            return None
+        if _proxied(url):
+            return None
+        headers = {"If-Match": self.etag} if self.etag else {}
+        return stream_ranges(self._http(), url, ranges, headers, sink)
 
     def _get(self, ranges: list[tuple[int, int]], url: str) -> list[Any]:
         """One concurrent round of ranged GETs; failures are returned, not raised."""

@@ -43,6 +43,7 @@ import asyncio
 import errno
 import os
 from collections.abc import Callable, Sequence
+from concurrent.futures import Future
 from typing import Any
 
 import fsspec
@@ -53,6 +54,7 @@ from fsspec.implementations.memory import MemoryFileSystem
 from hdfsspec._types import http_status, is_instance
 from hdfsspec.errors import ObjectChangedError
 from hdfsspec.io.retry import check_length, object_end, retry_async, retry_ranges, s3_get
+from hdfsspec.io.stream import Sink, stream_ranges
 
 __all__ = ["VersionPin", "pinned_info"]
 
@@ -149,6 +151,15 @@ class VersionPin:
             # fsspec's HTTP filesystem retries nothing: transient failures are read again
             return retry_ranges(lambda again: self._cat(fs, again), ranges)[0]
         return self._cat(fs, ranges)
+
+    def stream(self, ranges: Sequence[tuple[int, int]], sink: Sink) -> Future[None] | None:
+        """Start GETs of ``ranges`` whose bodies go to ``sink`` as they arrive, pinned
+        (:func:`~hdfsspec.io.stream.stream_ranges`): an HTTP(S) target only, else None
+        (the caller reads them with :meth:`read`, as what a failed stream left)."""
+        fs = self.fs
+        if not ranges or not is_instance(fs, "fsspec.implementations.http", "HTTPFileSystem"):
+            return None
+        return stream_ranges(fs, self.path, ranges, self.kwargs.get("headers", {}), sink)
 
     def _cat(self, fs: fsspec.AbstractFileSystem, ranges: Sequence[tuple[int, int]]) -> list[Any]:
         """One ``cat_ranges`` of ``ranges``, pinned, checked (:meth:`check`)."""
