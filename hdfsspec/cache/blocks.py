@@ -14,8 +14,10 @@ from collections.abc import Iterable
 import numpy as np
 
 from hdfsspec._fork import held_elsewhere, renew_after_fork
+from hdfsspec.dicom.index import FrameIndex
+from hdfsspec.io.planning import block_ranges
 
-__all__ = ["Block", "FrameBlocks", "InFlight"]
+__all__ = ["Block", "FrameBlocks", "InFlight", "split_held"]
 
 Block = tuple[int, bytes]
 """``(start, bytes)`` of one frame."""
@@ -180,3 +182,26 @@ class InFlight:
                     done[id(event)] = event
         for event in done.values():
             event.set()
+
+
+def split_held(
+    index: FrameIndex, wanted: np.ndarray, prefix: bytes, blocks: FrameBlocks
+) -> tuple[dict[int, Block], list[int]]:
+    """The blocks held of ``wanted`` (sorted, distinct, every end known), in ``prefix``
+    (the first request's bytes) or ``blocks``; and the frames missing."""
+    held = len(prefix)
+    starts, stops = block_ranges(index, wanted)
+    out: dict[int, Block] = {}
+    missing: list[int] = []
+    frames = wanted.tolist()
+    held_blocks = blocks.get_many(frames)  # one lock for all
+    for f, start, stop, block in zip(
+        frames, starts.tolist(), stops.tolist(), held_blocks, strict=True
+    ):
+        if stop <= held:
+            out[f] = (0, prefix)
+        elif block is None or block[0] != start or len(block[1]) < stop - start:
+            missing.append(f)  # not held, or held under a persisted index dropped since
+        else:
+            out[f] = block
+    return out, missing

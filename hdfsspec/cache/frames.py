@@ -18,7 +18,7 @@ from functools import partial
 import numpy as np
 
 from hdfsspec._types import MiB
-from hdfsspec.cache.blocks import FrameBlocks, InFlight
+from hdfsspec.cache.blocks import FrameBlocks, InFlight, split_held
 from hdfsspec.cache.dry_run import dry_run
 from hdfsspec.cache.frame_count import FrameCount
 from hdfsspec.cache.layout import Layout
@@ -137,14 +137,12 @@ class FrameStore:
             if top != index.number_of_frames - 1:
                 return None
             wanted, left = wanted[:-1], [top]
-        prefix = self._layout.parsed.prefix
-        starts, stops = block_ranges(index, wanted)
-        spans = zip(wanted.tolist(), starts.tolist(), stops.tolist(), strict=True)
-        missing = [f for f, a, b in spans if b > len(prefix) and self._block(f, a, b) is None]
+        missing = split_held(index, wanted, self._layout.parsed.prefix, self.blocks)[1]
         mine, _ = self._in_flight.claim(missing, each=True)
         if not mine:  # held, or some thread fetches them: the caller waits for it
             return left
         ranges = list(self._plan(index, mine).ranges)
+        prefix = self._layout.parsed.prefix
         cut = StreamedBlocks(index, ranges, mine, prefix, self.blocks, self._in_flight)
         if self._requests.stream(ranges, "frames", cut.feed, cut.done):
             return left
@@ -240,22 +238,7 @@ class FrameStore:
         ``(offset, bytes)`` pieces fetched. Blocks another thread is fetching are
         waited for, not fetched again (:class:`~hdfsspec.cache.blocks.InFlight`).
         """
-        prefix = self._layout.parsed.prefix
-        held = len(prefix)
-        starts, stops = block_ranges(index, wanted)
-        out: dict[int, tuple[int, bytes]] = {}
-        missing: list[int] = []
-        frames = wanted.tolist()
-        held_blocks = self.blocks.get_many(frames)  # one lock for all
-        for f, start, stop, block in zip(
-            frames, starts.tolist(), stops.tolist(), held_blocks, strict=True
-        ):
-            if stop <= held:
-                out[f] = (0, prefix)
-            elif block is None or block[0] != start or len(block[1]) < stop - start:
-                missing.append(f)  # not held, or held under a persisted index dropped since
-            else:
-                out[f] = block
+        out, missing = split_held(index, wanted, self._layout.parsed.prefix, self.blocks)
         self._requests.hit("frames", len(out))
         mine, others = self._in_flight.claim(missing)
         try:

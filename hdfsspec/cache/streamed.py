@@ -76,12 +76,13 @@ class StreamedBlocks:
             end = offset + len(chunk)
             todo, n = self._todo[k], self._next[k]
             cut: list[tuple[int, tuple[int, bytes]]] = []
-            while n < len(todo) and todo[n][2] <= end:
-                frame, start, stop = todo[n]
-                head = self._prefix[start:base] if start < base else b""
-                body = bytes(buffer[max(start, base) - base : stop - base])
-                cut.append((frame, (start, head + body)))
-                n += 1
+            with memoryview(buffer) as view:  # released before the buffer is trimmed
+                while n < len(todo) and todo[n][2] <= end:
+                    frame, start, stop = todo[n]
+                    head = self._prefix[start:base] if start < base else b""
+                    body = bytes(view[max(start, base) - base : stop - base])  # one copy
+                    cut.append((frame, (start, head + body)))
+                    n += 1
             self._next[k] = n
             if cut:
                 keep_from = self._keep[k][n] if n < len(todo) else end
