@@ -90,7 +90,8 @@ class DicomFile(AbstractBufferedFile):
         self._signed = fs.signed_reader(path, etag, self._target_ranges)
         options = dict(cache_options or {})
         options.setdefault("fetch_ranges", self._fetch_ranges)
-        options.setdefault("stream_ranges", self._stream_ranges)
+        if self._signed is not None or self._pin.streams:  # else every window is read whole
+            options.setdefault("stream_ranges", self._stream_ranges)
         # the name of the object in errors and progress: a presigned HTTPS URL's query redacted
         options.setdefault("path", redact_url(fs.fs.unstrip_protocol(path)))
         options.setdefault("options", fs.options)
@@ -279,9 +280,12 @@ class DicomFile(AbstractBufferedFile):
         if cache.parsed.header.pixel_data_offset is not None:
             cache.view(frames=1)  # the first frame: learns whether the items must be walked
         # batches in flight and the one being yielded; twice while a batch's frames are
-        # cut from the bytes it fetched (not when a walk of the items brings them)
-        fetched = 1 if cache.layout.scan is not None else 2
-        held = (fetched * max(1, ahead) + 1) * budget
+        # cut from the bytes it fetched. A walk of the items fetches its own windows
+        # ahead: its batches are in memory once formed, and each is yielded at once
+        # (held back, they would wait for the walk to pass later ones).
+        walked = cache.layout.scan is not None
+        queued = 0 if walked else max(1, ahead)
+        held = ((1 if walked else 2 * queued) + 1) * budget
         blocks = cache.frames.blocks
         blocks.reserve(held)  # counted against the cache bound: fewer blocks kept meanwhile
         try:
@@ -291,7 +295,7 @@ class DicomFile(AbstractBufferedFile):
                 queue: deque[tuple[list[int], Future[list[bytes]]]] = deque()
                 for batch in batches:
                     queue.append((batch, pool.submit(cache.read_frames, batch, False)))
-                    if len(queue) > max(1, ahead):
+                    if len(queue) > queued:
                         done, pending = queue.popleft()
                         yield from zip(done, pending.result(), strict=True)
                 while queue:

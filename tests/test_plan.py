@@ -151,3 +151,30 @@ def test_a_plan_of_frames_partly_walked_splits_known_and_unknown(store):
         assert 255 in plan.unknown and 50 not in plan.unknown
         assert set(plan.unknown) <= {101, 255}
         assert f.read_frames([50, 101, 255]) == [expected[k] for k in (50, 101, 255)]
+
+
+@pytest.mark.parametrize(
+    ("frames", "expected"),
+    [
+        ([3, 1, np.int64(2)], [3, 1, 2]),
+        (np.array([5, 4], dtype=np.uint16), [5, 4]),
+        ((k for k in (7, 7)), [7, 7]),
+        (range(3), [0, 1, 2]),
+        ([], []),
+        ([True], [1]),  # as operator.index says
+    ],
+)
+def test_frame_numbers_take_any_integers_in_one_step(frames, expected):
+    from hdfsspec.io.planning import distinct_frames, frame_numbers
+
+    got = frame_numbers(frames)
+    assert got == expected and all(type(f) is int for f in got)
+    assert distinct_frames(got).tolist() == sorted(set(expected))
+
+
+@pytest.mark.parametrize("frames", [[1, 2.5], [1, [2, 3]], [None], ["a"], np.array([2.0])])
+def test_frame_numbers_that_are_not_integers_raise_type_error(frames):
+    from hdfsspec.io.planning import frame_numbers
+
+    with pytest.raises(TypeError, match="frame numbers must be integers"):
+        frame_numbers(frames)

@@ -206,3 +206,44 @@ def test_closing_a_file_ends_its_streams(s3_endpoint, shaped):
     time.sleep(3.5)
     assert shaped.log.requests == 2 and shaped.log.faults == {"stall": 1}
     assert requests.requested < len(EOT)  # what came before the stall, no more
+
+
+def test_only_targets_that_stream_are_asked_to(s3_endpoint, tmp_path):
+    """A window of a target that reads only whole ranges claims its frames once, not
+    one waiter each (and is not offered to a stream that would refuse it)."""
+    local = tmp_path / "x.dcm"
+    local.write_bytes(BLOB)
+    with fsspec.open(f"dicom::file://{local}", dicom={"index_cache": False}) as f:
+        assert not f.cache.requests.can_stream
+        assert _loop(f) and f.stats.requests <= 8
+    path = _put(s3_endpoint, "can.dcm", BLOB)
+    with _dicom(s3_endpoint).open(path) as f:  # S3 through signed URLs
+        assert f.cache.requests.can_stream
+
+
+# -- a pass over every frame of an object without offset table -----------------------------
+def test_every_frame_pass_yields_frames_while_the_walk_goes_on(s3_endpoint, shaped):
+    """Without offset table, the frames the walk has found are yielded at once, not
+    held back until it is several batches further (here: beyond a stalled window)."""
+    path = _put(s3_endpoint, "walk.dcm", build_encapsulated(FRAMES, offset_table="empty"))
+    shaped.faults = FaultPlan(4, stall=Fault(1.0, limit=1, after=3), stall_seconds=1.5)
+    fs = fsspec.filesystem(
+        "dicom",
+        target_protocol="s3",
+        target_options=_s3_options(shaped.url),
+        skip_instance_cache=True,
+        index_cache=False,
+        first_request=16384,
+        scan_window=32768,
+        scan_concurrency=1,
+    )
+    with fs.open(path) as f:
+        began, when = time.monotonic(), []
+        for k, data in f.iter_frames(batch_bytes=16384, ahead=4):
+            assert data == FRAMES[k]
+            when.append(time.monotonic() - began)
+    assert len(when) == len(FRAMES) and shaped.log.faults == {"stall": 1}
+    assert when[-1] >= 1.5  # the stalled window held the rest back
+    early = sum(t < 1.0 for t in when)
+    assert early > 16384 // 1100 + 32768 // 900  # beyond the first request and a window
+    assert shaped.log.bytes <= 1.05 * len(BLOB)

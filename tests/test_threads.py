@@ -189,3 +189,25 @@ def test_in_flight_claims_are_disjoint_and_released_claims_wake_waiters():
     assert again == [1] and len(waits) == 1 and not waits[0].is_set()  # 4 is still claimed
     flight.release(theirs)
     assert waits[0].is_set()
+    twice, waits = flight.claim([7, 7, 8])
+    assert twice == [7, 8] and waits == []  # a frame named twice is claimed once
+
+
+def test_a_claim_wakes_every_thread_waiting_for_it_once_released_in_parts():
+    from hdfsspec.cache.blocks import InFlight
+
+    flight = InFlight()
+    mine, _ = flight.claim(range(10))
+    _, (wait,) = flight.claim([5])
+    woken = []
+    threads = [threading.Thread(target=lambda: woken.append(wait.wait())) for _ in range(4)]
+    for t in threads:
+        t.start()
+    flight.release(mine[:5])  # the claim's one waiter is set by the first release
+    flight.release(mine[5:])  # and setting it again changes nothing
+    for t in threads:
+        t.join(5)
+    assert len(woken) == 4 and wait.is_set()
+    wait.wait()  # set: returns at once, now and later
+    _, per_frame = flight.claim([20, 21], each=True), flight.claim([20, 21])[1]
+    assert len(per_frame) == 2  # a streamed claim: one waiter a frame

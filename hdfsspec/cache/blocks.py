@@ -10,6 +10,7 @@ from __future__ import annotations
 import threading
 from collections import OrderedDict
 from collections.abc import Iterable
+from itertools import repeat
 
 import numpy as np
 
@@ -89,9 +90,18 @@ class FrameBlocks:
 
     def put(self, blocks: Iterable[tuple[int, Block]]) -> None:
         """Hold ``(frame, block)`` pairs (most recent last), evicting beyond the bound."""
+        pairs = blocks if isinstance(blocks, list) else list(blocks)
+        if not pairs:
+            return
+        sizes = [len(data) for _, (_, data) in pairs]
         with self._lock:
             items = self._items
-            for frame, block in blocks:
+            if max(sizes) <= self.bound and items.keys().isdisjoint(f for f, _ in pairs):
+                items.update(pairs)  # new frames, each within the bound: at once
+                self.nbytes += sum(sizes)
+                self._evict()
+                return
+            for frame, block in pairs:
                 old = items.pop(frame, None)
                 if old is not None:
                     self.nbytes -= len(old[1])
@@ -126,6 +136,42 @@ class FrameBlocks:
             self.nbytes = 0
 
 
+_SETTING = threading.Lock()
+
+
+class Done:
+    """Set once, waited for by any number of threads: a lock held until :meth:`set`.
+
+    What :class:`InFlight` hands out, one per frame of a streamed window: a
+    ``threading.Event`` (a condition, a lock and a list of waiters) costs several
+    times as much to make and to set.
+    """
+
+    __slots__ = ("_lock", "_set")
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._lock.acquire()
+        self._set = False
+
+    def set(self) -> None:
+        """Wake every thread waiting, and those to come (the first call only)."""
+        with _SETTING:
+            if self._set:
+                return
+            self._set = True
+        self._lock.release()
+
+    def is_set(self) -> bool:
+        return self._set
+
+    def wait(self) -> None:
+        """Return once :meth:`set` was called."""
+        if not self._set:
+            self._lock.acquire()  # released by set(): pass it on to the next waiter
+            self._lock.release()
+
+
 class InFlight:
     """The frames some thread is fetching now: another thread that needs them waits.
 
@@ -137,7 +183,7 @@ class InFlight:
     """
 
     def __init__(self) -> None:
-        self._events: dict[int, threading.Event] = {}
+        self._events: dict[int, Done] = {}
         self._lock = threading.Lock()
         renew_after_fork(self)
 
@@ -146,9 +192,7 @@ class InFlight:
         self._events = {}
         self._lock = threading.Lock()
 
-    def claim(
-        self, frames: Iterable[int], each: bool = False
-    ) -> tuple[list[int], list[threading.Event]]:
+    def claim(self, frames: Iterable[int], each: bool = False) -> tuple[list[int], list[Done]]:
         """Claim those of ``frames`` nobody fetches; return them, and what to wait for.
 
         The frames claimed share one event (set when any of them is released: a fetch
@@ -156,15 +200,19 @@ class InFlight:
         each frame as its bytes come in).
         """
         mine: list[int] = []
-        theirs: dict[int, threading.Event] = {}
-        ours: threading.Event | None = None  # one for the whole claim, set on release
+        theirs: dict[int, Done] = {}
+        ours: Done | None = None  # one for the whole claim, set on release
+        wanted = frames if isinstance(frames, list) else list(frames)
         with self._lock:
             events = self._events
-            for frame in frames:
+            if not each and wanted and events.keys().isdisjoint(wanted):
+                events.update(dict.fromkeys(wanted, Done()))  # nobody else's
+                return list(dict.fromkeys(wanted)), []
+            for frame in wanted:
                 event = events.get(frame)
                 if event is None:
                     if ours is None or each:  # not made when every frame was cached
-                        ours = threading.Event()
+                        ours = Done()
                     events[frame] = ours
                     mine.append(frame)
                 elif id(event) not in theirs:
@@ -173,15 +221,12 @@ class InFlight:
 
     def release(self, frames: Iterable[int]) -> None:
         """The fetch of ``frames`` is over (done or failed): wake whoever waits."""
-        done: dict[int, threading.Event] = {}
         with self._lock:
             pop = self._events.pop
-            for frame in frames:
-                event = pop(frame, None)
-                if event is not None:
-                    done[id(event)] = event
-        for event in done.values():
-            event.set()
+            done = set(map(pop, frames, repeat(None)))  # events hash by identity
+        for event in done:
+            if event is not None:
+                event.set()
 
 
 def split_held(
@@ -195,6 +240,8 @@ def split_held(
     missing: list[int] = []
     frames = wanted.tolist()
     held_blocks = blocks.get_many(frames)  # one lock for all
+    if held_blocks.count(None) == len(frames) and (not frames or int(stops.min()) > held):
+        return out, frames  # none held: the usual case of a first read
     for f, start, stop, block in zip(
         frames, starts.tolist(), stops.tolist(), held_blocks, strict=True
     ):

@@ -342,25 +342,42 @@ class ItemScanner:
             enough = None if frames is None else frames + 1
             past = offset
         unpack, start = _ITEM_HEAD.unpack_from, pos
+        ended, count = self.ended, len(offsets)
+        if not count:
+            return False  # step() opens the first frame
+        enough = enough if enough is not None else size + 1  # never reached
+        past = past if past is not None else size
         while pos + keep <= held:
             rel = pos - base
             word, length = unpack(chunk, rel)
             if word != _ITEM_WORD or length < keep - 8 or pos + 8 + length > size:
                 break
             head = bytes(chunk[rel : rel + keep])
-            if not offsets:
-                break  # step() opens the first frame
             if mode == "one":
                 if not rle_frame_head(head):
                     break  # step() ends the partial grouping
-                firsts.append(len(offsets))
-            elif markers and self._boundary(rel, head):
-                firsts.append(len(offsets))
+                firsts.append(count)
+            elif markers:  # as _boundary, its usual case inline
+                if rel >= 3 and (
+                    chunk.startswith(END_MARKER, rel - 2) or chunk.startswith(_PADDED, rel - 3)
+                ):
+                    ended.append(True)
+                    if chunk.startswith(START_MARKERS, rel + 8):
+                        if mode is not None:
+                            firsts.append(count)
+                    else:
+                        self._unsure()
+                        mode = None
+                elif self._boundary(rel, head):
+                    firsts.append(count)
+                else:
+                    mode = self.mode
             offsets.append(pos)
             lengths.append(length)
             heads.append(head)
+            count += 1
             pos += 8 + length
-            if (enough is not None and len(firsts) >= enough) or (past is not None and pos > past):
+            if len(firsts) >= enough or pos > past:
                 break
         self.pos = pos
         return pos != start

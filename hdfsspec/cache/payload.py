@@ -9,16 +9,22 @@ next tile's item header, held in the block too, is checked against the table.
 
 from __future__ import annotations
 
+import struct
 from collections.abc import Iterable, Mapping
 
 import numpy as np
 
 from hdfsspec.dicom.fragment_items import check_next_item, join_fragments
+from hdfsspec.dicom.header import ITEM, SEQUENCE_DELIMITER
 from hdfsspec.dicom.index import UNKNOWN, FrameIndex
 
 __all__ = ["frame_payload", "frames_payloads"]
 
 Block = tuple[int, bytes]
+
+_ITEM_TAG = struct.pack("<HH", ITEM >> 16, ITEM & 0xFFFF)  # (FFFE,E000) as stored
+_DELIMITER_TAG = struct.pack("<HH", SEQUENCE_DELIMITER >> 16, SEQUENCE_DELIMITER & 0xFFFF)
+_LENGTH = struct.Struct("<L").unpack_from
 
 
 def frame_payload(
@@ -56,14 +62,36 @@ def frames_payloads(
     chosen = np.asarray(frames, dtype=np.int64)
     starts, stops = index.starts[chosen].tolist(), index.stops[chosen].tolist()
     single = index.offset_table == "tiff"  # a tile is one item
+    last = index.number_of_frames - 1
     nexts: Iterable[tuple[int, int]] = [(0, UNKNOWN)] * len(frames)
     if single:  # a tile's next item, checked in its block too
-        after = np.minimum(chosen + 1, index.number_of_frames - 1)
+        after = np.minimum(chosen + 1, last)
         nexts = zip(index.starts[after].tolist(), index.stops[after].tolist(), strict=True)
-    return [
-        _join(index, f, start, stop, nxt, blocks[f], path, size, single)
-        for f, start, stop, nxt in zip(frames, starts, stops, nexts, strict=True)
-    ]
+    out = []
+    for f, start, stop, nxt in zip(frames, starts, stops, nexts, strict=True):
+        block = blocks[f]
+        base, data = block
+        # the next tile's item length the table gives (None: unchecked, not a tile's)
+        then = nxt[1] - nxt[0] - 8 if single and f != last else None
+        if _one_item(data, start - base, stop - base, then):
+            out.append(data[start - base + 8 : stop - base])
+        else:  # several items, or anything unusual: the careful way, which says what
+            out.append(_join(index, f, start, stop, nxt, block, path, size, single))
+    return out
+
+
+def _one_item(data: bytes, rel: int, end: int, then: int | None) -> bool:
+    """Whether ``data[rel:end]`` is one whole item followed by the next item's header
+    (of ``then`` bytes where given: a tile's, which the delimiter cannot follow) or the
+    sequence delimiter: the usual frame, every check of :func:`_join` passed at once."""
+    if rel < 0 or end + 8 > len(data) or data[rel : rel + 4] != _ITEM_TAG:
+        return False
+    if _LENGTH(data, rel + 4)[0] != end - rel - 8:
+        return False
+    following = data[end : end + 4]
+    if following == _ITEM_TAG:
+        return then is None or _LENGTH(data, end + 4)[0] == then
+    return following == _DELIMITER_TAG and then is None
 
 
 def _join(

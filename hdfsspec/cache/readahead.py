@@ -154,14 +154,32 @@ class FramePattern:
         if start >= self.total:
             return []
         budget = self._grow(self._frame_bytes(first, last))
-        stop = start + 1  # frames start..stop-1 fit the window (at least one)
-        while stop < self.total and self._frame_bytes(start, stop) <= budget:
-            stop += 1
+        stop = self._fit(start, budget)  # frames start..stop-1 fit the window
         if stop < self.total and self._frame_bytes(stop, self.total - 1) <= budget // 4:
             stop = self.total  # no window of a few last frames on its own: a round for little
         self._handed(start)
         self.scheduled = stop - 1
         return list(range(start, stop))
+
+    def _fit(self, start: int, budget: int) -> int:
+        """The first frame after ``start`` that no longer fits a window of ``budget``
+        bytes from ``start`` (the window holds at least ``start``): found by doubling
+        steps then halving them, the sizes growing with the frames."""
+
+        def fits(stop: int) -> bool:
+            return stop < self.total and self._frame_bytes(start, stop) <= budget
+
+        low, step = start + 1, 1  # low fits, or is the answer
+        if not fits(low):
+            return low
+        high = low + step
+        while fits(high):
+            low, step = high, 2 * step
+            high = low + step
+        while high - low > 1:  # low fits, high does not
+            mid = (low + high) // 2
+            low, high = (mid, high) if fits(mid) else (low, mid)
+        return high
 
     def _strided(self, row: int) -> list[int]:
         """Rows ahead of the row starting at ``row``, once the reader enters the last

@@ -46,8 +46,12 @@ def frame_numbers(frames: Iterable[Any]) -> list[int]:
     A float such as ``2.5`` would otherwise be truncated to a frame, or fail later as
     an unrelated error.
     """
+    seq = frames if isinstance(frames, (list, tuple, np.ndarray)) else list(frames)
+    arr = _as_array(seq)
+    if arr is not None:  # ints (Python or numpy): at once
+        return list(arr.tolist())
     out = []
-    for f in frames:
+    for f in seq:
         try:
             out.append(operator.index(f))
         except TypeError:
@@ -57,13 +61,33 @@ def frame_numbers(frames: Iterable[Any]) -> list[int]:
     return out
 
 
+def _as_array(seq: Sequence[Any] | np.ndarray) -> np.ndarray | None:
+    """``seq`` as a flat int64 array when it holds integers only (None otherwise: the
+    caller converts one by one, and says which is not an integer)."""
+    if not len(seq):
+        return np.zeros(0, dtype=np.int64)
+    try:
+        arr = np.asarray(seq)
+    except (TypeError, ValueError):  # ragged, or not numbers
+        return None
+    if arr.ndim != 1 or arr.dtype.kind not in "iu":
+        return None
+    if arr.dtype.kind == "u" and int(arr.max()) >= 2**63:
+        return None
+    return arr.astype(np.int64, copy=False)
+
+
 def distinct_frames(frames: Iterable[Any]) -> np.ndarray:
     """The distinct frame numbers of ``frames``, sorted, as an int64 array.
 
     Not ``np.unique``: numpy 2.4 (at least) asks ``np.ma`` whether its input is masked,
     which imports ``numpy.ma`` (10-80 ms) on the first frame read of a process.
     """
-    a = np.sort(np.fromiter((int(f) for f in frames), dtype=np.int64))
+    seq = frames if isinstance(frames, (list, tuple, np.ndarray)) else list(frames)
+    arr = _as_array(seq)
+    if arr is None:
+        arr = np.fromiter((int(f) for f in seq), dtype=np.int64, count=len(seq))
+    a = np.sort(arr)
     if a.size > 1:
         a = a[np.concatenate(([True], a[1:] != a[:-1]))]
     return a
@@ -173,7 +197,7 @@ def plan_frames(
     starts, stops = block_ranges(index, distinct)
     keep = stops > held_below
     wanted = np.maximum(starts[keep], held_below), stops[keep]
-    chosen = tuple(int(f) for f in distinct)
+    chosen = tuple(distinct.tolist())
     if max_gap is not None or link is None:
         pairs = zip(wanted[0].tolist(), wanted[1].tolist(), strict=True)
         return _logged(FetchPlan(chosen, tuple(coalesce(pairs, max_gap or 0, max_block))))

@@ -152,14 +152,18 @@ class VersionPin:
             return retry_ranges(lambda again: self._cat(fs, again), ranges)[0]
         return self._cat(fs, ranges)
 
+    @property
+    def streams(self) -> bool:
+        """Whether :meth:`stream` can start GETs here (an HTTP(S) target)."""
+        return is_instance(self.fs, "fsspec.implementations.http", "HTTPFileSystem")
+
     def stream(self, ranges: Sequence[tuple[int, int]], sink: Sink) -> Future[None] | None:
         """Start GETs of ``ranges`` whose bodies go to ``sink`` as they arrive, pinned
         (:func:`~hdfsspec.io.stream.stream_ranges`): an HTTP(S) target only, else None
         (the caller reads them with :meth:`read`, as what a failed stream left)."""
-        fs = self.fs
-        if not ranges or not is_instance(fs, "fsspec.implementations.http", "HTTPFileSystem"):
+        if not ranges or not self.streams:
             return None
-        return stream_ranges(fs, self.path, ranges, self.kwargs.get("headers", {}), sink)
+        return stream_ranges(self.fs, self.path, ranges, self.kwargs.get("headers", {}), sink)
 
     def _cat(self, fs: fsspec.AbstractFileSystem, ranges: Sequence[tuple[int, int]]) -> list[Any]:
         """One ``cat_ranges`` of ``ranges``, pinned, checked (:meth:`check`)."""
