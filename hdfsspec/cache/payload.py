@@ -45,6 +45,9 @@ def frame_payload(
     single = tiles and index.offset_table == "tiff"
     last = index.number_of_frames - 1
     after = index.frame_range(min(frame + 1, last)) if single else (0, UNKNOWN)
+    then = after[1] - after[0] - 8 if single and frame != last else None
+    if _one_item(data, start - base, stop - base, then):
+        return data[start - base + 8 : stop - base]
     return _join(index, frame, start, stop, after, block, path, size, single)
 
 

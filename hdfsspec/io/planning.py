@@ -47,6 +47,8 @@ def frame_numbers(frames: Iterable[Any]) -> list[int]:
     an unrelated error.
     """
     seq = frames if isinstance(frames, (list, tuple, np.ndarray)) else list(frames)
+    if len(seq) == 1 and type(seq[0]) is int:  # a loop's one frame: no array
+        return [seq[0]]
     arr = _as_array(seq)
     if arr is not None:  # ints (Python or numpy): at once
         return list(arr.tolist())
