@@ -136,7 +136,19 @@ class FrameBlocks:
             self.nbytes = 0
 
 
-_SETTING = threading.Lock()
+class _Guard:
+    """The lock that lets one :meth:`Done.set` of several release a waiter's lock (a new
+    one in a forked child: a parent's thread may have held it)."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        renew_after_fork(self)
+
+    def _after_fork(self) -> None:
+        self.lock = threading.Lock()
+
+
+_SETTING = _Guard()
 
 
 class Done:
@@ -156,7 +168,7 @@ class Done:
 
     def set(self) -> None:
         """Wake every thread waiting, and those to come (the first call only)."""
-        with _SETTING:
+        with _SETTING.lock:
             if self._set:
                 return
             self._set = True
