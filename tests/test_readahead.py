@@ -275,3 +275,29 @@ def test_threads_reading_the_last_frame_walk_to_its_end_once(store):
             t.join()
         assert got == [FRAMES[last]] * 4
         assert counting.requests == 1  # one thread walks; the others wait for its walk
+
+
+def test_windows_that_stream_may_be_twice_as_long():
+    """A streamed window serves each frame as it comes: its length costs its reader no
+    wait, so the cap is four round trips of the link, not two (a window read whole)."""
+    from hdfsspec.cache.dicom_cache import DicomFrameCache
+    from hdfsspec.io.link import LinkModel
+
+    blob = build_encapsulated(fake_jpeg_frames(30, seed=2), offset_table="bot")
+    link = LinkModel(concurrency=4, rtt=0.02, bandwidth=50e6, learn=False)  # 1 MB a trip
+
+    def cache(**options):
+        return DicomFrameCache(
+            0,
+            lambda a, b: blob[a:b],
+            len(blob),
+            fetch_ranges=lambda r: [blob[a:b] for a, b in r],
+            link=link,
+            max_cache_bytes=2**30,
+            **options,
+        )
+
+    whole, streamed = cache(), cache(stream_ranges=lambda ranges, sink: None)
+    assert not whole.requests.can_stream and streamed.requests.can_stream
+    assert whole.frames._ahead_cap() == 2 * 2**20  # 2 x 1 MB, raised to 2 MiB
+    assert streamed.frames._ahead_cap() == 4 * 1_000_000

@@ -84,10 +84,19 @@ class FrameStore:
         return self._pattern
 
     def _ahead_cap(self) -> int:
-        """Largest window ahead: what the link carries in a round trip or two, at least
-        2 MiB and at most 16 MiB, within an eighth of the cache bound."""
+        """Largest window ahead: what the link carries in two round trips (four where
+        windows stream), at least 2 MiB and at most 16 MiB, within an eighth of the
+        cache bound.
+
+        A window read whole serves its first frame only once its last byte is in: a
+        larger one makes its reader wait longer. A streamed one serves each frame as it
+        comes, so its size costs no wait, only what a reader that stops leaves unread;
+        and fewer, longer streams keep the link as full with fewer requests (a 19 MB
+        loop over S3: 0.19 s in 7 requests with two round trips, 0.16 s in 5 with four).
+        """
         link = self._requests.link.estimate
-        carried = int(2 * link.rtt * link.bandwidth)
+        rounds = 4 if self._requests.can_stream else 2
+        carried = int(rounds * link.rtt * link.bandwidth)
         return max(1, min(self.options.max_cache_bytes // 8, max(2 * MiB, min(16 * MiB, carried))))
 
     def load_with(self, frames: list[int], ahead: list[int]) -> dict[int, tuple[int, bytes]]:
