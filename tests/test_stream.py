@@ -50,14 +50,16 @@ def _put(s3_endpoint: str, name: str, data: bytes) -> str:
     return path
 
 
-def _dicom(url: str) -> fsspec.AbstractFileSystem:
+def _dicom(url: str, **options) -> fsspec.AbstractFileSystem:
+    options.setdefault("first_request", 16384)  # the first frames: the reads that make
+    # the pattern cost nothing
     return fsspec.filesystem(
         "dicom",
         target_protocol="s3",
         target_options=_s3_options(url),
         skip_instance_cache=True,
         index_cache=False,
-        first_request=16384,  # the first frames: the reads that make the pattern cost nothing
+        **options,
     )
 
 
@@ -227,17 +229,7 @@ def test_every_frame_pass_yields_frames_while_the_walk_goes_on(s3_endpoint, shap
     held back until it is several batches further (here: beyond a stalled window)."""
     path = _put(s3_endpoint, "walk.dcm", build_encapsulated(FRAMES, offset_table="empty"))
     shaped.faults = FaultPlan(4, stall=Fault(1.0, limit=1, after=3), stall_seconds=1.5)
-    fs = fsspec.filesystem(
-        "dicom",
-        target_protocol="s3",
-        target_options=_s3_options(shaped.url),
-        skip_instance_cache=True,
-        index_cache=False,
-        first_request=16384,
-        scan_window=32768,
-        scan_concurrency=1,
-    )
-    with fs.open(path) as f:
+    with _dicom(shaped.url, scan_window=32768, scan_concurrency=1).open(path) as f:
         began, when = time.monotonic(), []
         for k, data in f.iter_frames(batch_bytes=16384, ahead=4):
             assert data == FRAMES[k]
