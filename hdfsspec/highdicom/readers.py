@@ -39,6 +39,7 @@ from hdfsspec.highdicom._adapter import (
     pickled_tables,
     quick_sop_class_checks,
 )
+from hdfsspec.highdicom._tiled_full import quick_tiled_full
 from hdfsspec.highdicom.frame_reader import DicomFrameReader
 from hdfsspec.io.planning import FetchPlan, distinct_frames
 from hdfsspec.sources import Source, open_dicom, whole
@@ -48,6 +49,7 @@ __all__ = ["DicomFrameReader", "annread", "imread", "open_dicom", "segread", "sr
 T = TypeVar("T")
 
 quick_sop_class_checks()  # highdicom's answers without its 22 MB table (0.37 s a process)
+quick_tiled_full()  # a TILED_FULL image's tile positions a plane at a time, not a tile
 
 
 class _Planned(Exception):
