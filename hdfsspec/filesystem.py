@@ -230,7 +230,7 @@ class DicomFileSystem(ChainedFileSystem):
         self._dual_tiff = False
         renew_after_fork(self)
         if warm:  # the client and sessions of the first read, made while the caller goes on
-            warm_up(fs, *([self._http_fs] if signs else []))
+            warm_up(fs, *([self._http_fs] if signs else []), requests=not signs)
 
     # -- the target ---------------------------------------------------------------------------
     @property
@@ -324,6 +324,10 @@ class DicomFileSystem(ChainedFileSystem):
         if not self.signed_urls:
             return None
         return signed_ranges(lambda: self.fs, path, etag, self._http_fs, fallback)
+
+    def signed_http(self) -> Callable[[], fsspec.AbstractFileSystem] | None:
+        """The factory of signed reads' HTTP filesystem, or None where reads are not signed."""
+        return self._http_fs if self.signed_urls and signable(self.fs) else None
 
     def _http_fs(self) -> fsspec.AbstractFileSystem:
         """The HTTP filesystem of signed reads (one session for every file, made once)."""

@@ -83,7 +83,9 @@ def _first_read(fs: DicomFileSystem, path: str, known: bool) -> tuple[dict[str, 
         # the size is not known before the first GET: the end of the object is fetched
         # with it where the last object opened was a dual DICOM-TIFF (a bucket of slides)
         tail = tail_size(fs.options.tail_request, nbytes) if fs._dual_tiff else 0
-        got = first_read(fs.fs, path, 1 if known else nbytes, 0 if known else tail)
+        got = first_read(
+            fs.fs, path, 1 if known else nbytes, 0 if known else tail, fs.signed_http()
+        )
     except FileNotFoundError:  # an object store's "directory" is no object: say so
         if lister(fs.fs).isdir(path):
             raise IsADirectoryError(errno.EISDIR, os.strerror(errno.EISDIR), path) from None

@@ -57,6 +57,19 @@ def test_warm_up_makes_the_client_and_its_session_without_a_connection(listener)
     assert warm_up(s3) is None  # once a target
 
 
+def test_where_reads_are_signed_only_the_client_is_made(listener):
+    """Signed reads need s3fs's client (it signs their URLs), not its requests' session
+    (its TLS context: about 45 ms of CPU beside the first read)."""
+    s3 = _s3(listener.getsockname()[1])
+    made = []
+    thread = warm_up(s3, lambda: made.append(True), requests=False)
+    assert thread is not None
+    thread.join(60)
+    assert s3._s3 is not None and made == [True]
+    assert not s3._s3._endpoint.http_session._sessions
+    assert _no_connection(listener)
+
+
 def test_only_s3_targets_are_warmed(tmp_path):
     assert warm_up(fsspec.filesystem("file")) is None
     assert warm_up(fsspec.filesystem("memory")) is None

@@ -22,16 +22,27 @@ from __future__ import annotations
 import asyncio
 import errno
 import re
+from collections.abc import Callable
 from typing import Any
 
 import fsspec
 from fsspec.asyn import sync
 
+from hdfsspec._log import get_logger
 from hdfsspec._types import is_instance
-from hdfsspec.io.retry import ShortRead, is_transient, retry_async, s3_get, transport_error
+from hdfsspec.io.retry import (
+    ShortRead,
+    is_transient,
+    reason,
+    retry_async,
+    s3_get,
+    transport_error,
+)
+from hdfsspec.io.signed_first import signed_first
 
 __all__ = ["first_read"]
 
+_log = get_logger(__name__)
 _CONTENT_RANGE = re.compile(r"bytes (\d+)-(\d+)/(\d+)$")
 
 
@@ -40,7 +51,11 @@ Tail = tuple[int, bytes] | None
 
 
 def first_read(
-    fs: fsspec.AbstractFileSystem, path: str, nbytes: int, tail: int = 0
+    fs: fsspec.AbstractFileSystem,
+    path: str,
+    nbytes: int,
+    tail: int = 0,
+    http: Callable[[], fsspec.AbstractFileSystem] | None = None,
 ) -> tuple[dict[str, Any], bytes, Tail] | None:
     """Return ``(info, first bytes, tail)`` of ``path`` in one round, or None if not possible.
 
@@ -52,10 +67,18 @@ def first_read(
     ``info()``. Missing objects and denied access raise the target's
     own errors (``FileNotFoundError``, ``PermissionError``); a transport failure that
     outlasts the retries raises :class:`~hdfsspec.errors.TransportError`.
+
+    With ``http`` (the factory of signed reads' HTTP filesystem, for an S3 target whose
+    reads are signed), the GET goes through a presigned URL first
+    (:mod:`hdfsspec.io.signed_first`); where that does not answer, through s3fs.
     """
     reader = _reader(fs)
     if reader is None or nbytes < 1:
         return None
+    if http is not None and reader is _s3_first:
+        signed = _signed_first(fs, http, path, nbytes, tail)
+        if signed is not None:
+            return signed
     try:
         return sync(fs.loop, reader, fs, path, nbytes, tail)
     except (FileNotFoundError, PermissionError):
@@ -95,6 +118,49 @@ def _size_from(content_range: Any, data: bytes, nbytes: int) -> int | None:
     return size
 
 
+def _signed_first(
+    fs: Any, http: Callable[[], Any], path: str, nbytes: int, tail: int
+) -> tuple[dict[str, Any], bytes, Tail] | None:
+    """The first read through a presigned URL, or None (then s3fs reads)."""
+    try:
+        target = http()
+        if getattr(target, "loop", None) is not fs.loop:
+            return None  # its session lives on another loop
+        got = sync(fs.loop, signed_first, fs, target, path, nbytes, tail)
+        if got is None:
+            return None
+        (resp, data), end = got
+        size = _size_from(resp.get("ContentRange"), data, nbytes)
+    except Exception as exc:  # whatever it was, s3fs reads now, and says it its way
+        _log.debug("%s: signed first read failed (%s): through the target", path, reason(exc))
+        return None
+    if size is None:
+        return None
+    info = _s3_info(fs, path, size, resp)
+    return info, data, (_checked_tail(end, info, len(data)) if tail > 0 else None)
+
+
+def _s3_info(fs: Any, path: str, size: int, resp: dict[str, Any]) -> dict[str, Any]:
+    """The keys of s3fs's ``info()`` from a ``GetObject`` answer (the persisted index's
+    identity is the same whichever read it came from)."""
+    bucket, key, _ = fs.split_path(path)
+    modified = resp.get("LastModified")
+    if isinstance(modified, str):  # an HTTP header: parsed as botocore parses it
+        from botocore.utils import parse_timestamp
+
+        modified = parse_timestamp(modified)
+    info = {
+        "name": f"{bucket}/{key}",
+        "size": size,
+        "type": "file",
+        "ETag": resp.get("ETag"),
+        "LastModified": modified,
+    }
+    if resp.get("VersionId"):
+        info["VersionId"] = resp["VersionId"]
+    return info
+
+
 async def _s3_first(
     fs: Any, path: str, nbytes: int, tail: int = 0
 ) -> tuple[dict[str, Any], bytes, Tail] | None:
@@ -132,16 +198,7 @@ async def _s3_first(
     resp, data, size = got
     if size is None:
         return None  # no usable Content-Range: let info() say
-    info = {
-        "name": f"{bucket}/{key}",
-        "size": size,
-        "type": "file",
-        "ETag": resp.get("ETag"),
-        "LastModified": resp.get("LastModified"),
-    }
-    if resp.get("VersionId"):
-        info["VersionId"] = resp["VersionId"]
-    return info, data, None
+    return _s3_info(fs, path, size, resp), data, None
 
 
 async def _s3_tail(fs: Any, path: str, nbytes: int) -> tuple[Any, bytes] | None:

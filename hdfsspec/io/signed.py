@@ -51,7 +51,15 @@ from hdfsspec.io.redact import install as install_redaction
 from hdfsspec.io.retry import is_transient, reason, retry_ranges
 from hdfsspec.io.stream import Sink, stream_ranges
 
-__all__ = ["POOL", "SignedRanges", "http_client", "signable", "signed_ranges", "timeouts"]
+__all__ = [
+    "POOL",
+    "SignedRanges",
+    "http_client",
+    "proxied",
+    "signable",
+    "signed_ranges",
+    "timeouts",
+]
 
 EXPIRES = 3600
 """Seconds a presigned URL is asked to stay valid; it is signed again after half."""
@@ -216,7 +224,7 @@ class SignedRanges:
             self.active = False
             _log.debug("%s: not signed (%s): reading through the target", self.path, reason(exc))
             return self._fallback(ranges)
-        if _proxied(url):  # botocore would go through the proxy: so must we, by s3fs
+        if proxied(url):  # botocore would go through the proxy: so must we, by s3fs
             self.active = False
             _log.debug("%s: a proxy is configured: reading through the target", self.path)
             return self._fallback(ranges)
@@ -268,7 +276,7 @@ class SignedRanges:
             url = self.url()
         except Exception:  # signing failed: __call__ says how, on the caller's usual read
             return None
-        if _proxied(url):
+        if proxied(url):
             return None
         headers = {"If-Match": self.etag} if self.etag else {}
         return stream_ranges(self._http(), url, ranges, headers, sink)
@@ -295,7 +303,7 @@ class SignedRanges:
         return list(out)
 
 
-def _proxied(url: str) -> bool:
+def proxied(url: str) -> bool:
     """Whether the environment (``HTTPS_PROXY``...) routes ``url`` through a proxy.
 
     botocore honours these variables; aiohttp would only with ``trust_env``, which

@@ -3,8 +3,10 @@
 The first request of a process pays for what its client sets up lazily: s3fs builds
 the botocore client (``set_session``), then aiobotocore builds the TLS context of its
 connection pool (loading the CA bundle: about 50 ms, even for a plain ``http://``
-endpoint) and its aiohttp session; signed reads make their own HTTP filesystem. None
-of this needs the network. :func:`warm_up` does it in a daemon thread as soon as the
+endpoint) and its aiohttp session; signed reads make their own HTTP filesystem (and
+need only the client of s3fs, which signs their URLs: the first read of an object goes
+through a signed URL too, :mod:`hdfsspec.io.signed_first`). None of this needs the
+network. :func:`warm_up` does it in a daemon thread as soon as the
 ``dicom`` filesystem is made, so that a first open which comes some time later (a
 worker that unpickled its filesystem, a data loader's first item) finds it done; an
 open that comes at once waits for the same locks and loses nothing.
@@ -28,7 +30,7 @@ _WARMED = "_hdfsspec_warmed"
 """Attribute set on a target once it was warmed (each target instance once)."""
 
 
-def warm_up(fs: Any, *others: Callable[[], Any]) -> threading.Thread | None:
+def warm_up(fs: Any, *others: Callable[[], Any], requests: bool = True) -> threading.Thread | None:
     """Set up ``fs``'s client and HTTP session in a daemon thread (an s3fs target only).
 
     Parameters
@@ -38,6 +40,9 @@ def warm_up(fs: Any, *others: Callable[[], Any]) -> threading.Thread | None:
     *others : callable
         Also called in the thread, after (e.g. the factory of signed reads' HTTP
         filesystem); their exceptions are ignored too.
+    requests : bool, optional
+        Whether to make the session of the client's own requests too (False where
+        reads are signed: the client only signs their URLs).
 
     Returns
     -------
@@ -51,17 +56,17 @@ def warm_up(fs: Any, *others: Callable[[], Any]) -> threading.Thread | None:
     except AttributeError:  # a target that takes no attribute is not warmed
         return None
     thread = threading.Thread(
-        target=_warm, args=(fs, others), name="hdfsspec-warm-up", daemon=True
+        target=_warm, args=(fs, others, requests), name="hdfsspec-warm-up", daemon=True
     )
     thread.start()
     return thread
 
 
-def _warm(fs: Any, others: tuple[Callable[[], Any], ...]) -> None:
+def _warm(fs: Any, others: tuple[Callable[[], Any], ...], requests: bool) -> None:
     from fsspec.asyn import sync
 
     try:
-        sync(fs.loop, _session, fs)
+        sync(fs.loop, _session, fs, requests)
     except Exception as exc:  # the first request meets it again, and reports it
         _log.debug(
             "warming the S3 client up failed (%s): left to the first request", type(exc).__name__
@@ -73,9 +78,12 @@ def _warm(fs: Any, others: tuple[Callable[[], Any], ...]) -> None:
             _log.debug("warm-up step failed (%s)", type(exc).__name__)
 
 
-async def _session(fs: Any) -> None:
-    """The botocore client, then the aiohttp session its requests to the endpoint use."""
+async def _session(fs: Any, requests: bool = True) -> None:
+    """The botocore client, then (with ``requests``) the aiohttp session its requests to
+    the endpoint use: not where reads are signed (the client only signs their URLs)."""
     client = await fs.set_session()
+    if not requests:
+        return
     http = getattr(getattr(client, "_endpoint", None), "http_session", None)
     get_session = getattr(http, "_get_session", None)
     proxies = getattr(http, "_proxy_config", None)
