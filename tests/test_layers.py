@@ -211,6 +211,7 @@ def test_the_private_name_check_finds_the_adapter_s_and_they_exist_in_this_highd
         # highdicom.Image and Segmentation: the seams, and what readers ask of them
         "_db_con", "_get_pixels_by_frame", "_get_pixels_by_seg_frame",
         "_standardize_frame_index", "_serialize_db", "_file_reader", "_create_frame_lut",
+        "_standardize_lut_value",
     }  # fmt: skip
     assert relied_on <= found, relied_on - found
     assert private_uses("import highdicom._module_utils\nfrom highdicom.io import _get_bot\n")

@@ -119,3 +119,13 @@ def test_a_versioned_path_is_read_first_by_s3fs(s3_endpoint, proxy):
         first_read(target, f"{path}?versionId=abc", 4096, 0, _http(_dicom(proxy)))
     gets = proxy.log.gets()
     assert gets and not any(_signed(e) for e in gets)  # s3fs's GetObject, with its VersionId
+
+
+@pytest.mark.parametrize("name", ["with space.dcm", "plus+sign.dcm", "accent-é.dcm", "a%2Fb.dcm"])
+def test_a_key_that_needs_quoting_is_read_signed_as_signed(s3_endpoint, proxy, name):
+    """The URL is sent exactly as signed (not quoted again): one signed GET."""
+    path = _put(s3_endpoint, name, SLIDE)
+    info, data, _ = first_read(_target(proxy), path, 4096, 0, _http(_dicom(proxy)))
+    assert data == SLIDE[:4096] and info["size"] == len(SLIDE)
+    (entry,) = proxy.log.entries
+    assert _signed(entry)

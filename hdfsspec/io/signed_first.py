@@ -85,7 +85,9 @@ async def signed_first(
 
 async def _get(session: Any, url: str, span: str) -> Answer | None:
     """One ranged GET: the fields of a ``206`` answer and its body, else None."""
-    async with session.get(url, headers={"Range": span}) as response:
+    from yarl import URL  # aiohttp's: the URL exactly as signed, not quoted again
+
+    async with session.get(URL(url, encoded=True), headers={"Range": span}) as response:
         if response.status != 206:
             return None  # an error, or the whole object (a range ignored): not read
         data = await response.read()
