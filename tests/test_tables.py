@@ -16,7 +16,7 @@ from pydicom.valuerep import IS, DSfloat
 
 import hdfsspec
 from hdfsspec.dicom.index import UNKNOWN, FrameIndex
-from hdfsspec.highdicom._adapter import plain_columns
+from hdfsspec.highdicom._rows import plain_columns
 from hdfsspec.testing import build_slide
 
 COLUMNS = "a INTEGER, b REAL, c INTEGER, d TEXT, e REAL, f TEXT"
@@ -122,7 +122,7 @@ def test_an_index_pickles_without_its_lists():
 
 @pytest.mark.parametrize("count", [0, 1, 63, 64, 65, 1000])
 def test_rows_inserted_many_a_statement_are_the_rows_in_order(count):
-    from hdfsspec.highdicom._adapter import insert_rows
+    from hdfsspec.highdicom._rows import insert_rows
 
     columns = [
         list(range(1, count + 1)),
