@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import io
 
+import fsspec
 import numpy as np
 import pydicom
 import pytest
@@ -301,3 +302,28 @@ def test_windows_that_stream_may_be_twice_as_long():
     assert not whole.requests.can_stream and streamed.requests.can_stream
     assert whole.frames._ahead_cap() == 2 * 2**20  # 2 x 1 MB, raised to 2 MiB
     assert streamed.frames._ahead_cap() == 4 * 1_000_000
+
+
+def test_a_pydicom_walk_steps_the_pattern_once_a_frame(monkeypatch):
+    """pydicom reads each item's tag and length (two small reads): the tag, at the end of
+    the frame before's block, is served from the new frame's own block, so the length
+    read is a read within the frame last read, with no step of its own."""
+    frames = fake_jpeg_frames(64)
+    blob = build_encapsulated(frames, offset_table="bot")
+    memory = fsspec.filesystem("memory")
+    memory.pipe("/readahead-walk.dcm", blob)
+    fs = hdfsspec.DicomFileSystem(fs=memory, index_cache=False, first_request=2048)
+    steps = []
+    observe = FramePattern.observe
+
+    def counted(self, first, last):
+        steps.append((first, last))
+        return observe(self, first, last)
+
+    monkeypatch.setattr(FramePattern, "observe", counted)
+    with fs.open("/readahead-walk.dcm") as f:
+        ds = pydicom.dcmread(f)
+        assert ds.PixelData == pydicom.dcmread(io.BytesIO(blob)).PixelData
+        stats = f.stats
+    assert len(steps) <= 1.1 * len(frames)  # two a frame before (one a read)
+    assert stats.requests <= 5 and stats.bytes <= 1.05 * len(blob)  # header, table, windows

@@ -386,7 +386,10 @@ class DicomFrameCache(BaseCache):
             return rest[pos - held : min(stop, header_end) - held]
         frame = index.frame_at(pos)
         if frame >= 0:
-            for f in (frame - 1, frame):
+            # its own block first: a read of its item's head (which the block before also
+            # ends with) then leaves this frame remembered, and the reads of the rest of
+            # the item need no step of the pattern (pydicom: tag, then length)
+            for f in (frame, frame - 1):
                 block = local.get(f) or (self.frames.blocks.get(f) if f >= 0 else None)
                 if block is not None and block[0] <= pos < block[0] + len(block[1]):
                     local[f] = block
