@@ -14,7 +14,7 @@ from oracle import reference_frames
 from test_signed import FRAMES, SLIDE, _dicom, _put, _signed
 
 from hdfsspec.io.first_read import first_read
-from hdfsspec.testing import ShapingProxy
+from hdfsspec.testing import RangeHTTPServer, ShapingProxy
 
 
 @pytest.fixture
@@ -85,22 +85,28 @@ def test_a_missing_object_raises_s3fs_s_error(s3_endpoint, proxy):
     assert [_signed(e) for e in gets][:2] == [True, False]  # then s3fs's, which says it
 
 
-def test_a_range_ignored_is_not_read_whole(s3_endpoint, proxy, monkeypatch):
-    """An answer of the whole object (200: the range ignored) is left unread: s3fs reads."""
+@pytest.mark.parametrize("ignored", [False, True], ids=["ranged", "range ignored"])
+def test_only_a_ranged_answer_is_taken(proxy, ignored):
+    """A server that answers the whole object (200: the range ignored) is not taken, as
+    an error is not (the caller then reads through s3fs); a 206 gives its range, the
+    headers named as ``GetObject`` names them."""
+    from fsspec.asyn import sync
+
     from hdfsspec.io import signed_first
 
-    path = _put(s3_endpoint, "ignored.dcm", SLIDE)
-
-    async def whole(session, url, span):
-        async with session.get(url) as response:  # no Range: a 200 of the whole object
-            assert response.status == 200
-        return None  # as _get answers a 200: not read
-
-    monkeypatch.setattr(signed_first, "_get", whole)
-    info, data, _ = first_read(_target(proxy), path, 4096, 0, _http(_dicom(proxy)))
-    assert data == SLIDE[:4096] and info["size"] == len(SLIDE)
-    first, second = proxy.log.gets()
-    assert _signed(first) and not _signed(second)
+    blob = bytes(range(256)) * 64
+    http = _http(_dicom(proxy))()
+    with RangeHTTPServer({"x.dcm": blob}, ignore_range=ignored) as server:
+        session = sync(http.loop, http.set_session)
+        got = sync(http.loop, signed_first._get, session, server.url("x.dcm"), "bytes=0-99")
+        (entry,) = server.log.gets()
+    if ignored:
+        assert got is None
+        return
+    fields, data = got
+    assert data == blob[:100]
+    assert fields["ContentRange"] == f"bytes 0-99/{len(blob)}" and fields["ETag"]
+    assert entry[2:4] == (0, 100)  # the range asked for, and no more
 
 
 def test_signed_urls_false_reads_first_through_s3fs(s3_endpoint, proxy):
