@@ -70,8 +70,8 @@ def _columns(dataset: Dataset) -> list[list[Any]] | None:
     x: list[float] = []
     y: list[float] = []
     z: list[float] = []
+    position = (origin.XOffsetInSlideCoordinateSystem, origin.YOffsetInSlideCoordinateSystem)
     for plane in range(1, planes + 1):
-        position = (origin.XOffsetInSlideCoordinateSystem, origin.YOffsetInSlideCoordinateSystem)
         transformer = hd_spatial.PixelToReferenceTransformer(
             image_position=(*position, float(plane - 1) * between),
             image_orientation=orientation,
