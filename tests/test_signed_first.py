@@ -114,7 +114,8 @@ def test_signed_urls_false_reads_first_through_s3fs(s3_endpoint, proxy):
     dicom = _dicom(proxy, signed_urls=False)
     assert dicom.signed_http() is None
     with dicom.open(path) as f:
-        f.read_frames(FRAMES[:1])
+        assert f.read_frames(FRAMES[:1]) == [reference_frames(SLIDE)[FRAMES[0]]]
+        assert proxy.log.requests == f.stats.requests and proxy.log.bytes == f.stats.bytes
     assert not any(_signed(e) for e in proxy.log.gets())
 
 
@@ -134,4 +135,4 @@ def test_a_key_that_needs_quoting_is_read_signed_as_signed(s3_endpoint, proxy, n
     info, data, _ = first_read(_target(proxy), path, 4096, 0, _http(_dicom(proxy)))
     assert data == SLIDE[:4096] and info["size"] == len(SLIDE)
     (entry,) = proxy.log.entries
-    assert _signed(entry)
+    assert _signed(entry) and proxy.log.bytes == 4096

@@ -128,3 +128,5 @@ def test_frame_tables_equal_those_highdicom_builds_alone(tmp_path, monkeypatch, 
         np.testing.assert_array_equal(
             ours.get_total_pixel_matrix(**region), theirs.get_total_pixel_matrix(**region)
         )
+        stats = ours.file.stats  # the open's request, then the region's frames at once
+        assert stats.requests <= 2 and stats.bytes < len(blob)
